@@ -1,0 +1,58 @@
+"""The renderer interface: a scene at one instant (meshes with world poses) + a camera -> depth and instances.
+
+Every backend (``pyrender``, ``raycast``) implements :class:`Renderer`; the scene description is plain data
+(kubric's split: the scene is data, the renderer a view of it). Outputs are in the stored conventions:
+z-depth in metres along the OpenCV optical axis (0 = no hit) and an instance image holding the
+``instance_id`` of the mesh seen at each pixel (-1 = nothing). Backends convert from their own axes at
+this boundary and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from synthseq.datasets.types import Camera
+
+
+@dataclass(frozen=True)
+class RenderMesh:
+    """One triangle mesh placed in the world.
+
+    Args:
+        vertices: (M, 3) float, object frame, metres.
+        faces: (F, 3) int.
+        world_from_object: (4, 4) float64.
+        instance_id: written into the instance image; object index k >= 0, or -1 for the room/background.
+        key: a stable name for caching GPU/BVH buffers across frames (same key => same geometry).
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    world_from_object: np.ndarray
+    instance_id: int
+    key: str
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """depth: (H, W) float32 z-depth in metres, 0 where no surface; instance: (H, W) int16, -1 where none."""
+
+    depth: np.ndarray
+    instance: np.ndarray
+
+
+class Renderer(Protocol):
+    """Renders depth + instance images of a list of meshes from one camera."""
+
+    name: str
+
+    def render(self, meshes: list[RenderMesh], camera: Camera, world_from_camera: np.ndarray) -> RenderResult:
+        """Render ``meshes`` seen from a camera with OpenCV axes at ``world_from_camera`` (4, 4)."""
+        ...
+
+    def close(self) -> None:
+        """Release GL contexts / buffers."""
+        ...

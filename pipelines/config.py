@@ -1,0 +1,90 @@
+"""The whole synthseq config: one YAML file, one section per stage (generate, build, train, evaluate).
+
+Each section's dataclass lives with its stage; this module composes them, reads YAML with
+``yaml.safe_load``, applies ``--set key.path=value`` overrides and writes the resolved config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from synthseq.config import apply_overrides, from_dict, load_yaml, to_dict
+from synthseq.generator.config import GenerateConfig
+from synthseq.training.config import EvaluateConfig, TrainConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class BuildConfig:
+    """How a dataset is built: how many sequences, how they are grouped into shards, the root seed."""
+
+    num_sequences: int = 8
+    sequences_per_shard: int = 4
+    seed: int = 0
+    workers: int = 0  # 0 = one per CPU of the Ray cluster
+    max_retries: int = 2
+
+    def __post_init__(self):
+        from synthseq.errors import ConfigError
+
+        for name in ("num_sequences", "sequences_per_shard"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"build.{name}: expected a positive int, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ConfigError(f"build.workers: expected an int >= 0, got {self.workers}")
+        if self.max_retries < 0:
+            raise ConfigError(f"build.max_retries: expected an int >= 0, got {self.max_retries}")
+
+
+@dataclass
+class Config:
+    """The resolved config of a synthseq run."""
+
+    name: str = "synthseq"
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    build: BuildConfig = field(default_factory=BuildConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+def resolve_config_path(path) -> Path:
+    """A config path as given, or the name of a bundled config (``tiny``, ``default``)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    bundled = CONFIG_DIR / (p.name if p.suffix else f"{p.name}.yaml")
+    if not p.exists() and bundled.is_file() and len(p.parts) == 1:
+        return bundled
+    return p
+
+
+def load_config(path=None, overrides: list[str] | None = None) -> Config:
+    """Load a config file (or the defaults when ``path`` is None) and apply ``key.path=value`` overrides.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ConfigError: unknown key, wrong type or value out of range, naming the full key path
+            (and the file).
+    """
+    from synthseq.errors import ConfigError
+
+    data = {} if path is None else load_yaml(resolve_config_path(path))
+    data = apply_overrides(data, overrides or [])
+    try:
+        return from_dict(Config, data)
+    except ConfigError as e:
+        where = f"{resolve_config_path(path)}: " if path is not None else ""
+        raise ConfigError(f"{where}{e}") from None
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return to_dict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML text (readable by ``load_config``)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
