@@ -1,15 +1,105 @@
-"""Configs of the train and evaluate stages (PLACEHOLDER: the trainer work replaces this)."""
+"""Configs of the train and evaluate stages: the ``train:`` and ``evaluate:`` sections of a synthseq YAML."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
+
+from synthseq.config import bounded
+
+
+@dataclass
+class DistillConfig:
+    """Self-distillation of the discriminator into the refiner (``train.distill``).
+
+    L_distill = weight * (alpha * KL(Bern(mean D(x_real)) || Bern(mean D(x~)))
+                          + (1 - alpha) * MSE(f(x~), f(x_real)))
+
+    ``mode: features`` uses f = batch-mean of D's intermediate (pooled) features (cheap, the default);
+    ``mode: gradients`` uses f = d mean log D(x) / d theta_D, the original formulation (double backprop).
+    """
+
+    mode: Literal["features", "gradients"] = "features"
+    alpha: float = bounded(0.5, ge=0, le=1)
+    weight: float = bounded(1.0, ge=0)
+
+
+@dataclass
+class ModelConfig:
+    """Network sizes (``train.model``); the defaults train on a 2-core CPU at B=16, N=1024."""
+
+    zdim: int = bounded(16, gt=0)               # refiner latent size
+    g_hidden: int = bounded(64, gt=0)           # refiner per-point width
+    g_global: int = bounded(128, gt=0)          # refiner global feature width
+    d_hidden: int = bounded(64, gt=0)           # discriminator width (also the size of f_D)
+    d_blocks: int = bounded(2, ge=1)            # ResnetBlockFC blocks in D
+    d_norm: Literal["batch", "none"] = "batch"  # normalisation inside D's blocks
+    p_hidden: int = bounded(64, gt=0)           # pose network per-point width
+    p_global: int = bounded(256, gt=0)          # pose network global feature width
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 1
+    """The ``train:`` section: data, optimisation, loss weights (original design's keys kept), logging.
+
+    Keys kept from the original design with their meaning: epochs, batch_size, learning_rate, beta (KL
+    weight on q(z|x)), gamma (MMD weight on z), mmd_sigma (MMD Gaussian kernel bandwidth), gan_weight
+    (weight of the non-saturating GAN term in L_G), reg_param (weight of the self-regularisation
+    mean|offsets|), sample_interval (steps between sample figures), use_gan, adam_betas (0.5, 0.999).
+    """
+
+    # data
+    data: str | None = None                     # dataset directory written by `synthseq build`
+    real: list[str] = field(default_factory=list)  # real captures (TUM / 7-Scenes / point-cloud folders)
+    gaps: list[int] = bounded([1, 5, 10], gt=0)  # frame gaps d of the (t, t+d) pairs
+    num_points: int = bounded(1024, gt=0)       # points per cloud fed to the networks
+    num_workers: int = bounded(0, ge=0)         # DataLoader workers
+    # optimisation
+    epochs: int = bounded(20, gt=0)             # passes over the synthetic pairs
+    max_steps: int | None = bounded(None, gt=0)  # optional cap on optimisation steps
+    batch_size: int = bounded(16, gt=0)
+    learning_rate: float = bounded(1e-3, gt=0)
+    adam_betas: tuple[float, float] = (0.5, 0.999)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True                            # bfloat16 autocast on CUDA (ignored on CPU)
+    # GAN / refiner losses
+    use_gan: bool = True                        # false: P trains on raw synthetic pairs (the ablation)
+    gan_weight: float = bounded(0.1, ge=0)
+    reg_param: float = bounded(10.0, ge=0)
+    beta: float = bounded(0.5, ge=0)
+    gamma: float = bounded(1.0, ge=0)
+    mmd_sigma: float = bounded(1.0, gt=0)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    # pose losses
+    pose_weight: float = bounded(1.0, ge=0)          # geodesic(R, R_gt) + |t - t_gt| on synthetic pairs
+    translation_weight: float = bounded(1.0, ge=0)   # relative weight of |t - t_gt| (metres) vs radians
+    alignment_weight: float = bounded(1.0, ge=0)     # truncated Chamfer on real pairs
+    alignment_trunc: float = bounded(0.1, gt=0)      # Chamfer truncation distance, metres
+    consistency_weight: float = bounded(0.1, ge=0)   # student vs EMA teacher on real pairs
+    consistency_jitter: float = bounded(0.005, ge=0)  # std (m) of the noise on the student's real inputs
+    ema_decay: float = bounded(0.999, ge=0, lt=1)
+    # model sizes
+    model: ModelConfig = field(default_factory=ModelConfig)
+    # logging
+    log_interval: int = bounded(10, gt=0)            # steps between metrics.jsonl / TensorBoard rows
+    sample_interval: int = bounded(200, gt=0)        # steps between sample figures
+    checkpoint_interval: int = bounded(500, gt=0)    # steps between checkpoints (one also at the end)
+
+    def __post_init__(self):
+        from synthseq.errors import ConfigError
+
+        b1, b2 = self.adam_betas
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ConfigError(f"train.adam_betas: expected two values in [0, 1), got {list(self.adam_betas)}")
 
 
+# EvaluateConfig: owned by the evaluation stage (training/evaluate.py), extended there; kept in this file
+# because pipelines/config.py composes both sections from here.
 @dataclass
 class EvaluateConfig:
-    gaps: list = None
+    """The ``evaluate:`` section: which captures and frame gaps the pose evaluation uses."""
+
+    gaps: list[int] = bounded([1, 5, 10], gt=0)
+    real: list[str] = field(default_factory=list)
+    synthetic: str | None = None
