@@ -1,0 +1,82 @@
+"""Core types: shape/dtype validation, pose helpers, projection vs a hand-computed K."""
+
+import numpy as np
+import pytest
+
+from synthseq.datasets.types import (OPENCV_FROM_OPENGL, Camera, PointSequence, backproject_depth, invert_pose,
+                                     project_points, relative_pose, sample_fixed, transform_points)
+
+
+def _rot(axis, deg):
+    a = np.deg2rad(deg)
+    c, s = np.cos(a), np.sin(a)
+    i, j = [(1, 2), (2, 0), (0, 1)][axis]
+    R = np.eye(3)
+    R[i, i] = R[j, j] = c
+    R[i, j], R[j, i] = -s, s
+    return R
+
+
+def _pose(R, t):
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, t
+    return T
+
+
+def test_invert_and_relative_pose():
+    a = _pose(_rot(0, 30) @ _rot(2, 50), [1, 2, 3])
+    b = _pose(_rot(1, -20), [0.5, -1, 2])
+    assert np.allclose(invert_pose(a) @ a, np.eye(4))
+    a_from_b = relative_pose(a, b)
+    p_b = np.array([[0.1, 0.2, 0.3]])
+    # a point in frame b, taken to world through b, then into a, equals a_from_b applied to it
+    p_world = transform_points(b, p_b)
+    assert np.allclose(transform_points(invert_pose(a), p_world), transform_points(a_from_b, p_b))
+
+
+def test_projection_matches_hand_computed_K():
+    cam = Camera.from_focal(500.0, 400.0, 320.0, 240.0, 640, 480)
+    uv = project_points(cam.intrinsics, np.array([0.2, -0.1, 2.0]))
+    assert np.allclose(uv, [320 + 500 * 0.1, 240 + 400 * -0.05])
+
+
+def test_backproject_inverts_projection():
+    cam = Camera.from_fov(60.0, 64, 48)
+    depth = np.zeros((48, 64), np.float32)
+    depth[10, 20] = 2.5
+    depth[30, 5] = np.nan
+    pts, pix = backproject_depth(depth, cam.intrinsics)
+    assert pts.shape == (1, 3) and pix.tolist() == [[10, 20]]
+    assert np.allclose(project_points(cam.intrinsics, pts.astype(np.float64)), [[20, 10]], atol=1e-4)
+    assert pts[0, 2] == pytest.approx(2.5)
+
+
+def test_opencv_opengl_flip():
+    # a point in front of an OpenCV camera (+z) is behind-negative z in OpenGL, and y flips
+    p = np.array([0.1, 0.2, 1.0, 1.0])
+    q = OPENCV_FROM_OPENGL @ p
+    assert np.allclose(q, [0.1, -0.2, -1.0, 1.0])
+    assert np.allclose(OPENCV_FROM_OPENGL @ OPENCV_FROM_OPENGL, np.eye(4))
+
+
+def test_sample_fixed():
+    rng = np.random.default_rng(0)
+    idx = sample_fixed(10, 100, rng)
+    assert len(set(idx.tolist())) == 10
+    idx = sample_fixed(10, 3, rng)
+    assert set(idx.tolist()) == {0, 1, 2} and len(idx) == 10
+    assert (sample_fixed(5, 0, rng) == 0).all()
+
+
+def test_point_sequence_validation_messages():
+    ok = dict(points=np.zeros((2, 1, 4, 3), np.float32), num_valid=np.zeros((2, 1), np.int32),
+              intrinsics=np.eye(3)[None], image_size=np.array([[4, 3]], np.int32), timestamps=np.zeros(2))
+    PointSequence(**ok)
+    with pytest.raises(ValueError, match=r"points: expected dtype float32, got float64"):
+        PointSequence(**{**ok, "points": np.zeros((2, 1, 4, 3))})
+    with pytest.raises(ValueError, match=r"num_valid: expected shape \(2, 1\), got \(3, 1\)"):
+        PointSequence(**{**ok, "num_valid": np.zeros((3, 1), np.int32)})
+    with pytest.raises(ValueError, match="'box' has no entry in meshes"):
+        PointSequence(**ok, object_names=("box",))
+    with pytest.raises(ValueError, match="image size must be positive"):
+        Camera(np.eye(3), 0, 10)
