@@ -1,0 +1,232 @@
+"""The three networks: the refiner G (synthetic cloud -> refined cloud), the discriminator D, the pose network P.
+
+All take clouds as (B, N, 3) float tensors in a camera frame (OpenCV axes, metres) and treat the N points as
+a set (shared per-point layers + max pooling, PointNet, Qi et al. 2017), so N may differ between calls.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# 6D representation of the identity rotation: its first two columns.
+IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def rotation_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
+    """Map the continuous 6D rotation representation to rotation matrices (Zhou et al. 2019, Gram-Schmidt).
+
+    Args:
+        d6: (..., 6): two 3-vectors a1 = d6[..., :3], a2 = d6[..., 3:] (the first two columns, unnormalised).
+
+    Returns:
+        (..., 3, 3) rotation matrices with columns b1 = a1/|a1|, b2 = the part of a2 orthogonal to b1,
+        normalised, b3 = b1 x b2. Computed in float32 (or float64 if given) even under autocast.
+    """
+    d6 = d6.float() if d6.dtype not in (torch.float32, torch.float64) else d6
+    a1, a2 = d6[..., :3], d6[..., 3:]
+    b1 = F.normalize(a1, dim=-1)
+    b2 = F.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
+    b3 = torch.cross(b1, b2, dim=-1)
+    return torch.stack([b1, b2, b3], dim=-1)
+
+
+def matrix_to_rotation_6d(R: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``rotation_6d_to_matrix`` on rotations: (..., 3, 3) -> (..., 6), the first two columns."""
+    return torch.cat([R[..., :, 0], R[..., :, 1]], dim=-1)
+
+
+class PointNorm(nn.Module):
+    """BatchNorm over the channels of per-point features (B, N, C), statistics over all B*N points."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return PointNorm(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm: expected 'batch' or 'none', got {kind!r}")
+
+
+class ResnetBlockFC(nn.Module):
+    """Fully connected residual block (Mescheder et al. 2019, Occupancy Networks), per point, pre-activation.
+
+    x -> x' + fc_1(act(norm(fc_0(act(norm(x)))))), with x' = x or a linear shortcut when sizes differ.
+    """
+
+    def __init__(self, size_in: int, size_out: int | None = None, size_h: int | None = None, norm: str = "batch"):
+        super().__init__()
+        size_out = size_in if size_out is None else size_out
+        size_h = min(size_in, size_out) if size_h is None else size_h
+        self.norm_0 = _norm(norm, size_in)
+        self.fc_0 = nn.Linear(size_in, size_h)
+        self.norm_1 = _norm(norm, size_h)
+        self.fc_1 = nn.Linear(size_h, size_out)
+        self.act = nn.LeakyReLU(0.2)
+        self.shortcut = None if size_in == size_out else nn.Linear(size_in, size_out, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, N, size_in) -> (B, N, size_out)."""
+        h = self.fc_0(self.act(self.norm_0(x)))
+        dx = self.fc_1(self.act(self.norm_1(h)))
+        return (x if self.shortcut is None else self.shortcut(x)) + dx
+
+
+class Refined(NamedTuple):
+    """Output of the refiner: the refined cloud and what the losses need."""
+
+    points: torch.Tensor   # (B, N, 3) x~ = x_s + offsets
+    offsets: torch.Tensor  # (B, N, 3) metres
+    mu: torch.Tensor       # (B, zdim) mean of q(z | x_s)
+    logvar: torch.Tensor   # (B, zdim) log-variance of q(z | x_s)
+    z: torch.Tensor        # (B, zdim) the latent used (reparameterised sample, or the given z)
+
+
+class Refiner(nn.Module):
+    """Refiner G: x~ = x_s + offsets(x_s, z), z ~ q(z | x_s) = N(mu(x_s), diag(exp(logvar(x_s)))).
+
+    A PointNet encoder gives per-point features and a max-pooled global feature; the global feature
+    parameterises q(z | x_s); a per-point decoder maps [per-point, global, z] to a 3D offset. The last layer
+    starts near zero, so an untrained G is (almost) the identity and the synthetic ground truth stays valid.
+    """
+
+    def __init__(self, zdim: int = 16, hidden: int = 64, global_dim: int = 128):
+        super().__init__()
+        self.zdim = zdim
+        self.point_mlp = nn.Sequential(nn.Linear(3, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.global_fc = nn.Linear(hidden, global_dim)
+        self.q_head = nn.Linear(global_dim, 2 * zdim)
+        self.decoder = nn.Sequential(
+            nn.Linear(hidden + global_dim + zdim, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, 3),
+        )
+        nn.init.normal_(self.decoder[-1].weight, std=1e-3)
+        nn.init.zeros_(self.decoder[-1].bias)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> Refined:
+        """Refine clouds.
+
+        Args:
+            x: (B, N, 3) synthetic clouds, camera frame, metres.
+            z: (B, zdim) latent to use; None samples z = mu + sigma * eps (reparameterised).
+            generator: torch.Generator for eps (on x's device), so that training noise derives from a seed.
+
+        Returns:
+            Refined(points (B, N, 3), offsets (B, N, 3), mu (B, zdim), logvar (B, zdim), z (B, zdim)).
+        """
+        feats = self.point_mlp(x)                                   # (B, N, H)
+        glob = self.global_fc(feats).max(dim=1).values              # (B, G)
+        mu, logvar = self.q_head(glob).chunk(2, dim=-1)             # (B, zdim) each
+        logvar = logvar.clamp(-10.0, 10.0)
+        if z is None:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            z = mu + torch.exp(0.5 * logvar) * eps
+        N = x.shape[1]
+        dec_in = torch.cat([feats, glob[:, None].expand(-1, N, -1), z[:, None].to(feats.dtype).expand(-1, N, -1)], -1)
+        offsets = self.decoder(dec_in).to(x.dtype)
+        return Refined(x + offsets, offsets, mu, logvar, z)
+
+
+class Discriminator(nn.Module):
+    """Discriminator D: PointNet with ResnetBlockFC blocks, BatchNorm (or none), LeakyReLU -> one logit.
+
+    ``features(x)`` is the intermediate feature f_D(x): the max-pooled output of the blocks, (B, hidden).
+    """
+
+    def __init__(self, hidden: int = 64, blocks: int = 2, norm: str = "batch"):
+        super().__init__()
+        self.fc_in = nn.Linear(3, hidden)
+        self.blocks = nn.ModuleList([ResnetBlockFC(hidden, norm=norm) for _ in range(blocks)])
+        self.head = nn.Sequential(nn.LeakyReLU(0.2), nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """f_D(x): (B, N, 3) -> (B, hidden)."""
+        h = self.fc_in(x)
+        for block in self.blocks:
+            h = block(h)
+        return h.max(dim=1).values
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """Logits that ``x`` is real.
+
+        Args:
+            x: (B, N, 3) clouds, camera frame, metres.
+            return_features: also return f_D(x).
+
+        Returns:
+            (B,) logits, or ((B,) logits, (B, hidden) features).
+        """
+        f = self.features(x)
+        logits = self.head(f).squeeze(-1)
+        return (logits, f) if return_features else logits
+
+
+class PoseNet(nn.Module):
+    """Pose network P(points_a, points_b) -> (B, 4, 4) a_from_b, the transform mapping b's coordinates into a's.
+
+    For a pair (frame t, frame t+d) it predicts cam_t_from_cam_{t+d}: ``R @ p_b + t`` lies on ``points_a``.
+    Each cloud is centred on its centroid and encoded by a shared PointNet; an MLP on both global features
+    gives a 6D rotation (Zhou et al. 2019) and a residual translation, composed as
+    t = c_a - R c_b + dt, so a pure translation between the clouds is right from the start. The last layer
+    starts at zero, so an untrained P predicts R = I, dt = 0.
+    """
+
+    def __init__(self, hidden: int = 64, global_dim: int = 256):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Linear(3, hidden), nn.ReLU(),
+            nn.Linear(hidden, 2 * hidden), nn.ReLU(),
+            nn.Linear(2 * hidden, global_dim),
+        )
+        self.head = nn.Sequential(
+            nn.Linear(2 * global_dim, global_dim), nn.ReLU(),
+            nn.Linear(global_dim, global_dim // 2), nn.ReLU(),
+            nn.Linear(global_dim // 2, 9),
+        )
+        nn.init.zeros_(self.head[-1].weight)
+        with torch.no_grad():
+            self.head[-1].bias.copy_(torch.tensor(IDENTITY_6D + (0.0, 0.0, 0.0)))
+
+    def forward(self, points_a: torch.Tensor, points_b: torch.Tensor) -> torch.Tensor:
+        """Predict a_from_b.
+
+        Args:
+            points_a: (B, N, 3) cloud of frame t, its camera frame, metres.
+            points_b: (B, M, 3) cloud of frame t+d, its camera frame, metres.
+
+        Returns:
+            (B, 4, 4) float32 a_from_b = cam_t_from_cam_{t+d}.
+        """
+        c_a = points_a.mean(dim=1)                                  # (B, 3)
+        c_b = points_b.mean(dim=1)
+        f_a = self.encoder(points_a - c_a[:, None]).max(dim=1).values
+        f_b = self.encoder(points_b - c_b[:, None]).max(dim=1).values
+        out = self.head(torch.cat([f_a, f_b], dim=-1)).float()      # (B, 9)
+        R = rotation_6d_to_matrix(out[:, :6])                      # (B, 3, 3)
+        t = c_a.float() - (R @ c_b.float()[..., None])[..., 0] + out[:, 6:]
+        a_from_b = torch.zeros(R.shape[0], 4, 4, device=R.device, dtype=R.dtype)
+        a_from_b[:, :3, :3] = R
+        a_from_b[:, :3, 3] = t
+        a_from_b[:, 3, 3] = 1.0
+        return a_from_b
+
+
+def build_models(model_cfg) -> dict[str, nn.Module]:
+    """The networks of a ``train.model`` config: {"G": Refiner, "D": Discriminator, "P": PoseNet}."""
+    return {
+        "G": Refiner(zdim=model_cfg.zdim, hidden=model_cfg.g_hidden, global_dim=model_cfg.g_global),
+        "D": Discriminator(hidden=model_cfg.d_hidden, blocks=model_cfg.d_blocks, norm=model_cfg.d_norm),
+        "P": PoseNet(hidden=model_cfg.p_hidden, global_dim=model_cfg.p_global),
+    }
