@@ -148,13 +148,20 @@ def build_shard(job: ShardJob, out_dir: str, config_json: dict) -> dict:
         "view_frames": view_frames,
         "seconds": time.perf_counter() - t0,
         "pid": os.getpid(),
+        "maxrss_kb": _maxrss_kb(),
     }
+
+
+def _maxrss_kb() -> int:
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 # ----------------------------------------------------------------------------------------- the driver
 
 def build_dataset(cfg, out_dir, *, resume: bool = False, address: str | None = None,
-                  progress: bool = True, cli_args: dict | None = None) -> dict:
+                  progress: bool = True, on_shard=None) -> dict:
     """Build (or resume) a dataset with Ray; returns the final manifest.
 
     Args:
@@ -164,6 +171,7 @@ def build_dataset(cfg, out_dir, *, resume: bool = False, address: str | None = N
         address: an existing Ray cluster ("auto", "ray://host:10001"); None starts a local one with
             ``cfg.build.workers`` CPUs (all CPUs when 0).
         progress: show a tqdm progress bar.
+        on_shard: optional callback receiving each finished task's summary (timing, pid, peak RSS).
 
     Raises:
         FileExistsError / NotADirectoryError: bad output path. ConfigError: bad config or resume mismatch.
@@ -222,12 +230,12 @@ def build_dataset(cfg, out_dir, *, resume: bool = False, address: str | None = N
     todo = [job for job in jobs if shard_name(job.index) not in done]
     log.info("%d shards planned, %d already built, %d to build", len(jobs), len(jobs) - len(todo), len(todo))
     if todo:
-        _run_ray(todo, out, cfg, address, progress, done, save_manifest)
+        _run_ray(todo, out, cfg, address, progress, done, save_manifest, on_shard)
     save_manifest(True)
     return manifest
 
 
-def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest) -> None:
+def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_shard) -> None:
     import json
 
     try:
@@ -253,13 +261,13 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest) -> No
         task = ray.remote(num_cpus=1, max_retries=cfg.build.max_retries,
                           retry_exceptions=[BuildError])(build_shard)
         config_json = json.loads(json.dumps(shard_config(cfg)))
-        _drive(task, todo, str(out.resolve()), config_json, window, progress, done, save_manifest)
+        _drive(task, todo, str(out.resolve()), config_json, window, progress, done, save_manifest, on_shard)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _drive(task, todo, out_dir, config_json, window, progress, done, save_manifest) -> None:
+def _drive(task, todo, out_dir, config_json, window, progress, done, save_manifest, on_shard) -> None:
     """Submit at most ``window`` shard tasks at a time and collect them with ``ray.wait``."""
     import ray
     from tqdm import tqdm
@@ -290,6 +298,8 @@ def _drive(task, todo, out_dir, config_json, window, progress, done, save_manife
                 entry = {k: summary[k] for k in ("file", "sequence_ids", "bytes", "sha256")}
                 done[entry["file"]] = entry
                 save_manifest(False)
+                if on_shard is not None:
+                    on_shard(summary)
                 view_frames += summary["view_frames"]
                 elapsed = time.perf_counter() - t0
                 bar.update(summary["num_sequences"])
