@@ -1,0 +1,253 @@
+"""Depth sensor models applied to rendered depth: ``ideal`` (identity) and a Kinect-v1-like structured-light model.
+
+The ``kinect`` model follows what is measured for the Kinect v1 (a structured-light sensor that measures
+disparity against a projected IR pattern), applied in this order:
+
+1. **Lateral noise** (pixel shift): every pixel takes the depth and instance of a neighbour at a random
+   offset ``round(N(0, sigma_L))`` in u and v, sigma_L ~ 0.8 px of the Kinect's 640x480 IR image for surfaces
+   not seen at grazing angles (Nguyen, Izadi & Lovell, "Modeling Kinect Sensor Noise for Improved 3D
+   Reconstruction and Tracking", 3DIMPVT 2012, Fig. 6). The shift is given in Kinect IR pixels
+   (``focal_px``) and scaled to the rendered camera by ``fx / focal_px``, so a 320x240 render shifts half
+   as many of its own pixels.
+2. **Axial noise**: ``z + N(0, sigma_z(z))`` with ``sigma_z(z) = 0.0012 + 0.0019 (z - 0.4)^2`` metres
+   (Nguyen et al. 2012, eq. 6, fitted for 0.4-3 m at small angles), times ``axial_noise_scale``.
+3. **Disparity quantisation**: the Kinect reports disparity ``d = baseline_m * focal_px / z`` in steps of
+   ``1 / disparity_subpixel`` px (1/8 px on the Kinect v1; Khoshelham & Elberink, Sensors 2012), so
+   ``z`` is snapped to ``baseline_m * focal_px / (round(d * s) / s)``: steps of about
+   ``z^2 / (baseline_m * focal_px * s)``, ~2.9 mm at 1 m and ~46 mm at 4 m with the defaults.
+4. **Range limits**: depth outside ``[min_depth_m, max_depth_m]`` becomes invalid.
+5. **Random dropout** (``dropout_prob`` per pixel) and **edge dropout**: pixels within ``edge_width_px``
+   of a depth discontinuity (a jump > ``edge_jump_m``, an instance change or a miss next to a hit) are
+   dropped with ``edge_dropout_prob`` — the Kinect loses the pattern at object boundaries.
+
+Invalid pixels get depth 0 and instance -1. All randomness comes from the ``rng`` given (no global RNG).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from synthseq.config import bounded, from_dict
+from synthseq.datasets.types import Camera
+from synthseq.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+SENSOR_MODELS = ("ideal", "kinect")
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    """The ``generate.sensor`` section: which depth sensor model to apply and its parameters.
+
+    Args:
+        model: ``"ideal"`` (rendered depth unchanged) or ``"kinect"`` (Kinect-v1-like, module docstring).
+        min_depth_m: closer depth is invalid (Kinect v1: ~0.4 m).
+        max_depth_m: farther depth is invalid (Kinect v1 spec 4.5 m, usable to ~6 m).
+        axial_noise_scale: multiplies sigma_z = 0.0012 + 0.0019 (z - 0.4)^2 m (Nguyen 2012); 0 = off.
+        lateral_sigma_px: std of the random pixel shift in Kinect IR pixels (Nguyen 2012: ~0.8); 0 = off.
+        baseline_m: projector-camera baseline of the disparity model (Kinect v1: 0.075 m).
+        focal_px: focal length of the Kinect IR camera in its own pixels (Kinect v1: ~580 px at 640x480).
+        disparity_subpixel: disparity steps per pixel (Kinect v1: 8, i.e. 1/8 px); 0 = no quantisation.
+        dropout_prob: probability that any valid pixel is dropped.
+        edge_dropout_prob: probability that a pixel near a depth discontinuity is dropped.
+        edge_jump_m: a depth difference to a 4-neighbour larger than this is a discontinuity.
+        edge_width_px: how far (pixels, Chebyshev) from a discontinuity a pixel counts as an edge pixel.
+    """
+
+    model: Literal["ideal", "kinect"] = "kinect"
+    min_depth_m: float = bounded(0.4, ge=0)
+    max_depth_m: float = bounded(5.0, gt=0)
+    axial_noise_scale: float = bounded(1.0, ge=0)
+    lateral_sigma_px: float = bounded(0.8, ge=0)
+    baseline_m: float = bounded(0.075, gt=0)
+    focal_px: float = bounded(580.0, gt=0)
+    disparity_subpixel: int = bounded(8, ge=0)
+    dropout_prob: float = bounded(0.005, ge=0, le=1)
+    edge_dropout_prob: float = bounded(0.5, ge=0, le=1)
+    edge_jump_m: float = bounded(0.05, gt=0)
+    edge_width_px: int = bounded(1, ge=0)
+
+    def __post_init__(self):
+        if self.max_depth_m <= self.min_depth_m:
+            raise ConfigError(
+                f"sensor.max_depth_m: expected a value > min_depth_m ({self.min_depth_m}), got {self.max_depth_m}"
+            )
+
+
+def sensor_config_from(value, path: str = "generate.sensor") -> SensorConfig:
+    """Build a :class:`SensorConfig` from what a YAML config holds at ``path``.
+
+    Accepts a model name (``sensor: ideal`` / ``sensor: kinect``, defaults for the rest), a mapping of fields
+    (``sensor: {model: kinect, dropout_prob: 0.01}``), None (defaults) or a SensorConfig.
+
+    Raises:
+        ConfigError: unknown model name, unknown key, wrong type or out-of-range value, naming the key path.
+    """
+    if isinstance(value, SensorConfig):
+        return value
+    if isinstance(value, str):
+        if value not in SENSOR_MODELS:
+            valid = ", ".join(repr(m) for m in SENSOR_MODELS)
+            raise ConfigError(f"{path}: expected one of {valid} or a mapping, got {value!r}")
+        return SensorConfig(model=value)  # type: ignore[arg-type]
+    if value is not None and not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a model name ('ideal', 'kinect') or a mapping, got {value!r}")
+    try:
+        return from_dict(SensorConfig, value, path)
+    except ConfigError as e:
+        # __post_init__ cannot know the path; re-prefix its message.
+        msg = str(e)
+        if msg.startswith("sensor."):
+            raise ConfigError(f"{path}.{msg[len('sensor.'):]}") from None
+        raise
+
+
+def axial_sigma_m(depth_m: np.ndarray) -> np.ndarray:
+    """Kinect-v1 axial noise std for z-depth ``depth_m``: 0.0012 + 0.0019 (z - 0.4)^2 m (Nguyen et al. 2012)."""
+    z = np.asarray(depth_m)
+    return 0.0012 + 0.0019 * (z - 0.4) ** 2
+
+
+def quantize_disparity(depth_m: np.ndarray, baseline_m: float, focal_px: float, subpixel: int) -> np.ndarray:
+    """Snap z-depth to the depths a disparity sensor can report (steps of 1/subpixel px of disparity).
+
+    Args:
+        depth_m: (...) float, metres; values <= 0 stay 0.
+        baseline_m, focal_px: the disparity model d = baseline_m * focal_px / z.
+        subpixel: disparity steps per pixel; 0 returns a copy unchanged.
+
+    Returns:
+        (...) float32 quantised depth, metres.
+    """
+    z = np.asarray(depth_m, dtype=np.float32)
+    if subpixel <= 0:
+        return z.copy()
+    bf = np.float32(baseline_m * focal_px)
+    valid = z > 0
+    steps = np.zeros_like(z)
+    np.divide(bf * subpixel, z, out=steps, where=valid)
+    steps = np.rint(steps)
+    out = np.zeros_like(z)
+    # A disparity of 0 steps would be infinitely far: invalid.
+    np.divide(bf * subpixel, steps, out=out, where=valid & (steps > 0))
+    return out
+
+
+def edge_mask(depth_m: np.ndarray, instance: np.ndarray, jump_m: float, width_px: int) -> np.ndarray:
+    """Pixels within ``width_px`` of a depth discontinuity (jump > ``jump_m``, instance change, hit/miss).
+
+    Args:
+        depth_m: (H, W) float, 0 = miss. instance: (H, W) int.
+
+    Returns:
+        (H, W) bool.
+    """
+    hit = depth_m > 0
+    edge = np.zeros(depth_m.shape, dtype=bool)
+    for axis in (0, 1):
+        a = [slice(None)] * 2
+        b = [slice(None)] * 2
+        a[axis] = slice(1, None)
+        b[axis] = slice(None, -1)
+        a, b = tuple(a), tuple(b)
+        jump = (
+            (np.abs(depth_m[a] - depth_m[b]) > jump_m)
+            | (instance[a] != instance[b])
+            | (hit[a] != hit[b])
+        )
+        edge[a] |= jump
+        edge[b] |= jump
+    for _ in range(max(0, int(width_px) - 1)):  # grow by one pixel (3x3) per step
+        grown = edge.copy()
+        grown[1:, :] |= edge[:-1, :]
+        grown[:-1, :] |= edge[1:, :]
+        grown[:, 1:] |= grown[:, :-1].copy()
+        grown[:, :-1] |= grown[:, 1:].copy()
+        edge = grown
+    if width_px <= 0:
+        edge[:] = False
+    return edge & hit
+
+
+def apply_sensor(
+    depth_m: np.ndarray,
+    instance: np.ndarray,
+    camera: Camera,
+    cfg: SensorConfig,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply the sensor model to one rendered view.
+
+    Args:
+        depth_m: (H, W) float32 z-depth, metres, 0 = no surface.
+        instance: (H, W) int16 instance ids, -1 = none.
+        camera: the camera that rendered them (its fx scales the lateral noise).
+        cfg: the sensor model and its parameters.
+        rng: the only source of randomness (same state => same output).
+
+    Returns:
+        depth_m: (H, W) float32, new array; invalid (dropped, out of range) pixels are 0.
+        instance: (H, W) int16, new array; -1 wherever depth is 0.
+
+    Raises:
+        ValueError: shapes differ or do not match the camera.
+    """
+    depth_m = np.asarray(depth_m)
+    instance = np.asarray(instance)
+    H, W = camera.height, camera.width
+    if depth_m.shape != (H, W) or instance.shape != (H, W):
+        raise ValueError(
+            f"apply_sensor: expected depth and instance of shape (H, W) = {(H, W)}, "
+            f"got {depth_m.shape} and {instance.shape}"
+        )
+    if cfg.model == "ideal":
+        return depth_m.astype(np.float32, copy=True), instance.astype(np.int16, copy=True)
+
+    z = depth_m.astype(np.float32, copy=True)
+    inst = instance.astype(np.int16, copy=True)
+    # Edges come from the rendered (clean) images: that is where the real pattern breaks up.
+    edges = edge_mask(z, inst, cfg.edge_jump_m, cfg.edge_width_px) if cfg.edge_dropout_prob > 0 else None
+
+    # 1. Lateral noise: read each pixel from a randomly shifted neighbour (depth and instance together).
+    sigma_px = cfg.lateral_sigma_px * camera.fx / cfg.focal_px
+    if sigma_px > 0:
+        du = np.rint(rng.standard_normal((H, W), dtype=np.float32) * sigma_px).astype(np.int64)
+        dv = np.rint(rng.standard_normal((H, W), dtype=np.float32) * sigma_px).astype(np.int64)
+        cols = np.clip(np.arange(W)[None, :] + du, 0, W - 1)
+        rows = np.clip(np.arange(H)[:, None] + dv, 0, H - 1)
+        z = z[rows, cols]
+        inst = inst[rows, cols]
+        if edges is not None:
+            edges = edges[rows, cols]
+
+    valid = z > 0
+    # 2. Axial noise (Nguyen et al. 2012).
+    if cfg.axial_noise_scale > 0:
+        noise = rng.standard_normal((H, W), dtype=np.float32)
+        z = np.where(valid, z + noise * (cfg.axial_noise_scale * axial_sigma_m(z)).astype(np.float32), 0.0)
+        z = z.astype(np.float32, copy=False)
+        valid &= z > 0
+    # 3. Disparity quantisation.
+    if cfg.disparity_subpixel > 0:
+        z = quantize_disparity(np.where(valid, z, 0.0), cfg.baseline_m, cfg.focal_px, cfg.disparity_subpixel)
+        valid &= z > 0
+    # 4. Range.
+    valid &= (z >= cfg.min_depth_m) & (z <= cfg.max_depth_m)
+    # 5. Dropout: one uniform draw per pixel serves both kinds (independent events on the same pixel).
+    if cfg.dropout_prob > 0 or edges is not None:
+        u = rng.random((H, W), dtype=np.float32)
+        drop = u < cfg.dropout_prob
+        if edges is not None:
+            # P(drop) = 1 - (1 - p_random)(1 - p_edge) on edge pixels.
+            p_edge = 1.0 - (1.0 - cfg.dropout_prob) * (1.0 - cfg.edge_dropout_prob)
+            drop |= edges & (u < p_edge)
+        valid &= ~drop
+    z = np.where(valid, z, np.float32(0.0)).astype(np.float32, copy=False)
+    inst = np.where(valid, inst, np.int16(-1)).astype(np.int16, copy=False)
+    return z, inst
+
