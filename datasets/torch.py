@@ -1,0 +1,544 @@
+"""PyTorch Datasets over built shard directories and real captures: frames, frame pairs, and their collate.
+
+Pose conventions of every pair sample (numpy arrays; ``collate_pairs`` stacks them into tensors)::
+
+    points_a        (N, 3) float32   frame t, camera frame t (OpenCV axes), metres
+    points_b        (N, 3) float32   frame t + d, camera frame t + d
+    a_from_b        (4, 4) float32   cam_t_from_cam_{t+d} = inv(world_from_cam_t) @ world_from_cam_{t+d}:
+                                     maps frame t+d camera coordinates into frame t's, so a static world
+                                     point p_b seen in b is at a_from_b @ p_b in a (identity if no pose)
+    object_a_from_b (K_max, 4, 4)    per object k: inv(world_from_cam_t) @ world_from_obj_k(t)
+                                     @ inv(world_from_obj_k(t+d)) @ world_from_cam_{t+d}: maps the points
+                                     of object k seen in cam t+d to where the same material points are in
+                                     cam t (equals a_from_b for an object that does not move). Rows past
+                                     the sequence's K are identity, flagged by object_valid False.
+    object_valid    (K_max,) bool
+    labels_a/_b     (N,) int64       object index, -1 background/room (all -1 for real captures)
+    num_valid_a/_b  int              valid points before sampling (0: the cloud is all zeros)
+    gap             int              d
+    has_pose        bool             a_from_b is ground truth (False: identity placeholder)
+    sequence, view, frame            identifiers: sequence key/name (str), view index, frame t
+
+The trainer must not use ``a_from_b`` of real pairs (``RealPairs``): it is there for evaluation only.
+
+HDF5 files are opened lazily in the process that reads (each DataLoader worker opens its own handles;
+the Dataset pickles without any h5py object, so ``fork`` and ``spawn`` both work). Sampling is
+deterministic: sample ``i`` draws from ``np.random.default_rng([seed, epoch, i])``, so the same seed gives
+the same samples with any number of workers (``set_epoch`` varies it between epochs).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Sequence as TypingSequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from synthseq.datasets.shards import ShardReader, read_manifest, verify_shard_file
+from synthseq.datasets.types import BACKGROUND_LABEL, PointSequence, invert_pose, sample_fixed
+from synthseq.errors import DataError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SyntheticFrames", "SyntheticPairs", "RealPairs", "collate_pairs", "collate_frames", "collate"]
+
+_EYE4 = np.eye(4, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------- index
+
+class _ShardIndex:
+    """What a Dataset knows about a built dataset without holding any file open: per sequence its shard,
+    key, T, V, N, K and which optional arrays exist. Built once in the constructing process."""
+
+    def __init__(self, root, verify: bool = True):
+        self.root = Path(root)
+        manifest = read_manifest(self.root)
+        if manifest.get("complete") is False:
+            log.warning("%s: manifest marked incomplete (build still running or interrupted); using the %d "
+                        "shards it lists", self.root / "manifest.json", len(manifest["shards"]))
+        self.files: list[str] = []
+        self.seqs: list[dict] = []
+        for entry in manifest["shards"]:
+            for k in ("file", "sequence_ids"):
+                if k not in entry:
+                    raise DataError(f"{self.root / 'manifest.json'}: shard entry without {k!r}: {entry}")
+            if verify:
+                problem = verify_shard_file(self.root, entry)
+                if problem:
+                    raise DataError(f"{problem}; refusing to read it (rebuild or `synthseq verify`)")
+            path = self.root / entry["file"]
+            file_index = len(self.files)
+            self.files.append(str(path))
+            with ShardReader(path) as reader:
+                present = set(reader.sequence_ids)
+                for key in entry["sequence_ids"]:
+                    if key not in present:
+                        raise DataError(f"{path}: manifest lists sequence {key!r}, the shard does not hold it")
+                    g = reader._group(key)
+                    T, V, N, _ = g["points"].shape
+                    names = reader.attrs(key)["object_names"]
+                    self.seqs.append(dict(
+                        file=file_index, key=key, T=int(T), V=int(V), N=int(N), K=len(names),
+                        name=str(g.attrs.get("name", key)) or key,
+                        has_labels="labels" in g, has_camera_poses="camera_poses" in g,
+                        has_object_poses="object_poses" in g))
+        if not self.seqs:
+            raise DataError(f"{self.root / 'manifest.json'}: lists no sequences")
+        self.k_max = max(s["K"] for s in self.seqs)
+
+
+class _LazyShards:
+    """Per-process cache of open ShardReaders, h5py Datasets and the small per-sequence arrays (poses,
+    num_valid). Reset whenever the process id changes (a forked worker never reuses its parent's handles)
+    and never pickled (``__getstate__`` of the Datasets drops it)."""
+
+    def __init__(self, files: list[str]):
+        self.files = files
+        self.pid = os.getpid()
+        self.readers: dict[int, ShardReader] = {}
+        self.small: dict[int, dict] = {}
+        self.big: dict[tuple[int, str], object] = {}
+
+    def reader(self, file_index: int) -> ShardReader:
+        r = self.readers.get(file_index)
+        if r is None:
+            r = ShardReader(self.files[file_index])
+            self.readers[file_index] = r
+        return r
+
+    def small_arrays(self, seq_index: int, seq: dict) -> dict:
+        """num_valid, camera_poses, object_poses (whole arrays, read once per process)."""
+        out = self.small.get(seq_index)
+        if out is None:
+            r = self.reader(seq["file"])
+            g = r._group(seq["key"])
+            out = {n: g[n][()] for n in ("num_valid", "camera_poses", "object_poses") if n in g}
+            self.small[seq_index] = out
+        return out
+
+    def dataset(self, seq_index: int, seq: dict, name: str):
+        ds = self.big.get((seq_index, name))
+        if ds is None:
+            ds = self.reader(seq["file"]).dataset(seq["key"], name)
+            self.big[(seq_index, name)] = ds
+        return ds
+
+    def close(self) -> None:
+        for r in self.readers.values():
+            try:
+                r.close()
+            except Exception:  # noqa: BLE001 - closing during interpreter shutdown
+                pass
+        self.readers.clear()
+        self.small.clear()
+        self.big.clear()
+
+
+class _ShardDataset(Dataset):
+    """Shared machinery: index, lazy per-process handles, per-sample RNG, transform."""
+
+    def __init__(self, root, num_points: int | None, transform, seed: int, verify: bool):
+        self.root = Path(root)
+        self.index = _ShardIndex(root, verify=verify)
+        self.num_points = None if num_points is None else int(num_points)
+        if self.num_points is not None and self.num_points <= 0:
+            raise ValueError(f"num_points must be positive, got {num_points}")
+        self.transform = transform
+        self.seed = int(seed)
+        self.epoch = 0
+        self._shards: _LazyShards | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Vary the random sampling/augmentation between epochs (set before creating the iterator; with
+        ``persistent_workers`` the workers keep the epoch they were started with)."""
+        self.epoch = int(epoch)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+    @property
+    def shards(self) -> _LazyShards:
+        if self._shards is None or self._shards.pid != os.getpid():
+            self._shards = _LazyShards(self.index.files)
+        return self._shards
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_shards"] = None
+        return state
+
+    def close(self) -> None:
+        """Close this process's HDF5 handles (they reopen on the next access)."""
+        if self._shards is not None and self._shards.pid == os.getpid():
+            self._shards.close()
+        self._shards = None
+
+    def _read_points(self, seq_index: int, frames: list[int], view: int):
+        """(F, N, 3) float32 points and (F, N) int64 labels of ``frames`` (sorted, distinct) of one view,
+        in one hyperslab read per array."""
+        seq = self.index.seqs[seq_index]
+        ds = self.shards.dataset(seq_index, seq, "points")
+        sel = _frame_selection(frames)
+        pts = np.asarray(ds[sel, view], dtype=np.float32)
+        if seq["has_labels"]:
+            lab = self.shards.dataset(seq_index, seq, "labels")[sel, view].astype(np.int64)
+        else:
+            lab = np.full(pts.shape[:2], BACKGROUND_LABEL, dtype=np.int64)
+        if pts.ndim == 2:  # one frame selected by integer
+            pts, lab = pts[None], lab[None]
+        return pts, lab
+
+    def _subsample(self, points, labels, num_valid: int, rng):
+        """Resample one stored cloud to ``num_points`` (rows past num_valid are repeats: sample among the
+        first min(num_valid, N) rows)."""
+        if self.num_points is None or self.num_points == len(points):
+            return points, labels
+        n = min(int(num_valid), len(points))
+        idx = sample_fixed(self.num_points, n, rng)
+        return points[idx], labels[idx]
+
+
+def _frame_selection(frames: list[int]):
+    """An h5py selection for sorted distinct frames: an int, or a strided slice (one hyperslab)."""
+    if len(frames) == 1:
+        return slice(frames[0], frames[0] + 1)
+    step = frames[1] - frames[0]
+    if all(b - a == step for a, b in zip(frames, frames[1:])):
+        return slice(frames[0], frames[-1] + 1, step)
+    return list(frames)
+
+
+def _object_poses_padded(world_from_object: np.ndarray | None, k_max: int, t: int):
+    out = np.tile(np.eye(4), (k_max, 1, 1))
+    valid = np.zeros(k_max, dtype=bool)
+    if world_from_object is not None and world_from_object.shape[1]:
+        K = world_from_object.shape[1]
+        out[:K] = world_from_object[t]
+        valid[:K] = True
+    return out, valid
+
+
+# --------------------------------------------------------------------------------------------- frames
+
+class SyntheticFrames(_ShardDataset):
+    """One (view, frame) cloud per sample from a built dataset directory.
+
+    Sample keys: ``points`` (N, 3) float32 camera frame; ``labels`` (N,) int64; ``num_valid`` int;
+    ``world_from_camera`` (4, 4) float32 (identity if absent, see ``has_pose``); ``camera_from_object``
+    (K_max, 4, 4) float32 = inv(world_from_camera) @ world_from_object; ``object_valid`` (K_max,) bool;
+    ``intrinsics`` (3, 3) float32; ``has_pose`` bool; ``sequence`` str, ``view`` int, ``frame`` int.
+
+    Args:
+        root: dataset directory with ``manifest.json``.
+        num_points: resample each cloud to this many points (None: as stored).
+        transform: ``transform(sample, rng) -> sample`` (see ``synthseq.datasets.transforms``).
+        seed: sampling seed.
+        views: only these view indices (None: all).
+        verify: check every shard's size and sha256 against the manifest first.
+
+    Raises:
+        FileNotFoundError: no manifest.
+        DataError / FormatVersionError: a shard does not match the manifest (names the file).
+    """
+
+    def __init__(self, root, num_points: int | None = None, transform=None, seed: int = 0,
+                 views: TypingSequence[int] | None = None, verify: bool = True):
+        super().__init__(root, num_points, transform, seed, verify)
+        rows = []
+        for si, s in enumerate(self.index.seqs):
+            for v in range(s["V"]):
+                if views is None or v in views:
+                    for t in range(s["T"]):
+                        rows.append((si, v, t))
+        self.items = np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self.items):
+            raise IndexError(f"index {index} out of range for {len(self.items)} frames")
+        si, v, t = (int(x) for x in self.items[index])
+        seq = self.index.seqs[si]
+        rng = self._rng(index)
+        small = self.shards.small_arrays(si, seq)
+        pts, lab = self._read_points(si, [t], v)
+        nv = int(small["num_valid"][t, v])
+        points, labels = self._subsample(pts[0], lab[0], nv, rng)
+        has_pose = "camera_poses" in small
+        w_from_c = small["camera_poses"][t, v] if has_pose else np.eye(4)
+        w_from_o, valid = _object_poses_padded(small.get("object_poses"), self.index.k_max, t)
+        c_from_o = invert_pose(w_from_c) @ w_from_o
+        c_from_o[~valid] = np.eye(4)
+        K = self.shards.dataset(si, seq, "intrinsics")[v]
+        sample = dict(points=points, labels=labels, num_valid=nv,
+                      world_from_camera=w_from_c.astype(np.float32),
+                      camera_from_object=c_from_o.astype(np.float32), object_valid=valid,
+                      intrinsics=np.asarray(K, np.float32), has_pose=has_pose,
+                      sequence=seq["key"], view=v, frame=t)
+        if self.transform is not None:
+            sample = self.transform(sample, rng)
+        return sample
+
+
+# --------------------------------------------------------------------------------------------- pairs
+
+class SyntheticPairs(_ShardDataset):
+    """Frame pairs (t, t + d) of one view from a built dataset directory, with ground-truth relative poses.
+
+    See the module docstring for the sample keys and pose conventions. Pairs are enumerated for every
+    sequence, view, gap d in ``gaps`` and frame t with t + d < T, in that order.
+
+    With ``object_centric=True`` a sample is one object k of one pair: ``points_a``/``points_b`` are the
+    points labelled k in each frame (resampled to ``num_points``, default the stored N), ``a_from_b`` is
+    that object's relative pose ``object_a_from_b[k]``, ``camera_a_from_b`` the camera's, ``object`` is k.
+    Only (pair, k) with at least ``min_object_points`` points of k in both frames are enumerated (this
+    reads every labels array once at construction).
+
+    Args:
+        root: dataset directory with ``manifest.json``.
+        gaps: frame gaps d.
+        num_points: resample each cloud to this many points (None: as stored, N).
+        transform: ``transform(sample, rng) -> sample`` (see ``synthseq.datasets.transforms``).
+        seed: sampling seed (sample i uses ``default_rng([seed, epoch, i])``).
+        object_centric: one object per sample, as above.
+        min_object_points: object-centric visibility threshold.
+        views: only these view indices (None: all).
+        verify: check every shard's size and sha256 against the manifest first.
+
+    Raises:
+        FileNotFoundError: no manifest.
+        DataError / FormatVersionError: a shard does not match the manifest (names the file).
+        ValueError: bad gaps.
+    """
+
+    def __init__(self, root, gaps: TypingSequence[int] = (1, 5, 10), num_points: int | None = None,
+                 transform: Callable | None = None, seed: int = 0, object_centric: bool = False,
+                 min_object_points: int = 32, views: TypingSequence[int] | None = None, verify: bool = True):
+        super().__init__(root, num_points, transform, seed, verify)
+        self.gaps = _check_gaps(gaps)
+        self.object_centric = bool(object_centric)
+        self.min_object_points = int(min_object_points)
+        rows = []
+        for si, s in enumerate(self.index.seqs):
+            for v in range(s["V"]):
+                if views is not None and v not in views:
+                    continue
+                for d in self.gaps:
+                    for t in range(s["T"] - d):
+                        rows.append((si, v, t, d, -1))
+        items = np.asarray(rows, dtype=np.int64).reshape(-1, 5)
+        if self.object_centric:
+            items = self._object_items(items)
+        self.items = items
+        if len(self.items) == 0:
+            log.warning("%s: no pairs (gaps %s longer than every sequence?)", self.root, self.gaps)
+
+    def _object_items(self, pairs: np.ndarray) -> np.ndarray:
+        out = []
+        for si, s in enumerate(self.index.seqs):
+            sel = pairs[pairs[:, 0] == si]
+            if len(sel) == 0 or s["K"] == 0 or not s["has_labels"]:
+                continue
+            with ShardReader(self.index.files[s["file"]]) as r:
+                labels = r.dataset(s["key"], "labels")[()]
+                num_valid = r.dataset(s["key"], "num_valid")[()]
+            T, V, N = labels.shape
+            keep = np.arange(N)[None, None, :] < np.minimum(num_valid, N)[:, :, None]
+            counts = np.stack([((labels == k) & keep).sum(axis=-1) for k in range(s["K"])], axis=-1)  # (T, V, K)
+            for _, v, t, d, _ in sel:
+                ok = (counts[t, v] >= self.min_object_points) & (counts[t + d, v] >= self.min_object_points)
+                for k in np.nonzero(ok)[0]:
+                    out.append((si, v, t, d, k))
+        return np.asarray(out, dtype=np.int64).reshape(-1, 5)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self.items):
+            raise IndexError(f"index {index} out of range for {len(self.items)} pairs")
+        si, v, t, d, k = (int(x) for x in self.items[index])
+        seq = self.index.seqs[si]
+        rng = self._rng(index)
+        small = self.shards.small_arrays(si, seq)
+        pts, lab = self._read_points(si, [t, t + d], v)
+        nv_a, nv_b = int(small["num_valid"][t, v]), int(small["num_valid"][t + d, v])
+        has_pose = "camera_poses" in small
+        if has_pose:
+            w_from_a = small["camera_poses"][t, v]
+            w_from_b = small["camera_poses"][t + d, v]
+            a_from_w = invert_pose(w_from_a)
+            a_from_b = a_from_w @ w_from_b
+        else:
+            a_from_b = np.eye(4)
+        obj_a, valid = _object_poses_padded(small.get("object_poses"), self.index.k_max, t)
+        obj_b, _ = _object_poses_padded(small.get("object_poses"), self.index.k_max, t + d)
+        if has_pose:
+            object_a_from_b = a_from_w @ obj_a @ invert_pose(obj_b) @ w_from_b
+            object_a_from_b[~valid] = np.eye(4)
+        else:
+            object_a_from_b = np.tile(np.eye(4), (self.index.k_max, 1, 1))
+        sample = dict(gap=d, has_pose=has_pose, sequence=seq["key"], view=v, frame=t,
+                      object_a_from_b=object_a_from_b.astype(np.float32), object_valid=valid)
+        if k < 0:
+            pa, la = self._subsample(pts[0], lab[0], nv_a, rng)
+            pb, lb = self._subsample(pts[1], lab[1], nv_b, rng)
+            sample.update(points_a=pa, points_b=pb, labels_a=la, labels_b=lb, num_valid_a=nv_a,
+                          num_valid_b=nv_b, a_from_b=a_from_b.astype(np.float32))
+        else:
+            n_out = self.num_points or seq["N"]
+            clouds = []
+            for f, nv in ((0, nv_a), (1, nv_b)):
+                rows = np.nonzero(lab[f][:min(nv, seq["N"])] == k)[0]
+                idx = rows[sample_fixed(n_out, len(rows), rng)]
+                clouds.append((pts[f][idx], lab[f][idx], len(rows)))
+            sample.update(points_a=clouds[0][0], points_b=clouds[1][0], labels_a=clouds[0][1],
+                          labels_b=clouds[1][1], num_valid_a=clouds[0][2], num_valid_b=clouds[1][2],
+                          a_from_b=sample["object_a_from_b"][k].copy(),
+                          camera_a_from_b=a_from_b.astype(np.float32), object=k)
+        if self.transform is not None:
+            sample = self.transform(sample, rng)
+        return sample
+
+
+def _check_gaps(gaps) -> tuple[int, ...]:
+    if isinstance(gaps, int):
+        gaps = (gaps,)
+    out = tuple(int(g) for g in gaps)
+    if not out or any(g <= 0 for g in out):
+        raise ValueError(f"gaps: expected positive frame gaps, got {gaps}")
+    return out
+
+
+class RealPairs(Dataset):
+    """Frame pairs (t, t + d) from real captures (``load_capture`` results), with the same keys as
+    ``SyntheticPairs``: labels are all -1, ``object_a_from_b`` is (0, 4, 4), and ``a_from_b`` is the
+    capture's ground truth when it has one (``has_pose`` True) - for evaluation only, the trainer must
+    not use it.
+
+    Args:
+        path_or_sequence: a capture folder, a ``PointSequence`` (V = 1 or more; every view is used), or a
+            list of either.
+        gaps: frame gaps d.
+        num_points: points per cloud; passed to ``load_capture`` for paths (default 1024 there), and used
+            to resample in-memory sequences whose N differs (None: as stored).
+        transform: ``transform(sample, rng) -> sample``.
+        seed: sampling seed.
+        **capture_options: passed to ``load_capture`` for paths (max_frames, stride, voxel_size, ...).
+    """
+
+    def __init__(self, path_or_sequence, gaps: TypingSequence[int] = (1, 5, 10), num_points: int | None = None,
+                 transform: Callable | None = None, seed: int = 0, **capture_options):
+        from synthseq.datasets.real import load_capture
+
+        items = path_or_sequence if isinstance(path_or_sequence, (list, tuple)) else [path_or_sequence]
+        self.sequences: list[PointSequence] = []
+        for it in items:
+            if isinstance(it, PointSequence):
+                self.sequences.append(it)
+            else:
+                opts = dict(capture_options)
+                if num_points is not None:
+                    opts.setdefault("num_points", num_points)
+                self.sequences.append(load_capture(it, **opts))
+        self.gaps = _check_gaps(gaps)
+        self.num_points = None if num_points is None else int(num_points)
+        self.transform = transform
+        self.seed = int(seed)
+        self.epoch = 0
+        rows = []
+        for si, s in enumerate(self.sequences):
+            for v in range(s.num_views):
+                for d in self.gaps:
+                    for t in range(s.num_frames - d):
+                        rows.append((si, v, t, d))
+        self.items = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self.items):
+            raise IndexError(f"index {index} out of range for {len(self.items)} pairs")
+        si, v, t, d = (int(x) for x in self.items[index])
+        s = self.sequences[si]
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        clouds = []
+        for f in (t, t + d):
+            p = s.points[f, v]
+            nv = int(s.num_valid[f, v])
+            if self.num_points is not None and self.num_points != len(p):
+                p = p[sample_fixed(self.num_points, min(nv, len(p)), rng)]
+            clouds.append((np.ascontiguousarray(p, dtype=np.float32), nv))
+        has_pose = s.camera_poses is not None
+        a_from_b = (invert_pose(s.camera_poses[t, v]) @ s.camera_poses[t + d, v]) if has_pose else np.eye(4)
+        N = len(clouds[0][0])
+        sample = dict(points_a=clouds[0][0], points_b=clouds[1][0],
+                      labels_a=np.full(N, BACKGROUND_LABEL, np.int64),
+                      labels_b=np.full(len(clouds[1][0]), BACKGROUND_LABEL, np.int64),
+                      num_valid_a=clouds[0][1], num_valid_b=clouds[1][1],
+                      a_from_b=a_from_b.astype(np.float32),
+                      object_a_from_b=np.zeros((0, 4, 4), np.float32), object_valid=np.zeros(0, bool),
+                      gap=d, has_pose=has_pose, sequence=s.name, view=v, frame=t)
+        if self.transform is not None:
+            sample = self.transform(sample, rng)
+        return sample
+
+
+# --------------------------------------------------------------------------------------------- collate
+
+def collate(samples: list[dict]) -> dict:
+    """Stack a list of sample dicts into a batch dict.
+
+    Arrays become tensors with a leading B (``points_a`` -> (B, N, 3) float32, ``a_from_b`` -> (B, 4, 4),
+    ``object_a_from_b`` -> (B, K_max, 4, 4), ``labels_a`` -> (B, N) int64); ints, floats and bools become
+    (B,) tensors (``gap`` int64, ``has_pose`` bool); strings stay lists.
+
+    Raises:
+        ValueError: the samples have different keys, or arrays of different shapes (e.g. clouds of
+            different N: set ``num_points`` on the Dataset); names the key and the shapes.
+    """
+    if not samples:
+        raise ValueError("collate: empty batch")
+    keys = samples[0].keys()
+    out = {}
+    for key in keys:
+        try:
+            values = [s[key] for s in samples]
+        except KeyError:
+            raise ValueError(f"collate: key {key!r} missing from some samples") from None
+        first = values[0]
+        if isinstance(first, str):
+            out[key] = list(values)
+        elif isinstance(first, (bool, np.bool_)):
+            out[key] = torch.tensor([bool(x) for x in values], dtype=torch.bool)
+        elif isinstance(first, (int, np.integer)):
+            out[key] = torch.tensor([int(x) for x in values], dtype=torch.int64)
+        elif isinstance(first, (float, np.floating)) and np.ndim(first) == 0:
+            out[key] = torch.tensor([float(x) for x in values], dtype=torch.float32)
+        elif isinstance(first, np.ndarray):
+            shapes = {v.shape for v in values}
+            if len(shapes) != 1:
+                raise ValueError(f"collate: {key!r} has different shapes in one batch {sorted(shapes)} "
+                                 "(set num_points on the Dataset to get equal N)")
+            out[key] = torch.from_numpy(np.stack(values))
+        elif isinstance(first, torch.Tensor):
+            out[key] = torch.stack(values)
+        elif first is None:
+            out[key] = None
+        else:
+            out[key] = list(values)
+    return out
+
+
+collate_pairs = collate
+collate_frames = collate

@@ -1,0 +1,301 @@
+"""Tests for datasets/torch.py: pair/frame Datasets over shards, pose conventions, workers, checksums."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+from synthseq.datasets.shards import ShardWriter, sequence_key, sha256_file, shard_name  # noqa: E402
+from synthseq.datasets.torch import (  # noqa: E402
+    RealPairs,
+    SyntheticFrames,
+    SyntheticPairs,
+    collate_pairs,
+)
+from synthseq.datasets.transforms import Compose, Normalize, RandomRigid, denormalize_pose  # noqa: E402
+from synthseq.datasets.types import PointSequence, invert_pose, relative_pose, transform_points  # noqa: E402
+from synthseq.errors import DataError, FormatVersionError  # noqa: E402
+
+
+# --------------------------------------------------------------------------------------------- toy data
+
+def _rot(axis, angle):
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
+
+
+def _pose(R, t):
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = t
+    return T
+
+
+def make_toy_sequence(seed: int, T: int = 12, V: int = 2, points_per_object: int = 300,
+                      floor_points: int = 400) -> PointSequence:
+    """A PointSequence built by hand: K = 2 objects (sphere, box surface samples, object frame) moving on
+    known SE(3) paths over a static floor, seen by a static camera (view 0) and a moving one (view 1).
+    Every frame sees the same object-frame sample points (shuffled), so the ideal Chamfer is exactly 0."""
+    rng = np.random.default_rng(seed)
+    sphere = rng.normal(size=(points_per_object, 3))
+    sphere = 0.15 * sphere / np.linalg.norm(sphere, axis=1, keepdims=True)
+    box = rng.uniform(-0.1, 0.1, size=(points_per_object, 3))
+    face = rng.integers(0, 3, points_per_object)
+    box[np.arange(points_per_object), face] = np.sign(rng.normal(size=points_per_object)) * 0.1
+    objects = [sphere, box]
+    floor = np.column_stack([rng.uniform(-1, 1, floor_points), rng.uniform(-1, 1, floor_points),
+                             np.zeros(floor_points)])
+    K = len(objects)
+    object_poses = np.zeros((T, K, 4, 4))
+    camera_poses = np.zeros((T, V, 4, 4))
+    # OpenCV camera looking down at the floor from z = 2 (camera z axis = world -z).
+    look_down = _pose(np.diag([1.0, -1.0, -1.0]), [0.0, 0.0, 2.0])
+    for t in range(T):
+        object_poses[t, 0] = _pose(_rot([0, 0, 1], 0.2 * t), [0.3 + 0.02 * t, 0.0, 0.15])
+        object_poses[t, 1] = _pose(_rot([1, 1, 0], 0.15 * t), [-0.3, 0.03 * t, 0.1])
+        camera_poses[t, 0] = look_down
+        if V > 1:
+            camera_poses[t, 1] = _pose(_rot([0, 1, 0.3], 0.03 * t), [0.05 * t, -0.02 * t, 0.01 * t]) @ look_down
+    N = K * points_per_object + floor_points
+    points = np.zeros((T, V, N, 3), np.float32)
+    labels = np.zeros((T, V, N), np.int16)
+    for t in range(T):
+        for v in range(V):
+            cam_from_world = invert_pose(camera_poses[t, v])
+            parts, labs = [], []
+            for k, x in enumerate(objects):
+                parts.append(transform_points(cam_from_world @ object_poses[t, k], x))
+                labs.append(np.full(len(x), k))
+            parts.append(transform_points(cam_from_world, floor))
+            labs.append(np.full(floor_points, -1))
+            p, lab = np.concatenate(parts), np.concatenate(labs)
+            perm = rng.permutation(N)
+            points[t, v], labels[t, v] = p[perm], lab[perm]
+    meshes = {"sphere": (np.zeros((3, 3)), np.array([[0, 1, 2]])), "box": (np.ones((3, 3)), np.array([[0, 1, 2]]))}
+    return PointSequence(points=points, num_valid=np.full((T, V), N, np.int32),
+                         intrinsics=np.tile(np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]]), (V, 1, 1)),
+                         image_size=np.tile(np.array([640, 480], np.int32), (V, 1)),
+                         timestamps=np.arange(T) / 10.0, camera_poses=camera_poses, labels=labels,
+                         object_poses=object_poses, object_names=("sphere", "box"), meshes=meshes,
+                         seed=seed, fps=10.0, name=f"toy{seed}")
+
+
+def write_toy_dataset(root, num_shards: int = 2, per_shard: int = 1, **kw) -> dict:
+    """Write shards + manifest.json the way pipelines/build does; returns the manifest."""
+    root.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for s in range(num_shards):
+        path = root / shard_name(s)
+        ids = []
+        with ShardWriter(path, config={"toy": True}) as w:
+            for j in range(per_shard):
+                i = s * per_shard + j
+                w.write(sequence_key(i), make_toy_sequence(i, **kw))
+                ids.append(sequence_key(i))
+        shards.append({"file": path.name, "sequence_ids": ids, "bytes": path.stat().st_size,
+                       "sha256": sha256_file(path)})
+    manifest = {"format": "synthseq", "format_version": 1, "complete": True, "shards": shards}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy") / "data"
+    write_toy_dataset(root)
+    return root
+
+
+def chamfer(a: np.ndarray, b: np.ndarray) -> float:
+    """Symmetric mean nearest-neighbour distance (naive O(N M), fine for test sizes)."""
+    d = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1)
+    return 0.5 * (d.min(axis=1).mean() + d.min(axis=0).mean())
+
+
+# --------------------------------------------------------------------------------------------- tests
+
+def test_pairs_keys_shapes_and_count(toy_root):
+    ds = SyntheticPairs(toy_root, gaps=(1, 5, 10))
+    # 2 sequences x 2 views x sum over gaps of (12 - d) pairs.
+    assert len(ds) == 2 * 2 * ((12 - 1) + (12 - 5) + (12 - 10))
+    s = ds[0]
+    N = 2 * 300 + 400
+    assert s["points_a"].shape == (N, 3) and s["points_a"].dtype == np.float32
+    assert s["points_b"].shape == (N, 3)
+    assert s["labels_a"].dtype == np.int64 and s["labels_a"].shape == (N,)
+    assert s["a_from_b"].shape == (4, 4) and s["a_from_b"].dtype == np.float32
+    assert s["object_a_from_b"].shape == (2, 4, 4) and s["object_valid"].tolist() == [True, True]
+    assert s["gap"] == 1 and s["has_pose"] is True
+    assert (s["sequence"], s["view"], s["frame"]) == ("000000", 0, 0)
+
+
+@pytest.mark.parametrize("gap", [1, 5, 10])
+def test_camera_and_object_relative_poses_align_clouds(toy_root, gap):
+    ds = SyntheticPairs(toy_root, gaps=(gap,), views=[1])
+    seq = make_toy_sequence(0)
+    for i in (0, len(ds) // 2 - 1):
+        s = ds[i]
+        t = s["frame"]
+        expected = relative_pose(seq.camera_poses[t, 1], seq.camera_poses[t + gap, 1])
+        np.testing.assert_allclose(s["a_from_b"], expected, atol=1e-6)
+        # Static floor: a_from_b maps frame t+d's floor points onto frame t's.
+        fa, fb = s["points_a"][s["labels_a"] == -1], s["points_b"][s["labels_b"] == -1]
+        assert chamfer(transform_points(s["a_from_b"], fb), fa) < 1e-5
+        # Moving objects: object_a_from_b[k] maps object k's points in t+d onto t, and its inverse maps
+        # frame t's points of the object onto frame t+d's (the issue's direction).
+        for k in range(2):
+            oa, ob = s["points_a"][s["labels_a"] == k], s["points_b"][s["labels_b"] == k]
+            assert chamfer(transform_points(s["object_a_from_b"][k], ob), oa) < 1e-5
+            assert chamfer(transform_points(invert_pose(s["object_a_from_b"][k]), oa), ob) < 1e-5
+            # The wrong convention (inverse) and the camera pose alone are far off for moving objects.
+            assert chamfer(transform_points(invert_pose(s["object_a_from_b"][k]), ob), oa) > 1e-2
+            assert chamfer(transform_points(s["a_from_b"], ob), oa) > 1e-2
+
+
+def test_object_centric_pairs(toy_root):
+    ds = SyntheticPairs(toy_root, gaps=(2,), object_centric=True, num_points=128)
+    assert len(ds) == 2 * 2 * (12 - 2) * 2  # every object visible in every frame
+    s = ds[3]
+    k = s["object"]
+    assert s["points_a"].shape == (128, 3) and np.all(s["labels_a"] == k) and np.all(s["labels_b"] == k)
+    np.testing.assert_array_equal(s["a_from_b"], s["object_a_from_b"][k])
+    assert chamfer(transform_points(s["a_from_b"], s["points_b"]), s["points_a"]) < 0.02
+    assert s["camera_a_from_b"].shape == (4, 4)
+
+
+def test_num_points_resamples_valid_rows(toy_root):
+    ds = SyntheticPairs(toy_root, gaps=(1,), num_points=256, seed=3)
+    s = ds[5]
+    assert s["points_a"].shape == (256, 3) and s["labels_a"].shape == (256,)
+    full = SyntheticPairs(toy_root, gaps=(1,), verify=False)[5]["points_a"]
+    # Without replacement: 256 distinct stored rows.
+    assert len(np.unique(s["points_a"], axis=0)) == 256
+    assert np.isin(s["points_a"].view("V12"), full.view("V12")).all()
+    # Same seed, same sample; another seed, another.
+    np.testing.assert_array_equal(SyntheticPairs(toy_root, gaps=(1,), num_points=256, seed=3)[5]["points_a"],
+                                  s["points_a"])
+    assert not np.array_equal(SyntheticPairs(toy_root, gaps=(1,), num_points=256, seed=4)[5]["points_a"],
+                              s["points_a"])
+
+
+def test_frames_dataset(toy_root):
+    ds = SyntheticFrames(toy_root, num_points=100)
+    assert len(ds) == 2 * 2 * 12
+    s = ds[13]
+    seq = make_toy_sequence(0)
+    v, t = s["view"], s["frame"]
+    assert (v, t) == (1, 1)
+    np.testing.assert_allclose(s["world_from_camera"], seq.camera_poses[t, v], atol=1e-6)
+    # camera_from_object maps the object's canonical samples onto the labelled points.
+    for k in range(2):
+        pts = s["points"][s["labels"] == k]
+        canon = transform_points(invert_pose(s["camera_from_object"][k]), pts)
+        assert np.all(np.abs(np.linalg.norm(canon, axis=1) - 0.15) < 1e-5) if k == 0 else True
+    batch = collate_pairs([ds[0], ds[1]])
+    assert batch["points"].shape == (2, 100, 3) and batch["camera_from_object"].shape == (2, 2, 4, 4)
+
+
+def test_collate_pairs(toy_root):
+    ds = SyntheticPairs(toy_root, gaps=(1, 5), num_points=64)
+    b = collate_pairs([ds[i] for i in range(5)])
+    assert b["points_a"].shape == (5, 64, 3) and b["points_a"].dtype == torch.float32
+    assert b["a_from_b"].shape == (5, 4, 4) and b["object_a_from_b"].shape == (5, 2, 4, 4)
+    assert b["labels_a"].dtype == torch.int64 and b["gap"].dtype == torch.int64
+    assert b["has_pose"].dtype == torch.bool and b["sequence"] == ["000000"] * 5
+    with pytest.raises(ValueError, match="points_a.*different shapes"):
+        collate_pairs([ds[0], SyntheticPairs(toy_root, gaps=(1,))[0]])
+
+
+def _loader_batches(ds, workers, context=None):
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, shuffle=False, num_workers=workers,
+                                         collate_fn=collate_pairs, multiprocessing_context=context)
+    return list(loader)
+
+
+def test_dataloader_workers_give_same_samples(toy_root):
+    tf = Compose([RandomRigid(max_angle_deg=30, max_translation_m=0.1)])
+    ds = SyntheticPairs(toy_root, gaps=(1, 5), num_points=128, transform=tf, seed=7)
+    ds[0]  # open handles in the parent first: forked workers must not reuse them
+    subset = torch.utils.data.Subset(ds, list(range(24)))
+    b0 = _loader_batches(subset, 0)
+    b2 = _loader_batches(subset, 2, "fork")
+    assert len(b0) == len(b2) == 6
+    for x, y in zip(b0, b2):
+        for k in ("points_a", "points_b", "a_from_b", "object_a_from_b", "labels_a"):
+            torch.testing.assert_close(x[k], y[k], rtol=0, atol=0)
+
+
+def test_spawn_worker_and_pickle(toy_root):
+    ds = SyntheticPairs(toy_root, gaps=(1,), num_points=32, seed=1)
+    ds[0]
+    blob = pickle.dumps(ds)
+    assert b"h5py" not in blob
+    subset = torch.utils.data.Subset(ds, [0, 1, 2, 3])
+    b = _loader_batches(subset, 1, "spawn")
+    torch.testing.assert_close(b[0]["points_a"], _loader_batches(subset, 0)[0]["points_a"])
+
+
+def test_refuses_shard_with_wrong_checksum(tmp_path):
+    root = tmp_path / "data"
+    manifest = write_toy_dataset(root, num_shards=1, T=3, V=1)
+    manifest["shards"][0]["sha256"] = "0" * 64
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"shard-00000\.h5.*sha256 mismatch"):
+        SyntheticPairs(root)
+    # A modified file of the same size is caught too.
+    manifest["shards"][0]["sha256"] = sha256_file(root / "shard-00000.h5")
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    data = bytearray((root / "shard-00000.h5").read_bytes())
+    data[-10] ^= 0xFF
+    (root / "shard-00000.h5").write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"shard-00000\.h5"):
+        SyntheticFrames(root)
+
+
+def test_refuses_other_format_version_and_missing_manifest(tmp_path):
+    root = tmp_path / "data"
+    manifest = write_toy_dataset(root, num_shards=1, T=3, V=1)
+    manifest["format_version"] = 99
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FormatVersionError, match="format_version 99"):
+        SyntheticPairs(root)
+    with pytest.raises(FileNotFoundError, match="manifest"):
+        SyntheticPairs(tmp_path / "nothing")
+
+
+def test_transforms_keep_pairs_consistent(toy_root):
+    tf = Compose([RandomRigid(max_angle_deg=180, max_translation_m=0.5, independent=True), Normalize()])
+    s = SyntheticPairs(toy_root, gaps=(5,), transform=tf, seed=2, views=[1])[3]
+    fa, fb = s["points_a"][s["labels_a"] == -1], s["points_b"][s["labels_b"] == -1]
+    assert chamfer(transform_points(s["a_from_b"], fb), fa) < 1e-5
+    assert np.max(np.linalg.norm(s["points_a"], axis=1)) <= 1.0 + 1e-5
+    # Back to metres: the denormalised pose equals aug_a @ (metric a_from_b) @ inv(aug_b).
+    metric = denormalize_pose(s["a_from_b"].astype(np.float64), s["norm_centre"].astype(np.float64),
+                              float(s["norm_scale"]))
+    raw = SyntheticPairs(toy_root, gaps=(5,), views=[1])[3]["a_from_b"]
+    expected = s["aug_a_from_a"].astype(np.float64) @ raw @ invert_pose(s["aug_b_from_b"])
+    np.testing.assert_allclose(metric, expected, atol=1e-5)
+
+
+def test_real_pairs_over_point_sequence():
+    seq = make_toy_sequence(3, T=6, V=1)
+    seq = seq.replace(labels=None, object_poses=None, object_names=(), meshes={})
+    ds = RealPairs(seq, gaps=(1, 2), num_points=200, seed=0)
+    assert len(ds) == 5 + 4
+    s = ds[0]
+    assert s["points_a"].shape == (200, 3) and s["has_pose"] is True and np.all(s["labels_a"] == -1)
+    assert s["object_a_from_b"].shape == (0, 4, 4)
+    np.testing.assert_allclose(s["a_from_b"], relative_pose(seq.camera_poses[0, 0], seq.camera_poses[1, 0]),
+                               atol=1e-6)
+    b = collate_pairs([ds[0], ds[1]])
+    assert b["points_a"].shape == (2, 200, 3) and b["object_a_from_b"].shape == (2, 0, 4, 4)
+    no_gt = RealPairs(seq.replace(camera_poses=None), gaps=(1,))
+    assert no_gt[0]["has_pose"] is False
+    np.testing.assert_array_equal(no_gt[0]["a_from_b"], np.eye(4, dtype=np.float32))
