@@ -1,10 +1,334 @@
-"""Config of the generate stage (PLACEHOLDER: the generator work replaces this with the full schema)."""
+"""Config of the generate stage: the typed ``generate:`` section (objects, room, trajectories, cameras, sensor).
+
+Read with ``synthseq.config.from_dict(GenerateConfig, data, "generate")``; every error names the full key
+path (``generate.cameras.width: expected a value > 0, got 0``). Relative mesh paths (``objects.mesh_dir``,
+``objects.mesh_files``) are resolved against the directory of the config file that holds them when the config
+is loaded through :func:`load_generate_config` or :func:`resolve_paths` (what users of a YAML file expect);
+paths left relative resolve against the current directory when :func:`~synthseq.generator.sequence.make_spec`
+first uses them.
+
+World axes: z up, the floor at z = 0, the scene centred on the z axis. Units metres, seconds, degrees where a
+key ends in ``_deg``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from synthseq.config import bounded, check_bounds
+from synthseq.errors import ConfigError
+
+PrimitiveKind = Literal["box", "sphere", "cylinder", "capsule", "cone", "torus"]
+PRIMITIVE_KINDS: tuple[str, ...] = ("box", "sphere", "cylinder", "capsule", "cone", "torus")
+MESH_SUFFIXES: tuple[str, ...] = (".obj", ".stl", ".ply", ".off", ".glb", ".gltf")
+
+
+def _range(value, path: str, *, positive: bool = True, integer: bool = False) -> tuple:
+    """Normalise a scalar-or-[lo, hi] value to a (lo, hi) tuple and check it (lo <= hi, > 0)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo = hi = value
+    else:
+        lo, hi = value
+    if lo > hi:
+        raise ConfigError(f"{path}: expected [low, high] with low <= high, got {list(value)}")
+    if positive and lo <= 0:
+        raise ConfigError(f"{path}: expected a positive {'int' if integer else 'value'}, got {lo}")
+    return (lo, hi)
+
+
+@dataclass
+class ObjectsConfig:
+    """The K moving objects of a scene: primitives and/or mesh files, each scaled to a target size.
+
+    Args:
+        count: K, or a [low, high] range drawn per sequence (inclusive).
+        primitives: primitive kinds to draw from (trimesh.creation): box, sphere, cylinder, capsule, cone, torus.
+        mesh_dir: a folder of mesh files (OBJ/STL/PLY/OFF/GLB/GLTF, not recursive), or null.
+        mesh_files: individual mesh files (added to those of ``mesh_dir``).
+        mesh_ratio: probability that an object is a mesh file rather than a primitive (when meshes are given).
+        size: [low, high] target size in metres: the largest bounding-box extent of each object.
+        region: (x, y, z) extents in metres of the box the objects move in: x, y centred on 0, z from 0 up.
+    """
+
+    count: Union[int, tuple[int, int]] = 3
+    primitives: list[PrimitiveKind] = field(default_factory=lambda: list(PRIMITIVE_KINDS))
+    mesh_dir: str | None = None
+    mesh_files: list[str] = field(default_factory=list)
+    mesh_ratio: float = bounded(0.5, ge=0.0, le=1.0)
+    size: tuple[float, float] = (0.2, 0.5)
+    region: tuple[float, float, float] = bounded((2.0, 2.0, 1.5), gt=0)
+
+    def __post_init__(self):
+        self.count = _range(self.count, "generate.objects.count", integer=True)
+        self.size = _range(self.size, "generate.objects.size")
+        if self.count[1] > 1000:
+            raise ConfigError(f"generate.objects.count: expected at most 1000 objects, got {self.count[1]}")
+        if not self.primitives and not self.mesh_dir and not self.mesh_files:
+            raise ConfigError("generate.objects: no object sources: give primitives, mesh_dir or mesh_files")
+        self.region = tuple(float(x) for x in self.region)
+        check_bounds(self, "generate.objects")
+
+
+@dataclass
+class RoomConfig:
+    """An indoor-capture-like background: a floor and four walls (and optionally a ceiling), label -1.
+
+    Args:
+        enabled: add the room.
+        size: (x, y, z) interior extents in metres, centred on the z axis, floor at z = 0.
+        ceiling: close the room at the top.
+        margin: clearance in metres kept between every object's bounding sphere and the room, every frame.
+    """
+
+    enabled: bool = True
+    size: tuple[float, float, float] = bounded((6.0, 6.0, 3.0), gt=0)
+    ceiling: bool = False
+    margin: float = bounded(0.05, ge=0)
+
+
+@dataclass
+class TrajectoryConfig:
+    """How objects move: smooth SE(3) trajectories.
+
+    Args:
+        kind: ``spline`` (keyframes joined by a natural cubic spline in position and in a rotation vector,
+            C2-smooth, passing through every keyframe) or ``constant_velocity`` (constant linear and body-frame
+            angular velocity).
+        num_keyframes: keyframes of a spline trajectory, spread evenly over the sequence.
+        speed: [low, high] linear speed in m/s (per object; between spline keyframes on average).
+        angular_speed_deg: [low, high] angular speed in deg/s.
+    """
+
+    kind: Literal["spline", "constant_velocity"] = "spline"
+    num_keyframes: int = bounded(4, ge=2)
+    speed: tuple[float, float] = (0.05, 0.4)
+    angular_speed_deg: tuple[float, float] = (10.0, 60.0)
+
+    def __post_init__(self):
+        self.speed = _range(self.speed, "generate.trajectories.speed", positive=False)
+        self.angular_speed_deg = _range(self.angular_speed_deg, "generate.trajectories.angular_speed_deg",
+                                        positive=False)
+        if self.speed[0] < 0 or self.angular_speed_deg[0] < 0:
+            raise ConfigError("generate.trajectories: speeds must be >= 0")
+        check_bounds(self, "generate.trajectories")
+
+
+@dataclass
+class RigConfig:
+    """A static rig of ``num_views`` cameras evenly spaced on a circle around the scene, looking at its centre.
+
+    Args:
+        num_views: V static cameras (0 = none).
+        radius: horizontal distance in metres from the z axis.
+        height: camera height in metres above the floor.
+        look_at: (x, y, z) point every camera looks at.
+        azimuth_jitter_deg: random per-sequence rotation of the whole rig about z (0 = rig at azimuth 0).
+        radius_jitter: +- random change of each camera's radius, metres.
+        height_jitter: +- random change of each camera's height, metres.
+    """
+
+    num_views: int = bounded(2, ge=0)
+    radius: float = bounded(2.5, gt=0)
+    height: float = 1.5
+    look_at: tuple[float, float, float] = (0.0, 0.0, 0.6)
+    azimuth_jitter_deg: float = bounded(180.0, ge=0)
+    radius_jitter: float = bounded(0.2, ge=0)
+    height_jitter: float = bounded(0.2, ge=0)
+
+
+@dataclass
+class HandheldConfig:
+    """A moving handheld-like camera (TUM RGB-D fr1/rpy, fr1/xyz-like): a base pose looking at the scene centre,
+    shaken by roll/pitch/yaw and x/y/z sinusoids with random phases.
+
+    The peak angular rate about each axis is ``2 pi f A``; the defaults (A = 12 deg, f in 0.25..0.5 Hz) give
+    19..38 deg/s per axis, like fr1/rpy (about 40 deg/s on average).
+
+    Args:
+        enabled: add the camera as the last view.
+        radius, height: base position (azimuth drawn per sequence).
+        look_at: point the base pose looks at.
+        rpy_amplitude_deg: (roll, pitch, yaw) amplitudes: about the optical axis z, the x axis, the y axis.
+        xyz_amplitude_m: (x, y, z) amplitudes in the camera frame, metres.
+        frequency_hz: [low, high] frequency of each sinusoid, drawn per axis.
+    """
+
+    enabled: bool = False
+    radius: float = bounded(2.5, gt=0)
+    height: float = 1.5
+    look_at: tuple[float, float, float] = (0.0, 0.0, 0.6)
+    rpy_amplitude_deg: tuple[float, float, float] = bounded((12.0, 12.0, 12.0), ge=0, le=90)
+    xyz_amplitude_m: tuple[float, float, float] = bounded((0.1, 0.1, 0.1), ge=0)
+    frequency_hz: tuple[float, float] = (0.25, 0.5)
+
+    def __post_init__(self):
+        self.frequency_hz = _range(self.frequency_hz, "generate.cameras.handheld.frequency_hz", positive=False)
+        check_bounds(self, "generate.cameras.handheld")
+
+
+@dataclass
+class CamerasConfig:
+    """Pinhole intrinsics shared by every view, a static rig and an optional moving handheld camera.
+
+    Intrinsics: ``fx``, ``fy`` (and optionally ``cx``, ``cy``, default the image centre ``(W - 1) / 2``,
+    ``(H - 1) / 2``) in pixels; or, when ``fx`` is null, ``fov_deg`` (horizontal field of view, square pixels).
+
+    Args:
+        width, height: image size in pixels.
+        fov_deg: horizontal field of view in degrees (used when ``fx`` is null).
+        fx, fy, cx, cy: pinhole intrinsics in pixels, or null.
+        rig: the static views.
+        handheld: the moving view (last view when enabled).
+    """
+
+    width: int = bounded(80, gt=0)
+    height: int = bounded(60, gt=0)
+    fov_deg: float = bounded(60.0, gt=0, lt=180)
+    fx: float | None = bounded(None, gt=0)
+    fy: float | None = bounded(None, gt=0)
+    cx: float | None = None
+    cy: float | None = None
+    rig: RigConfig = field(default_factory=RigConfig)
+    handheld: HandheldConfig = field(default_factory=HandheldConfig)
+
+    def __post_init__(self):
+        check_bounds(self, "generate.cameras")
+        if self.rig.num_views + int(self.handheld.enabled) == 0:
+            raise ConfigError("generate.cameras: no views: set rig.num_views > 0 or handheld.enabled: true")
+        if (self.fy is not None) and self.fx is None:
+            raise ConfigError("generate.cameras.fx: required when fy is given")
+
+    @property
+    def num_views(self) -> int:
+        return self.rig.num_views + int(self.handheld.enabled)
+
+    def intrinsics(self) -> tuple[float, float, float, float]:
+        """(fx, fy, cx, cy) in pixels."""
+        import math
+
+        W, H = self.width, self.height
+        if self.fx is None:
+            fx = 0.5 * W / math.tan(0.5 * math.radians(self.fov_deg))
+            fy = fx
+        else:
+            fx = float(self.fx)
+            fy = float(self.fy if self.fy is not None else self.fx)
+        cx = (W - 1) / 2.0 if self.cx is None else float(self.cx)
+        cy = (H - 1) / 2.0 if self.cy is None else float(self.cy)
+        return fx, fy, cx, cy
+
+
+@dataclass
+class StoreConfig:
+    """Optional arrays stored with every sequence (points, labels, poses and intrinsics always are).
+
+    Args:
+        normals: (T, V, N, 3) float16 camera-frame normals of the sampled points (from the ideal depth image).
+        depth: (T, V, H, W) uint16 millimetre depth images (after the sensor model).
+        instance: (T, V, H, W) int16 instance images (after the sensor model's dropout).
+    """
+
+    normals: bool = True
+    depth: bool = False
+    instance: bool = False
 
 
 @dataclass
 class GenerateConfig:
-    num_frames: int = 8
+    """The ``generate:`` section: what one sequence looks like.
+
+    Args:
+        num_frames: T frames per sequence.
+        fps: frames per second (timestamps t / fps).
+        num_points: N points sampled per (frame, view).
+        objects, room, trajectories, cameras, store: see their classes.
+        renderer: ``raycast`` (Open3D/Embree on the CPU; the default, deterministic across machines) or
+            ``pyrender`` (OpenGL).
+        sensor: the sensor model: ``ideal``, ``kinect`` or a mapping of
+            :class:`synthseq.generator.sensor.SensorConfig` fields (``{model: kinect, ...}``).
+    """
+
+    num_frames: int = bounded(8, gt=0)
+    fps: float = bounded(30.0, gt=0)
+    num_points: int = bounded(256, gt=0)
+    objects: ObjectsConfig = field(default_factory=ObjectsConfig)
+    room: RoomConfig = field(default_factory=RoomConfig)
+    trajectories: TrajectoryConfig = field(default_factory=TrajectoryConfig)
+    cameras: CamerasConfig = field(default_factory=CamerasConfig)
+    renderer: Literal["raycast", "pyrender"] = "raycast"
+    sensor: Any = "kinect"
+    store: StoreConfig = field(default_factory=StoreConfig)
+
+    def __post_init__(self):
+        check_bounds(self, "generate")
+        from synthseq.generator.sensor import sensor_config_from
+
+        self.sensor = sensor_config_from(self.sensor, "generate.sensor")
+        _check_geometry(self)
+
+
+def _check_geometry(cfg: GenerateConfig) -> None:
+    """Cross-field checks: objects fit in their region and in the room, cameras are inside the room."""
+    o, r, c = cfg.objects, cfg.room, cfg.cameras
+    # The largest object's bounding sphere has radius <= sqrt(3)/2 * size (half the diagonal of a cube).
+    radius = 0.5 * 3 ** 0.5 * o.size[1]
+    margin = r.margin if r.enabled else 0.0
+    half = [0.5 * o.region[0], 0.5 * o.region[1]]
+    if r.enabled:
+        half = [min(half[0], 0.5 * r.size[0]), min(half[1], 0.5 * r.size[1])]
+    top = min(o.region[2], r.size[2]) if r.enabled else o.region[2]
+    if min(half) < radius + margin or top < 2 * (radius + margin):
+        raise ConfigError(
+            f"generate.objects.size: objects up to {o.size[1]} m (bounding radius {radius:.3f} m) do not fit in "
+            f"generate.objects.region {list(o.region)}" + (" inside generate.room.size" if r.enabled else ""))
+    if r.enabled:
+        half_room = 0.5 * min(r.size[0], r.size[1])
+        views = [("rig", c.rig.radius + c.rig.radius_jitter, c.rig.height, c.rig.height_jitter)] if c.rig.num_views else []
+        if c.handheld.enabled:
+            amp = max(c.handheld.xyz_amplitude_m)
+            views.append(("handheld", c.handheld.radius + amp, c.handheld.height, amp))
+        for name, rad, height, dz in views:
+            if rad >= half_room or height + dz >= r.size[2] or height - dz <= 0:
+                raise ConfigError(
+                    f"generate.cameras.{name}: cameras (radius up to {rad:g} m, height {height:g} +- {dz:g} m) "
+                    f"must stay inside generate.room.size {list(r.size)}")
+
+
+def resolve_paths(cfg: GenerateConfig, base_dir) -> GenerateConfig:
+    """A copy of ``cfg`` whose relative ``objects.mesh_dir`` / ``objects.mesh_files`` are made absolute against
+    ``base_dir`` (the directory of the config file they came from). Absolute paths are kept."""
+    base = Path(base_dir)
+
+    def fix(p):
+        if p is None:
+            return None
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base / q).resolve())
+
+    objects = dataclasses.replace(cfg.objects, mesh_dir=fix(cfg.objects.mesh_dir),
+                                  mesh_files=[fix(p) for p in cfg.objects.mesh_files])
+    return dataclasses.replace(cfg, objects=objects)
+
+
+def load_generate_config(path, overrides: list[str] | None = None) -> GenerateConfig:
+    """Read the ``generate:`` section of a YAML config file, resolving mesh paths relative to the file.
+
+    Args:
+        path: a YAML file with a ``generate:`` mapping (other sections are ignored).
+        overrides: ``key.path=value`` strings relative to the whole file (``generate.num_frames=4``).
+
+    Raises:
+        FileNotFoundError: no such file. ConfigError: bad value, naming the key path and the file.
+    """
+    from synthseq.config import apply_overrides, from_dict, load_yaml
+
+    p = Path(path)
+    data = apply_overrides(load_yaml(p), overrides or [])
+    try:
+        cfg = from_dict(GenerateConfig, data.get("generate"), "generate")
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+    return resolve_paths(cfg, p.resolve().parent)

@@ -1,0 +1,194 @@
+"""Cameras: pinhole intrinsics, an OpenCV-axes look-at, a static rig around the scene and a handheld-like motion.
+
+Every pose here is ``world_from_camera`` with OpenCV camera axes (x right, y down, z forward), world z up.
+The handheld camera follows the TUM RGB-D fr1 recordings loosely: a base pose looking at the scene, shaken by
+roll (about the optical axis), pitch (about x), yaw (about y) and x/y/z translations in the camera frame, each
+a sinusoid with its own random frequency and phase.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from synthseq.datasets.types import Camera
+from synthseq.generator.trajectories import so3_exp
+
+
+def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] as (3, 3) float64, pixels."""
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """world_from_camera of a camera at ``eye`` looking at ``target``, OpenCV axes.
+
+    The camera's z axis points from ``eye`` to ``target``, its x axis to the right (perpendicular to ``up``),
+    its y axis down (the image's "down" is the world's ``-up`` as far as possible). When the viewing
+    direction is parallel to ``up``, the world x axis (or y) is used as the up hint instead.
+
+    Args:
+        eye, target: (3,) world points, metres (distinct).
+        up: (3,) world up direction.
+
+    Returns:
+        (4, 4) float64.
+
+    Raises:
+        ValueError: ``eye`` and ``target`` coincide.
+    """
+    eye = np.asarray(eye, dtype=np.float64)
+    forward = np.asarray(target, dtype=np.float64) - eye
+    norm = np.linalg.norm(forward)
+    if norm < 1e-12:
+        raise ValueError(f"look_at: eye and target coincide at {eye.tolist()}")
+    z = forward / norm
+    x = None
+    for hint in (np.asarray(up, dtype=np.float64), np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])):
+        c = np.cross(z, hint)
+        if np.linalg.norm(c) > 1e-6:
+            x = c / np.linalg.norm(c)
+            break
+    y = np.cross(z, x)
+    out = np.eye(4)
+    out[:3, 0], out[:3, 1], out[:3, 2], out[:3, 3] = x, y, z, eye
+    return out
+
+
+def rig_poses(num_views: int, radius, height, target, azimuth0: float = 0.0) -> np.ndarray:
+    """A static rig: ``num_views`` cameras evenly spaced in azimuth on a circle, looking at ``target``.
+
+    Args:
+        num_views: V.
+        radius: scalar or (V,) horizontal distances from the z axis, metres.
+        height: scalar or (V,) heights, metres.
+        target: (3,) look-at point.
+        azimuth0: azimuth of view 0, radians (view v is at azimuth0 + 2 pi v / V).
+
+    Returns:
+        (V, 4, 4) float64 world_from_camera.
+    """
+    radius = np.broadcast_to(np.asarray(radius, dtype=np.float64), (num_views,))
+    height = np.broadcast_to(np.asarray(height, dtype=np.float64), (num_views,))
+    out = np.zeros((num_views, 4, 4))
+    for v in range(num_views):
+        a = azimuth0 + 2.0 * math.pi * v / num_views
+        eye = (radius[v] * math.cos(a), radius[v] * math.sin(a), height[v])
+        out[v] = look_at(eye, target)
+    return out
+
+
+@dataclass(frozen=True)
+class HandheldMotion:
+    """Sinusoidal shake of a handheld camera around a base pose (plain data).
+
+    Args:
+        base: 16 floats, the base world_from_camera (row-major 4x4).
+        rpy_amplitude_rad: (roll, pitch, yaw) amplitudes: rotations about camera z, x, y.
+        rpy_frequency_hz, rpy_phase: per-axis frequencies and phases (radians).
+        xyz_amplitude_m, xyz_frequency_hz, xyz_phase: the same for x, y, z translations (camera frame).
+    """
+
+    base: tuple
+    rpy_amplitude_rad: tuple
+    rpy_frequency_hz: tuple
+    rpy_phase: tuple
+    xyz_amplitude_m: tuple
+    xyz_frequency_hz: tuple
+    xyz_phase: tuple
+
+    def poses(self, times: np.ndarray) -> np.ndarray:
+        """world_from_camera at ``times`` (T,): (T, 4, 4) float64.
+
+        Each offset is amplitude * sin(2 pi f t + phase): within +-amplitude of the base pose.
+        """
+        t = np.asarray(times, dtype=np.float64)[:, None]
+
+        def wave(amp, freq, phase):
+            amp, freq, phase = (np.asarray(x, dtype=np.float64)[None] for x in (amp, freq, phase))
+            return amp * np.sin(2 * np.pi * freq * t + phase)
+
+        roll, pitch, yaw = wave(self.rpy_amplitude_rad, self.rpy_frequency_hz, self.rpy_phase).T
+        xyz = wave(self.xyz_amplitude_m, self.xyz_frequency_hz, self.xyz_phase)
+        zeros = np.zeros_like(roll)
+        R = (so3_exp(np.stack([zeros, zeros, roll], -1)) @ so3_exp(np.stack([pitch, zeros, zeros], -1))
+             @ so3_exp(np.stack([zeros, yaw, zeros], -1)))
+        delta = np.zeros((len(t), 4, 4))
+        delta[:, :3, :3] = R
+        delta[:, :3, 3] = xyz
+        delta[:, 3, 3] = 1.0
+        return np.asarray(self.base, dtype=np.float64).reshape(4, 4) @ delta
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """Every camera of a sequence as plain data: shared intrinsics, static poses and an optional handheld view.
+
+    Args:
+        width, height: image size, pixels.
+        fx, fy, cx, cy: intrinsics, pixels.
+        static_poses: V_s tuples of 16 floats, world_from_camera (row-major).
+        handheld: the moving camera (the last view), or None.
+    """
+
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    static_poses: tuple = ()
+    handheld: HandheldMotion | None = None
+
+    @property
+    def num_views(self) -> int:
+        return len(self.static_poses) + int(self.handheld is not None)
+
+    def camera(self) -> Camera:
+        """The shared pinhole camera."""
+        return Camera.from_focal(self.fx, self.fy, self.cx, self.cy, self.width, self.height)
+
+    def poses(self, times: np.ndarray) -> np.ndarray:
+        """world_from_camera of every view at ``times`` (T,): (T, V, 4, 4) float64, OpenCV axes."""
+        T = len(times)
+        out = np.zeros((T, self.num_views, 4, 4))
+        if self.static_poses:
+            out[:, : len(self.static_poses)] = np.asarray(self.static_poses, dtype=np.float64).reshape(-1, 4, 4)
+        if self.handheld is not None:
+            out[:, -1] = self.handheld.poses(times)
+        return out
+
+
+def sample_camera_spec(cfg, rng: np.random.Generator) -> CameraSpec:
+    """Draw a sequence's cameras from a :class:`~synthseq.generator.config.CamerasConfig`.
+
+    Args:
+        cfg: the ``generate.cameras`` config.
+        rng: the sequence's generator.
+    """
+    fx, fy, cx, cy = cfg.intrinsics()
+    rig = cfg.rig
+    static = ()
+    if rig.num_views:
+        V = rig.num_views
+        az0 = math.radians(float(rng.uniform(-rig.azimuth_jitter_deg, rig.azimuth_jitter_deg)))
+        radius = rig.radius + rng.uniform(-rig.radius_jitter, rig.radius_jitter, size=V)
+        height = rig.height + rng.uniform(-rig.height_jitter, rig.height_jitter, size=V)
+        poses = rig_poses(V, radius, height, rig.look_at, az0)
+        static = tuple(tuple(float(x) for x in p.ravel()) for p in poses)
+    handheld = None
+    h = cfg.handheld
+    if h.enabled:
+        az = float(rng.uniform(0.0, 2.0 * math.pi))
+        base = look_at((h.radius * math.cos(az), h.radius * math.sin(az), h.height), h.look_at)
+        f = lambda: tuple(float(x) for x in rng.uniform(h.frequency_hz[0], h.frequency_hz[1], size=3))  # noqa: E731
+        ph = lambda: tuple(float(x) for x in rng.uniform(0.0, 2.0 * math.pi, size=3))  # noqa: E731
+        handheld = HandheldMotion(
+            base=tuple(float(x) for x in base.ravel()),
+            rpy_amplitude_rad=tuple(math.radians(a) for a in h.rpy_amplitude_deg),
+            rpy_frequency_hz=f(), rpy_phase=ph(),
+            xyz_amplitude_m=tuple(float(a) for a in h.xyz_amplitude_m),
+            xyz_frequency_hz=f(), xyz_phase=ph())
+    return CameraSpec(cfg.width, cfg.height, fx, fy, cx, cy, static, handheld)

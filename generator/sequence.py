@@ -1,0 +1,217 @@
+"""One sequence end to end: ``SceneSpec`` -> meshes -> poses -> depth + instance per (frame, view) -> sensor
+model -> fixed-size camera-frame point clouds with labels -> :class:`~synthseq.datasets.types.PointSequence`.
+
+The public API used by the build (``pipelines/build.py``)::
+
+    spec = make_spec(cfg.generate, root_seed, index)      # cheap, plain data, sent to a Ray task
+    seq = generate_sequence(spec, renderer=renderer)       # the same spec gives identical arrays anywhere
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from synthseq.datasets.types import BACKGROUND_LABEL, PointSequence, sample_fixed
+from synthseq.generator.assets import object_geometry, room_geometry
+from synthseq.generator.scene import SceneSpec, make_spec, sequence_seed
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SceneSpec", "generate_sequence", "make_spec", "sequence_seed", "sample_view"]
+
+# Neighbours whose z differs by more than this fraction of z are across a depth edge (normal estimation).
+_NORMAL_EDGE_FRACTION = 0.1
+
+
+def _sampling_rng(seed: int) -> np.random.Generator:
+    """The stream for sensor noise and point sampling: independent of make_spec's ``default_rng(seed)``."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
+
+
+def _backproject(depth: np.ndarray, rows: np.ndarray, cols: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(M, 3) float64 OpenCV camera-frame points of pixels (rows, cols) of z-depth image ``depth``."""
+    z = depth[rows, cols].astype(np.float64)
+    return np.stack([(cols - K[0, 2]) / K[0, 0] * z, (rows - K[1, 2]) / K[1, 1] * z, z], axis=-1)
+
+
+def depth_normals(depth: np.ndarray, instance: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                  K: np.ndarray) -> np.ndarray:
+    """Surface normals at some pixels of a z-depth image, from the back-projected 4-neighbourhood.
+
+    Tangents are central differences where both neighbours lie on the same surface (same instance, z within
+    10 %), one-sided where only one does. Normals face the camera (n . p < 0). Pixels with no usable neighbour
+    pair (or no depth) get the direction back to the camera, -p / |p|.
+
+    Args:
+        depth: (H, W) float z-depth, metres, 0 = none (the ideal, pre-sensor render).
+        instance: (H, W) int instance ids.
+        rows, cols: (M,) int pixel coordinates.
+        K: (3, 3) intrinsics.
+
+    Returns:
+        (M, 3) float64 unit normals, OpenCV camera frame.
+    """
+    H, W = depth.shape
+    P = _backproject(depth, rows, cols, K)
+    z0 = P[:, 2]
+    i0 = instance[rows, cols]
+
+    def tangent(dr: int, dc: int) -> tuple[np.ndarray, np.ndarray]:
+        out = np.zeros_like(P)
+        sides = []
+        for s in (1, -1):
+            r, c = rows + s * dr, cols + s * dc
+            inb = (r >= 0) & (r < H) & (c >= 0) & (c < W)
+            r, c = np.clip(r, 0, H - 1), np.clip(c, 0, W - 1)
+            zn = depth[r, c]
+            ok = inb & (zn > 0) & (instance[r, c] == i0) & (np.abs(zn - z0) <= _NORMAL_EDGE_FRACTION * z0)
+            sides.append((ok, _backproject(depth, r, c, K)))
+        (okf, Pf), (okb, Pb) = sides
+        both = okf & okb
+        out[both] = Pf[both] - Pb[both]
+        f = okf & ~okb
+        out[f] = Pf[f] - P[f]
+        b = okb & ~okf
+        out[b] = P[b] - Pb[b]
+        return out, okf | okb
+
+    tu, oku = tangent(0, 1)
+    tv, okv = tangent(1, 0)
+    n = np.cross(tu, tv)
+    norm = np.linalg.norm(n, axis=-1)
+    good = oku & okv & (z0 > 0) & (norm > 1e-12)
+    n[good] /= norm[good, None]
+    flip = np.einsum("ij,ij->i", n, P) > 0
+    n[flip] *= -1.0
+    bad = ~good
+    if np.any(bad):
+        ray = np.stack([(cols[bad] - K[0, 2]) / K[0, 0], (rows[bad] - K[1, 2]) / K[1, 1], np.ones(bad.sum())], -1)
+        n[bad] = -ray / np.linalg.norm(ray, axis=-1, keepdims=True)
+    return n
+
+
+def sample_view(depth: np.ndarray, instance: np.ndarray, K: np.ndarray, num_points: int,
+                rng: np.random.Generator, ideal_depth: np.ndarray | None = None,
+                ideal_instance: np.ndarray | None = None):
+    """Back-project one depth image and sample exactly ``num_points`` of its valid pixels.
+
+    Only the sampled pixels are back-projected (the same points, in the same order, as
+    ``backproject_depth(depth, K)[0][sample_fixed(N, M, rng)]``).
+
+    Args:
+        depth: (H, W) float z-depth after the sensor model, metres, 0 = invalid.
+        instance: (H, W) int instance ids after the sensor model.
+        K: (3, 3) intrinsics.
+        num_points: N.
+        rng: picks the points.
+        ideal_depth, ideal_instance: (H, W) the clean render, for normals; None = no normals.
+
+    Returns:
+        points (N, 3) float32 camera frame; labels (N,) int16; normals (N, 3) float32 or None; num_valid int.
+        With no valid pixel: zero points and normals, labels -1.
+    """
+    flat = depth.reshape(-1)
+    valid = np.flatnonzero(flat > 0)  # NaN compares False: invalid too
+    M = len(valid)
+    if M == 0:
+        normals = np.zeros((num_points, 3), np.float32) if ideal_depth is not None else None
+        return (np.zeros((num_points, 3), np.float32), np.full(num_points, BACKGROUND_LABEL, np.int16),
+                normals, 0)
+    pix = valid[sample_fixed(num_points, M, rng)]
+    W = depth.shape[1]
+    rows, cols = pix // W, pix % W
+    points = _backproject(depth, rows, cols, K).astype(np.float32)
+    labels = instance.reshape(-1)[pix].astype(np.int16)
+    normals = None
+    if ideal_depth is not None:
+        normals = depth_normals(ideal_depth, ideal_instance, rows, cols, K).astype(np.float32)
+    return points, labels, normals, M
+
+
+def _scene_meshes(spec: SceneSpec, geometries, room, object_poses_t: np.ndarray) -> list:
+    from synthseq.generator.render.base import RenderMesh
+
+    meshes = [RenderMesh(vertices=v, faces=f, world_from_object=object_poses_t[k], instance_id=k, key=obj.name)
+              for k, (obj, (v, f)) in enumerate(zip(spec.objects, geometries))]
+    if room is not None:
+        meshes.append(room)
+    return meshes
+
+
+def generate_sequence(spec: SceneSpec, renderer=None) -> PointSequence:
+    """Render, add sensor noise and sample one sequence.
+
+    Args:
+        spec: from :func:`make_spec`.
+        renderer: a :class:`~synthseq.generator.render.base.Renderer` to reuse across sequences (its
+            ``render_views`` is used when it has one); None creates ``spec.renderer`` and closes it after.
+
+    Returns:
+        A :class:`~synthseq.datasets.types.PointSequence`: points (T, V, N, 3) float32 camera frame, num_valid
+        (T, V), labels (T, V, N) int16 (object index k, -1 room/background), normals (T, V, N, 3) float16 if
+        ``spec.store_normals``, depth (T, V, H, W) uint16 mm / instance (T, V, H, W) int16 if stored,
+        camera_poses (T, V, 4, 4) world_from_camera (OpenCV), object_poses (T, K, 4, 4) world_from_object,
+        intrinsics (V, 3, 3), image_size (V, 2) (W, H), timestamps (T,), meshes (canonical geometry per object
+        name, object frame, metres), seed = spec.seed.
+    """
+    from synthseq.generator.render import RenderMesh, make_renderer
+    from synthseq.generator.sensor import apply_sensor
+
+    own = renderer is None
+    if own:
+        renderer = make_renderer(spec.renderer)
+    try:
+        T, V, N, K = spec.num_frames, spec.num_views, spec.num_points, spec.num_objects
+        geometries = [object_geometry(o) for o in spec.objects]
+        room = None
+        if spec.room_size is not None:
+            rv, rf = room_geometry(spec.room_size, spec.room_ceiling)
+            sx, sy, sz = spec.room_size
+            room = RenderMesh(rv, rf, np.eye(4), BACKGROUND_LABEL,
+                              key=f"room_{sx:.6g}_{sy:.6g}_{sz:.6g}_{int(spec.room_ceiling)}")
+        object_poses = spec.object_poses()
+        camera_poses = spec.camera_poses()
+        camera = spec.cameras.camera()
+        Kmat = camera.intrinsics
+        H, W = camera.height, camera.width
+        rng = _sampling_rng(spec.seed)
+
+        points = np.zeros((T, V, N, 3), np.float32)
+        labels = np.zeros((T, V, N), np.int16)
+        num_valid = np.zeros((T, V), np.int32)
+        normals = np.zeros((T, V, N, 3), np.float16) if spec.store_normals else None
+        depth_mm = np.zeros((T, V, H, W), np.uint16) if spec.store_depth else None
+        instance = np.zeros((T, V, H, W), np.int16) if spec.store_instance else None
+        render_views = getattr(renderer, "render_views", None)
+        cameras = [camera] * V
+        for t in range(T):
+            meshes = _scene_meshes(spec, geometries, room, object_poses[t])
+            if render_views is not None:
+                results = render_views(meshes, cameras, camera_poses[t])
+            else:
+                results = [renderer.render(meshes, camera, camera_poses[t, v]) for v in range(V)]
+            for v, res in enumerate(results):
+                d, inst = apply_sensor(res.depth, res.instance, camera, spec.sensor, rng)
+                p, lab, nrm, m = sample_view(d, inst, Kmat, N, rng,
+                                             res.depth if spec.store_normals else None, res.instance)
+                points[t, v], labels[t, v], num_valid[t, v] = p, lab, m
+                if normals is not None:
+                    normals[t, v] = nrm
+                if depth_mm is not None:
+                    depth_mm[t, v] = np.clip(np.rint(d * 1000.0), 0, 65535)
+                if instance is not None:
+                    instance[t, v] = inst
+        return PointSequence(
+            points=points, num_valid=num_valid,
+            intrinsics=np.repeat(Kmat[None], V, axis=0),
+            image_size=np.tile(np.array([[W, H]], np.int32), (V, 1)),
+            timestamps=spec.times(), camera_poses=camera_poses, labels=labels, object_poses=object_poses,
+            normals=normals, depth=depth_mm, instance=instance,
+            object_names=spec.object_names,
+            meshes={o.name: g for o, g in zip(spec.objects, geometries)},
+            seed=int(spec.seed), fps=float(spec.fps), name=spec.name)
+    finally:
+        if own:
+            renderer.close()

@@ -1,0 +1,236 @@
+"""SE(3) object motion: keyframes joined by natural cubic splines, rotation helpers, and the room-safe sampler.
+
+A trajectory is plain data (:class:`Trajectory`): keyframe times, positions and rotation vectors, and a base
+rotation. The pose at time t is
+
+    world_from_object(t) = [ R_base @ exp(theta(t)) | p(t) ]
+
+where p(t) and theta(t) are natural cubic splines through the keyframes (C2: continuous acceleration, and the
+exponential map is smooth, so angular velocity and acceleration are continuous too). The pose passes exactly
+through every keyframe. With two keyframes both splines are linear: constant linear velocity and constant
+body-frame angular velocity (``constant_velocity``). Rotation vectors are not wrapped to [0, pi], so a spinning
+object never jumps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+_MAX_TRIES = 20
+
+
+# ------------------------------------------------------------------------------------------ rotations
+
+def so3_exp(rotvec: np.ndarray) -> np.ndarray:
+    """Rotation matrices from rotation vectors (Rodrigues' formula).
+
+    Args:
+        rotvec: (..., 3) axis * angle, radians.
+
+    Returns:
+        (..., 3, 3) float64 rotation matrices.
+    """
+    w = np.asarray(rotvec, dtype=np.float64)
+    theta = np.linalg.norm(w, axis=-1)[..., None, None]
+    K = np.zeros(w.shape[:-1] + (3, 3))
+    K[..., 0, 1], K[..., 0, 2] = -w[..., 2], w[..., 1]
+    K[..., 1, 0], K[..., 1, 2] = w[..., 2], -w[..., 0]
+    K[..., 2, 0], K[..., 2, 1] = -w[..., 1], w[..., 0]
+    small = theta < 1e-8
+    safe = np.where(small, 1.0, theta)
+    a = np.where(small, 1.0 - theta ** 2 / 6.0, np.sin(safe) / safe)
+    b = np.where(small, 0.5 - theta ** 2 / 24.0, (1.0 - np.cos(safe)) / safe ** 2)
+    return np.eye(3) + a * K + b * (K @ K)
+
+
+def so3_log(R: np.ndarray) -> np.ndarray:
+    """Rotation vectors (angle in [0, pi]) of rotation matrices.
+
+    Args:
+        R: (..., 3, 3).
+
+    Returns:
+        (..., 3) float64.
+    """
+    R = np.asarray(R, dtype=np.float64)
+    cos = np.clip((np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0, -1.0, 1.0)
+    theta = np.arccos(cos)
+    v = np.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
+    sin = np.sin(theta)
+    out = np.where((sin > 1e-6)[..., None], v * (theta / np.where(sin > 1e-6, 2 * sin, 1.0))[..., None], 0.5 * v)
+    # Near pi, sin -> 0: recover the axis from the symmetric part R + I = 2 a a^T (up to sign).
+    near_pi = (theta > math.pi - 1e-3)
+    if np.any(near_pi):
+        Rs = R[near_pi]
+        B = 0.5 * (Rs + np.eye(3))
+        cols = np.argmax(np.diagonal(B, axis1=-2, axis2=-1), axis=-1)
+        axes = B[np.arange(len(Rs)), :, cols]
+        axes /= np.linalg.norm(axes, axis=-1, keepdims=True)
+        sign = np.sign(np.einsum("ni,ni->n", axes, v[near_pi]))
+        sign[sign == 0] = 1.0
+        out[near_pi] = axes * (sign * theta[near_pi])[:, None]
+    return out
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly distributed random rotation (3, 3) (normalised Gaussian quaternion)."""
+    q = rng.normal(size=4)
+    x, y, z, w = q / np.linalg.norm(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def random_unit_vector(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly distributed direction (3,)."""
+    v = rng.normal(size=3)
+    return v / max(np.linalg.norm(v), 1e-12)
+
+
+# ------------------------------------------------------------------------------------------ splines
+
+def natural_cubic_spline(times: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Evaluate the natural cubic spline through (times, values) at ``query`` (clamped to the time range).
+
+    Args:
+        times: (n,) strictly increasing knot times, n >= 1.
+        values: (n, d) knot values.
+        query: (m,) times.
+
+    Returns:
+        (m, d) float64. n = 1: constant; n = 2: linear; n >= 3: C2 cubic with zero end curvature.
+    """
+    t = np.asarray(times, dtype=np.float64)
+    y = np.asarray(values, dtype=np.float64)
+    q = np.clip(np.asarray(query, dtype=np.float64), t[0], t[-1])
+    n = len(t)
+    if n == 1:
+        return np.repeat(y, len(q), axis=0)
+    h = np.diff(t)
+    M = np.zeros_like(y)  # second derivatives at the knots; natural: M[0] = M[-1] = 0
+    if n > 2:
+        A = np.zeros((n - 2, n - 2))
+        idx = np.arange(n - 2)
+        A[idx, idx] = 2.0 * (h[:-1] + h[1:])
+        A[idx[1:], idx[:-1]] = h[1:-1]
+        A[idx[:-1], idx[1:]] = h[1:-1]
+        slope = np.diff(y, axis=0) / h[:, None]
+        M[1:-1] = np.linalg.solve(A, 6.0 * np.diff(slope, axis=0))
+    i = np.clip(np.searchsorted(t, q, side="right") - 1, 0, n - 2)
+    hi = h[i][:, None]
+    a = (t[i + 1][:, None] - q[:, None]) / hi
+    b = 1.0 - a
+    return (a * y[i] + b * y[i + 1]
+            + ((a ** 3 - a) * M[i] + (b ** 3 - b) * M[i + 1]) * hi ** 2 / 6.0)
+
+
+# ------------------------------------------------------------------------------------------ trajectories
+
+@dataclass(frozen=True)
+class Trajectory:
+    """A smooth SE(3) trajectory as plain data.
+
+    Args:
+        times: (n,) keyframe times, seconds, increasing.
+        positions: (n,) of (x, y, z) keyframe positions, metres, world frame.
+        rotvecs: (n,) of rotation vectors theta_i (body frame, relative to ``base_rotvec``), radians.
+        base_rotvec: rotation vector of R_base, radians.
+        kind: "spline" or "constant_velocity" (informational; both evaluate the same way).
+    """
+
+    times: tuple
+    positions: tuple
+    rotvecs: tuple
+    base_rotvec: tuple = (0.0, 0.0, 0.0)
+    kind: str = "spline"
+
+    def positions_at(self, times: np.ndarray) -> np.ndarray:
+        """(m, 3) float64 positions at ``times`` (m,)."""
+        return natural_cubic_spline(np.asarray(self.times), np.asarray(self.positions), times)
+
+    def poses(self, times: np.ndarray) -> np.ndarray:
+        """world_from_object at ``times``: (m, 4, 4) float64."""
+        times = np.asarray(times, dtype=np.float64)
+        p = self.positions_at(times)
+        theta = natural_cubic_spline(np.asarray(self.times), np.asarray(self.rotvecs), times)
+        out = np.zeros((len(times), 4, 4))
+        out[:, :3, :3] = so3_exp(np.asarray(self.base_rotvec)) @ so3_exp(theta)
+        out[:, :3, 3] = p
+        out[:, 3, 3] = 1.0
+        return out
+
+
+def _tuples(a: np.ndarray) -> tuple:
+    return tuple(tuple(float(x) for x in row) for row in np.asarray(a))
+
+
+def _inside(points: np.ndarray, lo: np.ndarray, hi: np.ndarray, tol: float = 1e-9) -> bool:
+    return bool(np.all(points >= lo - tol) and np.all(points <= hi + tol))
+
+
+def _reflect(p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Mirror p into [lo, hi] at the walls (then clip, for steps longer than the box)."""
+    p = np.where(p < lo, 2 * lo - p, p)
+    p = np.where(p > hi, 2 * hi - p, p)
+    return np.clip(p, lo, hi)
+
+
+def sample_trajectory(kind: str, lo, hi, times: np.ndarray, speed: tuple, angular_speed_deg: tuple,
+                      num_keyframes: int, rng: np.random.Generator) -> Trajectory:
+    """A random trajectory whose position stays inside the box [lo, hi] at every frame time.
+
+    Args:
+        kind: "spline" or "constant_velocity".
+        lo, hi: (3,) bounds for the object's origin (the room box shrunk by its bounding radius + margin).
+        times: (T,) frame times, seconds, starting at 0.
+        speed: (low, high) linear speed, m/s.
+        angular_speed_deg: (low, high) angular speed, deg/s.
+        num_keyframes: keyframes of a spline (>= 2).
+        rng: the sequence's generator.
+
+    Returns:
+        A :class:`Trajectory`. A spline whose interpolation leaves the box (overshoot between keyframes) is
+        redrawn; after 20 tries it falls back to constant velocity, which a convex box always contains.
+    """
+    lo = np.asarray(lo, dtype=np.float64)
+    hi = np.asarray(hi, dtype=np.float64)
+    times = np.asarray(times, dtype=np.float64)
+    duration = float(times[-1] - times[0]) if len(times) > 1 else 0.0
+    base = tuple(float(x) for x in so3_log(random_rotation(rng)))
+    p0 = rng.uniform(lo, hi)
+    s = float(rng.uniform(*speed))
+    w = math.radians(float(rng.uniform(*angular_speed_deg)))
+    if duration <= 0:
+        return Trajectory((0.0,), _tuples(p0[None]), ((0.0, 0.0, 0.0),), base, kind)
+    if kind == "spline":
+        n = max(2, int(num_keyframes))
+        key_times = np.linspace(0.0, duration, n)
+        dt = duration / (n - 1)
+        for _ in range(_MAX_TRIES):
+            pos = [p0]
+            rot = [np.zeros(3)]
+            for _i in range(1, n):
+                pos.append(_reflect(pos[-1] + s * dt * random_unit_vector(rng), lo, hi))
+                rot.append(rot[-1] + w * dt * random_unit_vector(rng))
+            traj = Trajectory(tuple(float(x) for x in key_times), _tuples(np.array(pos)), _tuples(np.array(rot)),
+                              base, "spline")
+            if _inside(traj.positions_at(times), lo, hi):
+                return traj
+            p0 = rng.uniform(lo, hi)
+        kind = "constant_velocity"
+    if kind != "constant_velocity":
+        raise ValueError(f"unknown trajectory kind {kind!r} (expected 'spline' or 'constant_velocity')")
+    # Constant velocity: the segment p0 -> p1 lies in the box when both ends do (the box is convex).
+    direction = random_unit_vector(rng)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_hi = np.where(direction > 0, (hi - p0) / direction, np.where(direction < 0, (lo - p0) / direction, np.inf))
+    travel = min(s * duration, float(np.min(t_hi)))
+    p1 = np.clip(p0 + travel * direction, lo, hi)
+    theta1 = w * duration * random_unit_vector(rng)
+    return Trajectory((0.0, duration), _tuples(np.stack([p0, p1])), _tuples(np.stack([np.zeros(3), theta1])),
+                      base, "constant_velocity")
