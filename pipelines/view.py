@@ -1,0 +1,383 @@
+"""`synthseq view`: play a sequence in an Open3D window, or render a frame (PNG) or the sequence (GIF) headless.
+
+The frame logic (what is drawn where) lives in pipelines/view_geometry.py as pure functions; rendering
+without a display in pipelines/render_headless.py. This module loads the sequence, checks the arguments
+and runs the thin interactive loop (Open3D's GUI is imported here only, inside the functions).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POINT_SIZE = 3.0
+
+
+def configure_parser(parser) -> None:
+    """Arguments of `synthseq view`."""
+    parser.add_argument("path", help="a dataset directory (manifest.json), a shard (.h5) or a real capture folder")
+    parser.add_argument("--sequence", metavar="ID",
+                        help="sequence id (e.g. 3 or 000003; default: the first one)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--view", type=int, default=0, metavar="V", help="camera view to show (default 0)")
+    group.add_argument("--fused", action="store_true", help="all views fused in the world frame")
+    parser.add_argument("--frame", type=int, default=0, metavar="T", help="frame to show/start at (default 0)")
+    parser.add_argument("--estimate", metavar="TUM_FILE",
+                        help="an estimated camera trajectory (TUM: t tx ty tz qx qy qz qw) drawn beside the "
+                             "ground truth of the shown view")
+    parser.add_argument("--align-first", action="store_true",
+                        help="move the estimate rigidly so its first pose is the ground-truth one "
+                             "(for estimates starting at the identity)")
+    parser.add_argument("--color", choices=("label", "depth"), default="label",
+                        help="colour points by object label (default) or by depth")
+    parser.add_argument("--screenshot", metavar="OUT.png", help="render frame --frame headless to a PNG and exit")
+    parser.add_argument("--gif", metavar="OUT.gif", help="render the whole sequence headless to an animated GIF")
+    parser.add_argument("--stride", type=int, default=1, help="--gif: render every STRIDE-th frame (default 1)")
+    parser.add_argument("--viewpoint", choices=("sensor", "overview"),
+                        help="headless render camera: the shown view's sensor (default for one view) or a "
+                             "fixed camera seeing the whole scene (default with --fused)")
+    parser.add_argument("--size", metavar="WxH",
+                        help="headless image size (default: the view's image size; 640x480 for overview)")
+    parser.add_argument("--point-size", type=float, default=DEFAULT_POINT_SIZE, help="point size in pixels")
+    parser.add_argument("--points-only", action="store_true",
+                        help="headless: draw only the points (no axes, frustums, trajectories, caption)")
+    parser.add_argument("--renderer", choices=("auto", "open3d", "software"), default="auto",
+                        help="headless renderer: Open3D OffscreenRenderer, the numpy fallback, or the first "
+                             "that starts (default)")
+
+
+# ----------------------------------------------------------------------------------------- loading inputs
+
+def match_sequence_id(requested: str, available: list[str]) -> str | None:
+    """The stored key for ``requested``: exact match, else the zero-padded key of an integer id."""
+    from synthseq.datasets.shards import sequence_key
+
+    if requested in available:
+        return requested
+    try:
+        key = sequence_key(int(requested))
+    except ValueError:
+        return None
+    return key if key in available else None
+
+
+def _available(ids: list[str], limit: int = 20) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
+
+
+def list_sequences(path) -> list[tuple[Path, str]]:
+    """(shard path, sequence key) for every sequence of a dataset directory or a shard file.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist, or a manifest lists a missing shard.
+        DataError / FormatVersionError: not a synthseq shard/manifest, or another format_version.
+    """
+    from synthseq.datasets.shards import ShardReader, read_manifest
+
+    path = Path(path)
+    if path.is_file():
+        with ShardReader(path) as reader:
+            return [(path, key) for key in reader.sequence_ids]
+    manifest = read_manifest(path)
+    out = []
+    for entry in manifest["shards"]:
+        shard = path / entry["file"]
+        if not shard.is_file():
+            raise FileNotFoundError(f"{shard}: shard listed in {path / 'manifest.json'} is missing")
+        out += [(shard, str(key)) for key in entry["sequence_ids"]]
+    return out
+
+
+def is_dataset_source(path) -> bool:
+    """True for a shard file or a directory with a manifest.json (else: a real capture folder)."""
+    from synthseq.datasets.shards import MANIFEST
+
+    path = Path(path)
+    return path.is_file() or (path / MANIFEST).is_file()
+
+
+def load_sequence(path, sequence: str | None = None, require_id: bool = False):
+    """Read one sequence from a dataset directory, a shard, or a real capture folder.
+
+    Args:
+        path: dataset directory (manifest.json), shard file, or capture folder (``load_capture``).
+        sequence: sequence id ("3" or "000003"); None = the first (or the only one, with ``require_id``).
+        require_id: refuse to pick the first of several sequences when ``sequence`` is None.
+
+    Returns:
+        A PointSequence whose ``name`` is the sequence key (or the capture's name).
+
+    Raises:
+        FileNotFoundError: no such file or directory.
+        DataError: unknown sequence id (the message lists the available ones), not a shard, a capture
+            folder that cannot be read.
+        FormatVersionError: a shard or dataset of another format_version.
+    """
+    from synthseq.datasets.shards import ShardReader
+    from synthseq.errors import DataError
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    if not is_dataset_source(path):
+        return _load_capture(path, sequence)
+    entries = list_sequences(path)
+    ids = [key for _, key in entries]
+    if not ids:
+        raise DataError(f"{path}: holds no sequences")
+    if sequence is None:
+        if require_id and len(ids) > 1:
+            raise DataError(f"{path}: holds {len(ids)} sequences, choose one with --sequence "
+                            f"(available: {_available(ids)})")
+        key = ids[0]
+    else:
+        key = match_sequence_id(str(sequence), ids)
+        if key is None:
+            raise DataError(f"{path}: no sequence {sequence!r} (available: {_available(ids)})")
+    shard = entries[ids.index(key)][0]
+    with ShardReader(shard) as reader:
+        seq = reader.read(key)
+    return seq.replace(name=key)
+
+
+def _load_capture(path: Path, sequence: str | None):
+    from synthseq.errors import DataError
+
+    try:
+        from synthseq.datasets import load_capture
+    except ImportError:
+        raise DataError(f"{path}: not a dataset directory (no manifest.json) nor a shard, and this build "
+                        "cannot read capture folders (synthseq.datasets.load_capture is missing)") from None
+    if sequence is not None:
+        log.warning("%s is a capture folder (one sequence); --sequence %s ignored", path, sequence)
+    seq = load_capture(path)
+    return seq if seq.name else seq.replace(name=path.name)
+
+
+def load_estimate(seq, path, view: int, align_first: bool):
+    """Read a TUM trajectory file and match it to the sequence's frames (see ``match_estimate``)."""
+    from synthseq.datasets.trajectory import read_tum_trajectory
+    from synthseq.pipelines.view_geometry import match_estimate
+
+    if seq.camera_poses is None:
+        raise ValueError(f"--estimate {path}: the sequence has no camera poses to show it against")
+    timestamps, world_from_camera = read_tum_trajectory(path)
+    return match_estimate(seq, timestamps, world_from_camera, view=view, align_first=align_first)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'320x240' -> (320, 240)."""
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size: expected WxH such as 640x480, got {text!r}") from None
+    if w <= 0 or h <= 0 or w > 8192 or h > 8192:
+        raise ValueError(f"--size: expected positive sizes up to 8192, got {text!r}")
+    return w, h
+
+
+# -------------------------------------------------------------------------------------------- headless
+
+def render_frames(seq, state, frames, estimate=None, viewpoint: str | None = None,
+                  size: tuple[int, int] | None = None, point_size: float = DEFAULT_POINT_SIZE,
+                  points_only: bool = False, renderer: str = "auto"):
+    """Render frames headless; yields (frame index, (H, W, 3) uint8 image).
+
+    Args:
+        seq: the PointSequence. state: ViewState (view, fused, colouring); its frame is replaced by each of
+            ``frames``. viewpoint: "sensor" (the shown view's camera at each frame) or "overview"
+            (one fixed camera seeing the whole sequence); default sensor, overview when fused.
+        size: (W, H) image size; default the view's image size (sensor) or 640x480 (overview).
+    """
+    from synthseq.pipelines.render_headless import draw_caption, make_renderer
+    from synthseq.pipelines.view_geometry import (build_frame, depth_range, overview_camera, scene_scale,
+                                                  sensor_camera)
+
+    viewpoint = viewpoint or ("overview" if state.fused else "sensor")
+    if viewpoint == "sensor" and state.fused:
+        raise ValueError("--viewpoint sensor shows one view; use --view V instead of --fused, or overview")
+    if size is None:
+        size = tuple(int(x) for x in seq.image_size[state.view]) if viewpoint == "sensor" else (640, 480)
+    width, height = size
+    r = make_renderer(renderer, width, height, point_size=point_size, show_overlays=not points_only)
+    near_far, overlay_m = depth_range(seq), scene_scale(seq)
+    fixed = overview_camera(seq, width, height) if viewpoint == "overview" else None
+    for t in frames:
+        s = state.replace(frame=int(t))
+        geom = build_frame(seq, s, estimate, overlay_m=overlay_m, near_far=near_far)
+        K, camera_from_world = fixed if fixed is not None else sensor_camera(seq, s, width, height)
+        image = r.render(geom, K, camera_from_world)
+        yield int(t), (image if points_only else draw_caption(image, geom.caption))
+
+
+def save_png(image: np.ndarray, path) -> None:
+    """Write an (H, W, 3) uint8 image as PNG (parent folders created)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
+def save_gif(images: list[np.ndarray], path, fps: float) -> None:
+    """Write (H, W, 3) uint8 images as a looping GIF at ``fps`` frames per second."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = [Image.fromarray(im) for im in images]
+    duration_ms = max(int(round(1000.0 / max(fps, 1e-3))), 20)  # most viewers clamp below 20 ms
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0,
+                   optimize=False, disposal=1)
+
+
+def has_display() -> bool:
+    """True where a window can open: Linux/BSD need DISPLAY or WAYLAND_DISPLAY; other systems always."""
+    if sys.platform.startswith(("linux", "freebsd", "openbsd")):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+# ----------------------------------------------------------------------------------------------- the CLI
+
+def run(args) -> int:
+    """`synthseq view`: check the inputs, then render headless (--screenshot/--gif) or open the window."""
+    from synthseq.pipelines.view_geometry import ViewState, check_frame_view
+
+    for out, suffix in ((args.screenshot, ".png"), (args.gif, ".gif")):
+        if out and Path(out).suffix.lower() != suffix:
+            raise ValueError(f"{out}: expected a {suffix} file name")
+    if args.stride < 1:
+        raise ValueError(f"--stride: expected a positive integer, got {args.stride}")
+    size = parse_size(args.size) if args.size else None
+    seq = load_sequence(args.path, args.sequence)
+    check_frame_view(seq, args.frame, args.view)
+    if args.fused and seq.camera_poses is None:
+        raise ValueError(f"{args.path}: --fused needs camera poses; this sequence has none")
+    color_by = args.color if seq.labels is not None else "depth"
+    state = ViewState(frame=args.frame, view=args.view, fused=args.fused, color_by=color_by)
+    estimate = load_estimate(seq, args.estimate, args.view, args.align_first) if args.estimate else None
+    render_kw = dict(estimate=estimate, viewpoint=args.viewpoint, size=size, point_size=args.point_size,
+                     points_only=args.points_only, renderer=args.renderer)
+
+    if args.screenshot or args.gif:
+        if args.screenshot:
+            (_, image), = render_frames(seq, state, [args.frame], **render_kw)
+            save_png(image, args.screenshot)
+            print(f"wrote {args.screenshot} (sequence {seq.name}, frame {args.frame})")
+        if args.gif:
+            from tqdm import tqdm
+
+            frames = range(0, seq.num_frames, args.stride)
+            images = [im for _, im in tqdm(render_frames(seq, state, frames, **render_kw), total=len(frames),
+                                           desc="rendering", unit="frame", disable=None)]
+            save_gif(images, args.gif, seq.fps / args.stride)
+            print(f"wrote {args.gif} ({len(images)} frames of sequence {seq.name})")
+        return 0
+    if not has_display():
+        print("synthseq view: no display (DISPLAY is not set): use --screenshot OUT.png or --gif OUT.gif to "
+              "render headless, or set DISPLAY (e.g. ssh -X, or xvfb-run)", file=sys.stderr)
+        return 2
+    play_window(seq, state, estimate, point_size=args.point_size)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ interactive window
+
+# GLFW key codes (Open3D's legacy Visualizer passes them through).
+_KEYS = {"space": [32], "right": [262], "left": [263], "+": [61, 334], "-": [45, 333], "v": [86], "f": [70],
+         "l": [76], "c": [67], "h": [72]}
+
+
+def play_window(seq, state, estimate=None, point_size: float = DEFAULT_POINT_SIZE) -> None:  # pragma: no cover
+    """Open the interactive Open3D window (legacy VisualizerWithKeyCallback) and play the sequence.
+
+    The PointCloud and LineSets are added once and updated in place each frame (update_geometry), which
+    keeps playback of a 320x240 x 4-view sequence smooth; the frame index and time are printed on one
+    status line, as the legacy window cannot change its title.
+    """
+    import open3d as o3d
+
+    from synthseq.pipelines.render_headless import to_open3d_lineset
+    from synthseq.pipelines.view_geometry import HELP, apply_key, build_frame, depth_range, scene_scale
+
+    near_far, overlay_m = depth_range(seq), scene_scale(seq)
+    W, H = (int(x) for x in seq.image_size[state.view])
+    vis = o3d.visualization.VisualizerWithKeyCallback()
+    if not vis.create_window(window_name=f"synthseq view - {seq.name}", width=max(W, 960), height=max(H, 720)):
+        raise RuntimeError("Open3D could not open a window (is DISPLAY valid?); use --screenshot/--gif instead")
+    vis.get_render_option().point_size = point_size
+    vis.get_render_option().background_color = np.ones(3)
+    pcd = o3d.geometry.PointCloud()
+    line_sets = {name: o3d.geometry.LineSet() for name in ("objects", "cameras", "estimate")}
+    box = {"state": state, "last_step": time.monotonic(), "added": False}
+
+    def refresh(vis_) -> None:
+        geom = build_frame(seq, box["state"], estimate, overlay_m=overlay_m, near_far=near_far)
+        pcd.points = o3d.utility.Vector3dVector(geom.points)
+        pcd.colors = o3d.utility.Vector3dVector(geom.colors)
+        for name, ls in line_sets.items():
+            src = to_open3d_lineset(getattr(geom, name))
+            ls.points, ls.lines, ls.colors = src.points, src.lines, src.colors
+        if not box["added"]:
+            for g in (pcd, *line_sets.values()):
+                vis_.add_geometry(g, reset_bounding_box=True)
+            box["added"] = True
+            to_sensor(vis_)
+        else:
+            for g in (pcd, *line_sets.values()):
+                vis_.update_geometry(g)
+        s = box["state"]
+        print(f"\r{geom.caption}  speed x{s.speed:g}  {'playing' if s.playing else 'paused '}   ", end="",
+              flush=True)
+
+    def to_sensor(vis_) -> None:
+        from synthseq.pipelines.view_geometry import sensor_camera
+
+        s = box["state"]
+        K, camera_from_world = sensor_camera(seq, s, W, H)
+        params = o3d.camera.PinholeCameraParameters()
+        params.intrinsic = o3d.camera.PinholeCameraIntrinsic(W, H, K)
+        params.extrinsic = camera_from_world
+        vis_.get_view_control().convert_from_pinhole_camera_parameters(params, allow_arbitrary=True)
+
+    def on_key(name):
+        def callback(vis_):
+            if name == "h":
+                print("\n" + HELP)
+                return False
+            if name == "c":
+                to_sensor(vis_)
+                return True
+            box["state"] = apply_key(box["state"], name, seq.num_frames, seq.num_views)
+            refresh(vis_)
+            return True
+        return callback
+
+    def on_tick(vis_):
+        s = box["state"]
+        now = time.monotonic()
+        if not s.playing or now - box["last_step"] < 1.0 / (seq.fps * s.speed):
+            return False
+        box["last_step"] = now
+        box["state"] = s.replace(frame=(s.frame + 1) % seq.num_frames)
+        refresh(vis_)
+        return True
+
+    for name, codes in _KEYS.items():
+        for code in codes:
+            vis.register_key_callback(code, on_key(name))
+    vis.register_animation_callback(on_tick)
+    print(HELP)
+    refresh(vis)
+    vis.run()
+    vis.destroy_window()
+    print()
