@@ -1,0 +1,518 @@
+"""The trainer: one step = D step, G step, P step; ``train(cfg, run_dir)`` runs, logs and checkpoints them.
+
+One training step, with x_s the synthetic pair's two clouds and x_real the real pair's two clouds:
+
+1. refine   x~ = G(x_s) (one forward, kept with its graph)
+2. D step   L_D = BCE(D(x_real), 1) + BCE(D(x~.detach()), 0); only D's optimiser steps
+3. G step   L_G = gan_weight * BCE(D(x~), 1) + distill.weight * L_distill + reg_param * mean|offsets|
+            + beta * KL(q(z|x_s) || N(0, I)) + gamma * MMD(z, N(0, I)); the gradient flows through D
+            into G (``backward(inputs=G's parameters)``: D's parameters get no gradient, D is not stepped)
+4. P step   L_P = pose_weight * (geodesic + translation_weight * |t - t_gt|) on the refined (detached)
+            synthetic pair, + alignment_weight * truncated Chamfer(P(a, b) b, a) + consistency_weight *
+            |P(a, b) vs EMA teacher| on the real pair; then the EMA teacher update.
+
+D always sees real and refined clouds in one batch, so that its BatchNorm statistics are shared: with
+separate batches a global offset between real and refined clouds (a depth bias) would be normalised away.
+
+Determinism: the batch indices of step s derive from (seed, s) (``step_batches``), and every random draw of
+step s (z, the MMD prior sample, the consistency jitter) from a torch.Generator seeded with (seed, s), so
+N steps + resume + M steps equals N + M steps on a CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from synthseq.config import to_dict
+from synthseq.errors import ConfigError, DataError, SynthseqError
+from synthseq.training import losses as L
+from synthseq.training.checkpoint import (load_checkpoint, rng_state, save_checkpoint, set_rng_state,
+                                          CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CHECKPOINT_NAME)
+from synthseq.training.config import TrainConfig
+from synthseq.training.models import build_models
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(SynthseqError, RuntimeError):
+    """A loss became NaN or infinite; the message names the loss and the step."""
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+def step_seed(seed: int, stream: int, step: int) -> int:
+    """A 63-bit seed derived from (seed, stream, step): independent streams, reproducible per step."""
+    return int(np.random.SeedSequence([int(seed), int(stream), int(step)]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def step_batches(n: int, batch_size: int, seed: int, stream: int, step: int) -> tuple[np.ndarray, int]:
+    """The dataset indices of step ``step``'s batch, and its epoch; a pure function of its arguments.
+
+    Epoch e visits ``permutation(n)`` drawn from (seed, stream, e) in consecutive slices of ``batch_size``
+    (the last incomplete slice is dropped); a dataset smaller than a batch is repeated to fill it.
+    """
+    per_epoch = max(n // batch_size, 1)
+    epoch, k = divmod(int(step), per_epoch)
+    perm = np.random.default_rng([int(seed), int(stream), epoch]).permutation(n)
+    if n < batch_size:
+        perm = np.resize(perm, batch_size)
+    return perm[k * batch_size:(k + 1) * batch_size], epoch
+
+
+class _StepBatchSampler(Sampler):
+    """Yields the batches of steps [start, stop) as lists of (index, epoch) keys."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, stream: int, start: int, stop: int):
+        self.n, self.batch_size, self.seed, self.stream = n, batch_size, seed, stream
+        self.start, self.stop = start, stop
+
+    def __len__(self) -> int:
+        return max(self.stop - self.start, 0)
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            idx, epoch = step_batches(self.n, self.batch_size, self.seed, self.stream, step)
+            yield [(int(i), epoch) for i in idx]
+
+
+class _EpochKeyed(Dataset):
+    """Wraps a Dataset so that item (i, epoch) is ``ds[i]`` after ``ds.set_epoch(epoch)`` (if it has one),
+    in whichever process reads it: the sample does not depend on the worker or on what was read before."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, key):
+        i, epoch = key
+        if hasattr(self.ds, "set_epoch"):
+            self.ds.set_epoch(epoch)
+        return self.ds[i]
+
+
+def _collate(samples):
+    from synthseq.datasets.torch import collate_pairs
+
+    return collate_pairs(samples)
+
+
+def make_loader(ds, cfg: TrainConfig, stream: int, start: int, stop: int) -> DataLoader:
+    """A DataLoader over the batches of steps [start, stop) of dataset ``ds`` (stream 0 synthetic, 1 real)."""
+    sampler = _StepBatchSampler(len(ds), cfg.batch_size, cfg.seed, stream, start, stop)
+    return DataLoader(_EpochKeyed(ds), batch_sampler=sampler, collate_fn=_collate, num_workers=cfg.num_workers)
+
+
+def check_data_paths(cfg: TrainConfig, data: bool = True) -> None:
+    """Check that ``train.data`` (if ``data``) and every ``train.real[i]`` exist.
+
+    Raises:
+        ConfigError: naming the key (``train.data``, ``train.real[1]``) and the path.
+    """
+    if not data:
+        pass
+    elif cfg.data is None:
+        raise ConfigError("train.data: not set (a dataset directory written by `synthseq build`; "
+                          "--set train.data=DIR)")
+    elif not Path(cfg.data).is_dir():
+        raise ConfigError(f"train.data: dataset directory not found: {cfg.data}")
+    for i, p in enumerate(cfg.real):
+        if not Path(p).exists():
+            raise ConfigError(f"train.real[{i}]: capture not found: {p}")
+
+
+def datasets_from_config(cfg: TrainConfig):
+    """The synthetic and real pair datasets named by ``train.data`` / ``train.real`` (real None if empty)."""
+    from synthseq.datasets.torch import RealPairs, SyntheticPairs
+
+    check_data_paths(cfg)
+    synthetic = SyntheticPairs(cfg.data, gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed)
+    real = None
+    if cfg.real:
+        real = RealPairs(list(cfg.real), gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed)
+    return synthetic, real
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu. Raises ConfigError for cuda without a GPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' requested but torch.cuda.is_available() is False")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"train.device: expected one of 'auto', 'cpu', 'cuda', got {name!r}")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------------------------- steps
+
+class Trainer:
+    """The networks, their optimisers and the three update steps; ``train`` drives it.
+
+    Args:
+        cfg: the ``train`` config.
+        device: torch device.
+    """
+
+    def __init__(self, cfg: TrainConfig, device="cpu"):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+            torch.manual_seed(cfg.seed)
+            models = build_models(cfg.model)
+        self.G, self.D, self.P = (models[k].to(self.device) for k in ("G", "D", "P"))
+        self.P_ema = copy.deepcopy(self.P).requires_grad_(False).eval()
+        adam = dict(lr=cfg.learning_rate, betas=tuple(cfg.adam_betas))
+        self.opt = {"G": torch.optim.Adam(self.G.parameters(), **adam),
+                    "D": torch.optim.Adam(self.D.parameters(), **adam),
+                    "P": torch.optim.Adam(self.P.parameters(), **adam)}
+        self.step = 0
+        self.amp = self.device.type == "cuda" and cfg.amp
+        self._last_refined = None  # (synthetic, refined, real) clouds (N, 3) of the last GAN step, for figures
+
+    # -- helpers
+    def autocast(self):
+        """bfloat16 autocast on CUDA (no loss scaling needed); a no-op on CPU."""
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
+
+    def generator(self, step: int) -> torch.Generator:
+        """The torch.Generator of every random draw of step ``step`` (z, MMD prior, jitter)."""
+        return torch.Generator(device=self.device).manual_seed(step_seed(self.cfg.seed, 2, step))
+
+    def _check(self, values: dict, step: int) -> dict:
+        out = {}
+        for name, v in values.items():
+            x = float(v.detach()) if torch.is_tensor(v) else float(v)
+            if not math.isfinite(x):
+                raise NonFiniteLossError(f"loss {name} is not finite ({x}) at step {step}")
+            out[name] = x
+        return out
+
+    # -- the three updates
+    def refine(self, x_s: torch.Tensor, gen: torch.Generator):
+        """G(x_s) with z sampled from q(z | x_s); x_s (B, N, 3) -> ``Refined``."""
+        with self.autocast():
+            return self.G(x_s, generator=gen)
+
+    def d_step(self, x_real: torch.Tensor, x_ref: torch.Tensor, step: int) -> dict:
+        """One discriminator update on real (B, N, 3) and refined (B', N, 3) clouds (detached here)."""
+        self.D.train()
+        self.opt["D"].zero_grad(set_to_none=True)
+        with self.autocast():
+            logits = self.D(torch.cat([x_real, x_ref.detach()]))
+        lr, lf = logits[: len(x_real)], logits[len(x_real):]
+        loss = L.discriminator_loss(lr, lf)
+        out = self._check({"loss_D": loss}, step)
+        loss.backward()
+        self.opt["D"].step()
+        out["D_real"] = float(torch.sigmoid(lr.detach().float()).mean())
+        out["D_fake"] = float(torch.sigmoid(lf.detach().float()).mean())
+        return out
+
+    def g_step(self, x_real: torch.Tensor, refined, gen: torch.Generator, step: int) -> dict:
+        """One refiner update; ``refined`` = ``self.refine(x_s)`` with its graph. Gradients flow through D."""
+        cfg = self.cfg
+        self.opt["G"].zero_grad(set_to_none=True)
+        with self.autocast():
+            logits, feats = self.D(torch.cat([x_real, refined.points]), return_features=True)
+        n = len(x_real)
+        lr, lf, fr, ff = logits[:n], logits[n:], feats[:n], feats[n:]
+        gan = L.generator_gan_loss(lf)
+        if cfg.distill.mode == "gradients":
+            distill = L.gradient_distillation(lr, lf, [p for p in self.D.parameters()], cfg.distill.alpha)
+        else:
+            distill = L.feature_distillation(lr, lf, fr, ff, cfg.distill.alpha)
+        reg = refined.offsets.float().abs().mean()
+        kl = L.kl_standard_normal(refined.mu, refined.logvar)
+        prior = torch.randn(refined.z.shape, generator=gen, device=self.device)
+        mmd = L.gaussian_mmd(refined.z, prior, cfg.mmd_sigma)
+        loss = (cfg.gan_weight * gan + cfg.distill.weight * distill + cfg.reg_param * reg
+                + cfg.beta * kl + cfg.gamma * mmd)
+        out = self._check({"loss_G": loss, "G_gan": gan, "G_distill": distill, "G_offset": reg,
+                           "G_kl": kl, "G_mmd": mmd}, step)
+        # Only G's parameters receive gradients: D's .grad stay None and D's optimiser is not stepped,
+        # but the gradient does flow *through* D into G (the original sketch detached x~ here).
+        loss.backward(inputs=list(self.G.parameters()))
+        self.opt["G"].step()
+        return out
+
+    def p_step(self, synth: dict, real: dict | None, refined_a, refined_b, gen: torch.Generator, step: int) -> dict:
+        """One pose-network update (and the EMA teacher update).
+
+        Args:
+            synth: batch with ``points_a``/``points_b`` (B, N, 3) and ``a_from_b`` (B, 4, 4) ground truth.
+            real: batch with ``points_a``/``points_b`` (their ``a_from_b`` is never used), or None.
+            refined_a, refined_b: (B, N, 3) refined synthetic clouds, or None to use the raw ones.
+        """
+        cfg = self.cfg
+        self.opt["P"].zero_grad(set_to_none=True)
+        pa = synth["points_a"] if refined_a is None else refined_a.detach()
+        pb = synth["points_b"] if refined_b is None else refined_b.detach()
+        with self.autocast():
+            pred = self.P(pa, pb)
+        sup = L.pose_loss(pred, synth["a_from_b"], cfg.translation_weight)
+        rot_err, trans_err = L.pose_errors(pred.detach(), synth["a_from_b"])
+        terms = {"P_pose": sup}
+        loss = cfg.pose_weight * sup
+        if real is not None:
+            ra, rb = real["points_a"], real["points_b"]
+            jit = cfg.consistency_jitter
+            sa = ra + jit * torch.randn(ra.shape, generator=gen, device=self.device)
+            sb = rb + jit * torch.randn(rb.shape, generator=gen, device=self.device)
+            with self.autocast():
+                pred_r = self.P(sa, sb)
+                with torch.no_grad():
+                    teacher = self.P_ema(ra, rb)
+            align = L.alignment_loss(pred_r, ra, rb, cfg.alignment_trunc)
+            cons = L.consistency_loss(pred_r, teacher, cfg.translation_weight)
+            loss = loss + cfg.alignment_weight * align + cfg.consistency_weight * cons
+            terms.update(P_align=align, P_consistency=cons)
+        out = self._check({"loss_P": loss, **terms}, step)
+        loss.backward()
+        self.opt["P"].step()
+        self.update_ema(step)
+        out["P_rot_err_deg"] = float(rot_err.mean()) * 180.0 / math.pi
+        out["P_trans_err_m"] = float(trans_err.mean())
+        return out
+
+    @torch.no_grad()
+    def update_ema(self, step: int) -> None:
+        """teacher <- d * teacher + (1 - d) * student, d = min(ema_decay, (1 + step) / (10 + step)) (warm-up,
+        so that the teacher leaves its random initialisation quickly; Tarvainen & Valpola 2017)."""
+        d = min(self.cfg.ema_decay, (1.0 + step) / (10.0 + step))
+        for pt, ps in zip(self.P_ema.parameters(), self.P.parameters()):
+            pt.lerp_(ps.detach(), 1.0 - d)
+        for bt, bs in zip(self.P_ema.buffers(), self.P.buffers()):
+            bt.copy_(bs)
+
+    def train_step(self, synth: dict, real: dict | None) -> tuple[dict, dict]:
+        """One full step on a synthetic batch and a real batch (or None); returns (scalars, timings in s).
+
+        Without real data (or with ``use_gan: false``) only the P step runs, on the raw synthetic pairs.
+        """
+        step = self.step
+        gen = self.generator(step)
+        synth = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in synth.items()}
+        if real is not None:
+            real = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in real.items()}
+        scalars, times = {}, {}
+        refined_a = refined_b = None
+        if self.cfg.use_gan and real is not None:
+            B = synth["points_a"].shape[0]
+            x_s = torch.cat([synth["points_a"], synth["points_b"]])          # (2B, N, 3)
+            x_real = torch.cat([real["points_a"], real["points_b"]])         # (2B', N, 3)
+            t0 = time.perf_counter()
+            refined = self.refine(x_s, gen)
+            scalars.update(self.d_step(x_real, refined.points, step))
+            times["time_D"] = self._sync_time(t0)
+            t0 = time.perf_counter()
+            scalars.update(self.g_step(x_real, refined, gen, step))
+            times["time_G"] = self._sync_time(t0)
+            refined_a, refined_b = refined.points[:B].detach().float(), refined.points[B:].detach().float()
+            self._last_refined = (synth["points_a"][0], refined_a[0], real["points_a"][0])
+        t0 = time.perf_counter()
+        scalars.update(self.p_step(synth, real, refined_a, refined_b, gen, step))
+        times["time_P"] = self._sync_time(t0)
+        self.step = step + 1
+        return scalars, times
+
+    def _sync_time(self, t0: float) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - t0
+
+    # -- checkpoints
+    def state_dict(self, config: dict, metrics: dict | None = None) -> dict:
+        """The checkpoint dict (format in training/checkpoint.py)."""
+        return {
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": self.step, "config": config,
+            "models": {"G": self.G.state_dict(), "D": self.D.state_dict(), "P": self.P.state_dict(),
+                       "P_ema": self.P_ema.state_dict()},
+            "optimizers": {k: o.state_dict() for k, o in self.opt.items()},
+            "rng": rng_state(),
+            "metrics": dict(metrics or {}),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, module in (("G", self.G), ("D", self.D), ("P", self.P), ("P_ema", self.P_ema)):
+            module.load_state_dict(state["models"][name])
+        for k, o in self.opt.items():
+            o.load_state_dict(state["optimizers"][k])
+        self.step = int(state["step"])
+        set_rng_state(state["rng"])
+
+
+# ----------------------------------------------------------------------------------------------- logging
+
+def save_sample_figure(path, synthetic, refined, real, step: int):
+    """Three 3D scatter plots (synthetic, refined, real), each (N, 3) camera frame; writes a PNG, returns the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(12, 4))
+    for i, (title, pts) in enumerate((("synthetic", synthetic), ("refined", refined), ("real", real))):
+        ax = fig.add_subplot(1, 3, i + 1, projection="3d")
+        p = pts.detach().float().cpu().numpy()
+        # camera frame (x right, y down, z forward) shown with z as depth and -y up
+        ax.scatter(p[:, 0], p[:, 2], -p[:, 1], s=1, c=p[:, 2], cmap="viridis")
+        ax.set_title(f"{title} (step {step})")
+        ax.set_xlabel("x")
+        ax.set_ylabel("z")
+        ax.set_zlabel("-y")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    return fig
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics.jsonl rows logged after ``step`` (a run killed after its last checkpoint)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+# ----------------------------------------------------------------------------------------------- train
+
+def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, device: str | None = None,
+          progress: bool = False) -> dict:
+    """Train G, D and P; write checkpoints, TensorBoard scalars, sample figures and metrics.jsonl to ``run_dir``.
+
+    Args:
+        cfg: a ``TrainConfig``, or the whole pipelines ``Config`` (its ``.train`` is used, and all of it is
+            written as ``config.yaml`` and stored in the checkpoints).
+        run_dir: output directory (``runs/<name>``), created if needed.
+        synthetic: a Dataset of pair samples (``points_a``/``points_b`` (N, 3), ``a_from_b`` (4, 4)) to use
+            instead of ``SyntheticPairs(cfg.data)``.
+        real: a Dataset of real pair samples instead of ``RealPairs(cfg.real)`` (None: from the config;
+            pass ``False`` for none).
+        resume: continue from ``run_dir/checkpoints/last.pt`` (the config's model section must match).
+        device: "cpu", "cuda" or "auto"; None uses ``cfg.device``.
+        progress: show a tqdm progress bar with the losses.
+
+    Returns:
+        {"step": steps done, "run_dir": Path, "checkpoint": Path, "metrics": last logged row}.
+
+    Raises:
+        ConfigError: missing data paths, or a resume with a different model config.
+        NonFiniteLossError: a loss became NaN/inf; the last good checkpoint is kept.
+    """
+    from tqdm.auto import tqdm
+
+    tcfg: TrainConfig = cfg.train if hasattr(cfg, "train") else cfg
+    config_dict = to_dict(cfg) if hasattr(cfg, "train") else {"train": to_dict(cfg)}
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / "checkpoints" / CHECKPOINT_NAME
+
+    # data
+    if synthetic is None:
+        synthetic, cfg_real = datasets_from_config(tcfg)
+        real = cfg_real if real is None else (real or None)
+    elif real is None:
+        if tcfg.real:
+            from synthseq.datasets.torch import RealPairs
+
+            check_data_paths(tcfg, data=False)
+            real = RealPairs(list(tcfg.real), gaps=tcfg.gaps, num_points=tcfg.num_points, seed=tcfg.seed)
+    else:
+        real = real or None
+    if len(synthetic) == 0:
+        raise DataError(f"{tcfg.data or 'synthetic dataset'}: no frame pairs (gaps {tcfg.gaps})")
+    if real is not None and len(real) == 0:
+        real = None
+    if real is None and tcfg.use_gan:
+        log.warning("no real captures (train.real is empty): the GAN and real-pair losses are off, "
+                    "P trains on raw synthetic pairs")
+
+    # model, optimisers, state
+    dev = resolve_device(device or tcfg.device)
+    trainer = Trainer(tcfg, dev)
+    if resume:
+        state = load_checkpoint(ckpt_path, map_location=dev)
+        saved_model = state["config"]["train"].get("model")
+        if saved_model != to_dict(tcfg.model):
+            raise ConfigError(f"train.model: differs from the checkpoint's ({saved_model}); "
+                              "a resumed run keeps its network sizes")
+        trainer.load_state_dict(state)
+        log.info("resuming %s from step %d", ckpt_path, trainer.step)
+    steps_per_epoch = max(len(synthetic) // tcfg.batch_size, 1)
+    total_steps = tcfg.epochs * steps_per_epoch
+    if tcfg.max_steps is not None:
+        total_steps = min(total_steps, tcfg.max_steps)
+
+    # outputs
+    import yaml
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
+    metrics_path = run_dir / "metrics.jsonl"
+    if resume:
+        _truncate_metrics(metrics_path, trainer.step)
+    elif metrics_path.exists():
+        metrics_path.unlink()
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=trainer.step if resume else None)
+    log.info("training %d steps (%d per epoch) on %s, %d synthetic pairs, %d real pairs -> %s",
+             total_steps, steps_per_epoch, dev, len(synthetic), len(real) if real else 0, run_dir)
+
+    def checkpoint(metrics):
+        save_checkpoint(trainer.state_dict(config_dict, metrics), ckpt_path)
+
+    start = trainer.step
+    synth_loader = make_loader(synthetic, tcfg, 0, start, total_steps)
+    real_loader = make_loader(real, tcfg, 1, start, total_steps) if real is not None else None
+    synth_iter = iter(synth_loader)
+    real_iter = iter(real_loader) if real_loader is not None else None
+    row: dict = {}
+    bar = tqdm(total=total_steps, initial=start, disable=not progress, desc="train", dynamic_ncols=True)
+    try:
+        with open(metrics_path, "a") as metrics_file:
+            while trainer.step < total_steps:
+                t_start = time.perf_counter()
+                synth_batch = next(synth_iter)
+                real_batch = next(real_iter) if real_iter is not None else None
+                t_data = time.perf_counter() - t_start
+                try:
+                    scalars, times = trainer.train_step(synth_batch, real_batch)
+                except NonFiniteLossError as e:
+                    last = f"{ckpt_path} (step {load_checkpoint(ckpt_path)['step']})" if ckpt_path.exists() else "none"
+                    raise NonFiniteLossError(f"{e}; stopped, last good checkpoint: {last}") from None
+                step = trainer.step  # steps done
+                times.update(time_data=t_data, time_step=time.perf_counter() - t_start)
+                row = {"step": step, **scalars, **times, "lr": trainer.opt["P"].param_groups[0]["lr"]}
+                bar.update(1)
+                if step % tcfg.log_interval == 0 or step == total_steps:
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in scalars.items() if k.startswith("loss")})
+                    metrics_file.write(json.dumps(row) + "\n")
+                    metrics_file.flush()
+                    for k, v in scalars.items():
+                        writer.add_scalar(f"loss/{k}" if k.startswith(("loss", "G_", "P_")) else f"stats/{k}", v, step)
+                    for k, v in times.items():
+                        writer.add_scalar(f"time/{k}", v, step)
+                    for name, o in trainer.opt.items():
+                        writer.add_scalar(f"lr/{name}", o.param_groups[0]["lr"], step)
+                if step % tcfg.sample_interval == 0 and trainer._last_refined is not None:
+                    fig = save_sample_figure(run_dir / "samples" / f"step-{step:07d}.png", *trainer._last_refined, step)
+                    writer.add_figure("samples", fig, step)
+                if step % tcfg.checkpoint_interval == 0 or step == total_steps:
+                    checkpoint(row)
+    finally:
+        bar.close()
+        writer.close()
+    if trainer.step == start and not ckpt_path.exists():
+        checkpoint(row)
+    return {"step": trainer.step, "run_dir": run_dir, "checkpoint": ckpt_path, "metrics": row}
