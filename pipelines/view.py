@@ -51,6 +51,7 @@ def configure_parser(parser) -> None:
     parser.add_argument("--renderer", choices=("auto", "open3d", "software"), default="auto",
                         help="headless renderer: Open3D OffscreenRenderer, the numpy fallback, or the first "
                              "that starts (default)")
+    add_capture_arguments(parser)
 
 
 # ----------------------------------------------------------------------------------------- loading inputs
@@ -96,21 +97,44 @@ def list_sequences(path) -> list[tuple[Path, str]]:
     return out
 
 
+SHARD_SUFFIXES = (".h5", ".hdf5")
+
+
 def is_dataset_source(path) -> bool:
-    """True for a shard file or a directory with a manifest.json (else: a real capture folder)."""
+    """True for a shard file (.h5/.hdf5) or a directory with a manifest.json (else: a real capture)."""
     from synthseq.datasets.shards import MANIFEST
 
     path = Path(path)
-    return path.is_file() or (path / MANIFEST).is_file()
+    if path.is_file():
+        return path.suffix.lower() in SHARD_SUFFIXES
+    return (path / MANIFEST).is_file()
 
 
-def load_sequence(path, sequence: str | None = None, require_id: bool = False):
+def capture_options(args) -> dict:
+    """load_capture options from the CLI flags --num-points/--max-frames (only those given)."""
+    out = {}
+    if getattr(args, "num_points", None) is not None:
+        out["num_points"] = args.num_points
+    if getattr(args, "max_frames", None) is not None:
+        out["max_frames"] = args.max_frames
+    return out
+
+
+def add_capture_arguments(parser) -> None:
+    """--num-points/--max-frames: how a real capture folder is read (ignored for shards)."""
+    parser.add_argument("--num-points", type=int, metavar="N",
+                        help="real captures: points per frame (load_capture's default otherwise)")
+    parser.add_argument("--max-frames", type=int, metavar="T", help="real captures: read at most T frames")
+
+
+def load_sequence(path, sequence: str | None = None, require_id: bool = False, capture_options: dict | None = None):
     """Read one sequence from a dataset directory, a shard, or a real capture folder.
 
     Args:
         path: dataset directory (manifest.json), shard file, or capture folder (``load_capture``).
         sequence: sequence id ("3" or "000003"); None = the first (or the only one, with ``require_id``).
         require_id: refuse to pick the first of several sequences when ``sequence`` is None.
+        capture_options: keyword options for ``load_capture`` (num_points, max_frames, ...).
 
     Returns:
         A PointSequence whose ``name`` is the sequence key (or the capture's name).
@@ -128,7 +152,7 @@ def load_sequence(path, sequence: str | None = None, require_id: bool = False):
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
     if not is_dataset_source(path):
-        return _load_capture(path, sequence)
+        return _load_capture(path, sequence, capture_options or {})
     entries = list_sequences(path)
     ids = [key for _, key in entries]
     if not ids:
@@ -148,7 +172,7 @@ def load_sequence(path, sequence: str | None = None, require_id: bool = False):
     return seq.replace(name=key)
 
 
-def _load_capture(path: Path, sequence: str | None):
+def _load_capture(path: Path, sequence: str | None, options: dict):
     from synthseq.errors import DataError
 
     try:
@@ -158,7 +182,7 @@ def _load_capture(path: Path, sequence: str | None):
                         "cannot read capture folders (synthseq.datasets.load_capture is missing)") from None
     if sequence is not None:
         log.warning("%s is a capture folder (one sequence); --sequence %s ignored", path, sequence)
-    seq = load_capture(path)
+    seq = load_capture(path, **options)
     return seq if seq.name else seq.replace(name=path.name)
 
 
@@ -258,7 +282,7 @@ def run(args) -> int:
     if args.stride < 1:
         raise ValueError(f"--stride: expected a positive integer, got {args.stride}")
     size = parse_size(args.size) if args.size else None
-    seq = load_sequence(args.path, args.sequence)
+    seq = load_sequence(args.path, args.sequence, capture_options=capture_options(args))
     check_frame_view(seq, args.frame, args.view)
     if args.fused and seq.camera_poses is None:
         raise ValueError(f"{args.path}: --fused needs camera poses; this sequence has none")

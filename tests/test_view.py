@@ -264,9 +264,14 @@ def test_screenshot_overlays_and_fused_overview(dataset, tmp_path, capsys):
     assert rc == 0, err
     image = np.asarray(Image.open(out).convert("RGB"))
     assert image.shape == (240, 320, 3)
-    colors = {tuple(c) for c in image.reshape(-1, 3)[::7]}
-    assert (255, 0, 0) in colors or any(c[0] > 200 and c[1] < 60 and c[2] < 60 for c in colors), "no x axis drawn"
-    assert _foreground(image).sum() > 500
+    r, g, b = (image[..., i].astype(int) for i in range(3))
+    assert ((r > 200) & (g > 80) & (g < 150) & (b < 60)).sum() > 20, "no estimated trajectory (orange) drawn"
+    assert ((r < 60) & (g < 60) & (b < 60)).sum() > 20, "no ground-truth frustum (black) drawn"
+    rc, _, err = run_cli(["view", str(dataset), "--fused", "--frame", "1", "--screenshot", str(out),
+                          "--size", "320x240", "--points-only"], capsys)
+    assert rc == 0, err
+    points_only = np.asarray(Image.open(out).convert("RGB"))
+    assert 200 < _foreground(points_only).sum() < _foreground(image).sum()
 
 
 def test_gif_has_one_frame_per_sequence_frame(dataset, tmp_path, capsys):

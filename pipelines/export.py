@@ -1,0 +1,202 @@
+"""`synthseq export`: one sequence as per-frame PLY/PCD/NPZ clouds plus TUM trajectories (for CloudCompare, evo).
+
+Layout written into ``--out DIR`` (created if missing)::
+
+    DIR/clouds/frame-000000_view-0.ply   one cloud per (frame, view): the valid points only (num_valid
+                                          rows; the resampled copies that pad shards to N are dropped),
+                                          camera frame, or world frame with --world
+    DIR/trajectories/camera_view-0.txt   world_from_camera of each view, TUM: t tx ty tz qx qy qz qw
+    DIR/trajectories/object-0_<name>.txt world_from_object of each object, TUM
+    DIR/sequence.json                    intrinsics, image sizes, object names, fps, frame, file list
+
+Per-point fields: ``label`` (int32 object index, -1 background) and ``normals`` when the sequence has
+them. PLY/PCD are written with Open3D's tensor API, which stores ``label`` as a named scalar field
+(CloudCompare shows it as a scalar field; ``open3d.t.io.read_point_cloud`` gives ``pcd.point.label``).
+NPZ files hold ``points`` (M, 3) float32, ``labels`` (M,) int16, ``normals`` (M, 3) float16 when
+present, ``world_from_camera`` (4, 4), ``intrinsics`` (3, 3), ``timestamp``.
+
+Existing files are never silently replaced: if any file the export would write exists already, nothing
+is written and the command says so, unless ``--overwrite`` is given. Other files in DIR are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("ply", "pcd", "npz")
+
+
+def configure_parser(parser) -> None:
+    """Arguments of `synthseq export`."""
+    from synthseq.pipelines.view import add_capture_arguments
+
+    parser.add_argument("path", help="a dataset directory (manifest.json), a shard (.h5) or a real capture folder")
+    parser.add_argument("--sequence", metavar="ID",
+                        help="sequence id (e.g. 3 or 000003); required when PATH holds several sequences")
+    parser.add_argument("--format", choices=FORMATS, default="ply", help="cloud file format (default ply)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    parser.add_argument("--world", action="store_true", help="clouds in the world frame (default: camera frame)")
+    parser.add_argument("--overwrite", action="store_true", help="replace files a previous export wrote")
+    add_capture_arguments(parser)
+
+
+def cloud_name(frame: int, view: int, fmt: str) -> str:
+    """``frame-000012_view-1.ply``."""
+    return f"frame-{frame:06d}_view-{view}.{fmt}"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "object"
+
+
+def export_plan(seq, fmt: str) -> dict[str, list[str]]:
+    """The relative paths an export of ``seq`` writes: {"clouds": [...], "trajectories": [...], "meta": [...]}."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    clouds = [f"clouds/{cloud_name(t, v, fmt)}" for t in range(seq.num_frames) for v in range(seq.num_views)]
+    traj = []
+    if seq.camera_poses is not None:
+        traj += [f"trajectories/camera_view-{v}.txt" for v in range(seq.num_views)]
+    if seq.object_poses is not None:
+        traj += [f"trajectories/object-{k}_{_safe(n)}.txt" for k, n in enumerate(seq.object_names)]
+    return {"clouds": clouds, "trajectories": traj, "meta": ["sequence.json"]}
+
+
+def frame_arrays(seq, frame: int, view: int, world: bool) -> dict[str, np.ndarray]:
+    """The valid points of one (frame, view) and their per-point fields.
+
+    Returns:
+        {"points": (M, 3) float32 camera frame (world frame with ``world``), "labels": (M,) int16 if the
+        sequence has labels, "normals": (M, 3) float16 if it has normals (rotated with ``world``)}.
+
+    Raises:
+        ValueError: ``world`` for a sequence without camera poses.
+    """
+    from synthseq.datasets.types import transform_points
+
+    n = int(min(seq.num_valid[frame, view], seq.num_points))
+    points = seq.points[frame, view, :n]
+    out = {}
+    if world:
+        if seq.camera_poses is None:
+            raise ValueError(f"--world needs camera poses; sequence {seq.name} has none")
+        pose = seq.camera_poses[frame, view]
+        points = transform_points(pose, points.astype(np.float64)).astype(np.float32)
+    out["points"] = np.ascontiguousarray(points, np.float32)
+    if seq.labels is not None:
+        out["labels"] = seq.labels[frame, view, :n]
+    if seq.normals is not None:
+        normals = seq.normals[frame, view, :n]
+        if world:
+            normals = (normals.astype(np.float64) @ seq.camera_poses[frame, view, :3, :3].T).astype(np.float16)
+        out["normals"] = normals
+    return out
+
+
+def write_cloud(path, arrays: dict[str, np.ndarray], fmt: str, extra: dict | None = None) -> None:
+    """Write one cloud: PLY/PCD through Open3D's tensor PointCloud (``label`` int32 scalar field,
+    ``normals``), or NPZ (arrays as given, plus ``extra``)."""
+    path = Path(path)
+    if fmt == "npz":
+        np.savez(path, **arrays, **(extra or {}))
+        return
+    import open3d as o3d
+
+    o3c = o3d.core
+    pcd = o3d.t.geometry.PointCloud()
+    pcd.point.positions = o3c.Tensor(np.ascontiguousarray(arrays["points"], np.float32))
+    if "labels" in arrays:
+        # PLY/PCD writers take no int16; int32 keeps -1 for the background.
+        pcd.point.label = o3c.Tensor(np.ascontiguousarray(arrays["labels"], np.int32)[:, None])
+    if "normals" in arrays:
+        pcd.point.normals = o3c.Tensor(np.ascontiguousarray(arrays["normals"], np.float32))
+    if not o3d.t.io.write_point_cloud(str(path), pcd, write_ascii=False, compressed=False):
+        raise OSError(f"{path}: Open3D could not write the point cloud")
+
+
+def export_sequence(seq, out_dir, fmt: str = "ply", world: bool = False, overwrite: bool = False,
+                    source: str = "") -> list[Path]:
+    """Export one sequence (see the module docstring for the layout).
+
+    Args:
+        seq: PointSequence. out_dir: output directory. fmt: ply, pcd or npz. world: clouds in the world
+        frame. overwrite: replace existing files. source: where the sequence came from (sequence.json).
+
+    Returns:
+        The paths written.
+
+    Raises:
+        FileExistsError: some of the files exist already and ``overwrite`` is False (nothing written).
+        ValueError: ``world`` without camera poses.
+    """
+    from tqdm import tqdm
+
+    from synthseq.datasets.trajectory import write_tum_trajectory
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: exists and is not a directory")
+    if world and seq.camera_poses is None:
+        raise ValueError(f"--world needs camera poses; sequence {seq.name} has none")
+    plan = export_plan(seq, fmt)
+    rel = plan["clouds"] + plan["trajectories"] + plan["meta"]
+    existing = [r for r in rel if (out / r).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out}: {len(existing)} of the {len(rel)} files to write exist already (e.g. "
+                              f"{existing[0]}); pass --overwrite to replace them, or choose another --out")
+    (out / "clouds").mkdir(parents=True, exist_ok=True)
+    written = []
+    items = [(t, v) for t in range(seq.num_frames) for v in range(seq.num_views)]
+    for (t, v), r in zip(tqdm(items, desc="export", unit="cloud", disable=None), plan["clouds"]):
+        extra = {"intrinsics": seq.intrinsics[v], "timestamp": np.float64(seq.timestamps[t])}
+        if seq.camera_poses is not None:
+            extra["world_from_camera"] = seq.camera_poses[t, v]
+        write_cloud(out / r, frame_arrays(seq, t, v, world), fmt, extra)
+        written.append(out / r)
+    trajectories = iter(plan["trajectories"])
+    if seq.camera_poses is not None:
+        for v in range(seq.num_views):
+            path = out / next(trajectories)
+            write_tum_trajectory(path, seq.timestamps, seq.camera_poses[:, v],
+                                 header=f"synthseq {seq.name}: world_from_camera of view {v}")
+            written.append(path)
+    if seq.object_poses is not None:
+        for k, name in enumerate(seq.object_names):
+            path = out / next(trajectories)
+            write_tum_trajectory(path, seq.timestamps, seq.object_poses[:, k],
+                                 header=f"synthseq {seq.name}: world_from_object of object {k} ({name})")
+            written.append(path)
+    meta = {
+        "source": source, "sequence": seq.name, "format": fmt, "frame": "world" if world else "camera",
+        "num_frames": seq.num_frames, "num_views": seq.num_views, "fps": seq.fps, "seed": seq.seed,
+        "timestamps": seq.timestamps.tolist(),
+        "intrinsics": seq.intrinsics.tolist(), "image_size": seq.image_size.tolist(),
+        "object_names": list(seq.object_names), "num_valid": seq.num_valid.tolist(),
+        "clouds": plan["clouds"], "trajectories": plan["trajectories"],
+        "conventions": "metres; OpenCV camera axes (x right, y down, z forward); TUM rows "
+                       "t tx ty tz qx qy qz qw = world_from_camera / world_from_object; label -1 = background",
+    }
+    (out / "sequence.json").write_text(json.dumps(meta, indent=1) + "\n")
+    written.append(out / "sequence.json")
+    return written
+
+
+def run(args) -> int:
+    """`synthseq export`: read the sequence, refuse to overwrite, write clouds + trajectories."""
+    from synthseq.pipelines.view import capture_options, load_sequence
+
+    seq = load_sequence(args.path, args.sequence, require_id=True, capture_options=capture_options(args))
+    written = export_sequence(seq, args.out, args.format, world=args.world, overwrite=args.overwrite,
+                              source=str(args.path))
+    n_clouds = sum(1 for p in written if p.parent.name == "clouds")
+    n_traj = sum(1 for p in written if p.parent.name == "trajectories")
+    print(f"wrote {n_clouds} {args.format} clouds ({'world' if args.world else 'camera'} frame) and "
+          f"{n_traj} TUM trajectories of sequence {seq.name} to {args.out}")
+    return 0
