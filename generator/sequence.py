@@ -23,6 +23,8 @@ __all__ = ["SceneSpec", "generate_sequence", "make_spec", "sequence_seed", "samp
 
 # Neighbours whose z differs by more than this fraction of z are across a depth edge (normal estimation).
 _NORMAL_EDGE_FRACTION = 0.1
+_NEIGHBOUR_DR = np.array([0, 0, 1, -1])
+_NEIGHBOUR_DC = np.array([1, -1, 0, 0])
 
 
 def _sampling_rng(seed: int) -> np.random.Generator:
@@ -31,7 +33,7 @@ def _sampling_rng(seed: int) -> np.random.Generator:
 
 
 def _backproject(depth: np.ndarray, rows: np.ndarray, cols: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """(M, 3) float64 OpenCV camera-frame points of pixels (rows, cols) of z-depth image ``depth``."""
+    """(..., 3) float64 OpenCV camera-frame points of pixels (rows, cols) (any equal shapes) of ``depth``."""
     z = depth[rows, cols].astype(np.float64)
     return np.stack([(cols - K[0, 2]) / K[0, 0] * z, (rows - K[1, 2]) / K[1, 1] * z, z], axis=-1)
 
@@ -56,37 +58,28 @@ def depth_normals(depth: np.ndarray, instance: np.ndarray, rows: np.ndarray, col
     H, W = depth.shape
     P = _backproject(depth, rows, cols, K)
     z0 = P[:, 2]
-    i0 = instance[rows, cols]
-
-    def tangent(dr: int, dc: int) -> tuple[np.ndarray, np.ndarray]:
-        out = np.zeros_like(P)
-        sides = []
-        for s in (1, -1):
-            r, c = rows + s * dr, cols + s * dc
-            inb = (r >= 0) & (r < H) & (c >= 0) & (c < W)
-            r, c = np.clip(r, 0, H - 1), np.clip(c, 0, W - 1)
-            zn = depth[r, c]
-            ok = inb & (zn > 0) & (instance[r, c] == i0) & (np.abs(zn - z0) <= _NORMAL_EDGE_FRACTION * z0)
-            sides.append((ok, _backproject(depth, r, c, K)))
-        (okf, Pf), (okb, Pb) = sides
-        both = okf & okb
-        out[both] = Pf[both] - Pb[both]
-        f = okf & ~okb
-        out[f] = Pf[f] - P[f]
-        b = okb & ~okf
-        out[b] = P[b] - Pb[b]
-        return out, okf | okb
-
-    tu, oku = tangent(0, 1)
-    tv, okv = tangent(1, 0)
+    # The 4 neighbours at once: +u, -u, +v, -v.
+    r = rows[None, :] + _NEIGHBOUR_DR[:, None]
+    c = cols[None, :] + _NEIGHBOUR_DC[:, None]
+    inb = (r >= 0) & (r < H) & (c >= 0) & (c < W)
+    r = np.clip(r, 0, H - 1)
+    c = np.clip(c, 0, W - 1)
+    zn = depth[r, c]
+    ok = (inb & (zn > 0) & (instance[r, c] == instance[rows, cols][None, :])
+          & (np.abs(zn - z0[None, :]) <= _NORMAL_EDGE_FRACTION * z0[None, :]))
+    Pn = _backproject(depth, r, c, K)  # (4, M, 3)
+    side = np.where(ok[..., None], Pn, P[None])
+    # Central difference where both sides are on the surface, one-sided where one is, 0 where none is.
+    tu = side[0] - side[1]
+    tv = side[2] - side[3]
     n = np.cross(tu, tv)
     norm = np.linalg.norm(n, axis=-1)
-    good = oku & okv & (z0 > 0) & (norm > 1e-12)
-    n[good] /= norm[good, None]
-    flip = np.einsum("ij,ij->i", n, P) > 0
-    n[flip] *= -1.0
-    bad = ~good
-    if np.any(bad):
+    good = (ok[0] | ok[1]) & (ok[2] | ok[3]) & (z0 > 0) & (norm > 1e-12)
+    n /= np.where(good, norm, 1.0)[:, None]
+    # Face the camera (n . p < 0).
+    n *= np.where(np.einsum("ij,ij->i", n, P) > 0, -1.0, 1.0)[:, None]
+    if not np.all(good):
+        bad = ~good
         ray = np.stack([(cols[bad] - K[0, 2]) / K[0, 0], (rows[bad] - K[1, 2]) / K[1, 1], np.ones(bad.sum())], -1)
         n[bad] = -ray / np.linalg.norm(ray, axis=-1, keepdims=True)
     return n
