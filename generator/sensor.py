@@ -25,6 +25,7 @@ Invalid pixels get depth 0 and instance -1. All randomness comes from the ``rng`
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Literal
@@ -174,6 +175,27 @@ def edge_mask(depth_m: np.ndarray, instance: np.ndarray, jump_m: float, width_px
     return edge & hit
 
 
+@functools.lru_cache(maxsize=1)
+def _normal_table() -> np.ndarray:
+    """(65536,) float32 standard-normal quantiles at (i + 0.5) / 65536, rescaled to unit variance."""
+    from statistics import NormalDist
+
+    inv_cdf = NormalDist().inv_cdf
+    table = np.array([inv_cdf((i + 0.5) / 65536.0) for i in range(65536)], dtype=np.float64)
+    table /= table.std()
+    table.setflags(write=False)
+    return table.astype(np.float32)
+
+
+def standard_normal16(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    """Standard-normal draws resolved to 2^16 quantiles (tails cut at 4.3 sigma), float32.
+
+    Inverse-CDF lookup of uint16 draws: ~5x cheaper than ``rng.standard_normal`` at image sizes, which
+    matters at hundreds of views per second; the truncation beyond 4.3 sigma is irrelevant for a sensor
+    model whose own noise model is a fit.
+    """
+    return _normal_table().take(rng.integers(0, 1 << 16, size=shape, dtype=np.uint16))
+
 def apply_sensor(
     depth_m: np.ndarray,
     instance: np.ndarray,
@@ -216,19 +238,20 @@ def apply_sensor(
     # 1. Lateral noise: read each pixel from a randomly shifted neighbour (depth and instance together).
     sigma_px = cfg.lateral_sigma_px * camera.fx / cfg.focal_px
     if sigma_px > 0:
-        du = np.rint(rng.standard_normal((H, W), dtype=np.float32) * sigma_px).astype(np.int64)
-        dv = np.rint(rng.standard_normal((H, W), dtype=np.float32) * sigma_px).astype(np.int64)
-        cols = np.clip(np.arange(W)[None, :] + du, 0, W - 1)
-        rows = np.clip(np.arange(H)[:, None] + dv, 0, H - 1)
-        z = z[rows, cols]
-        inst = inst[rows, cols]
+        shift = np.rint(standard_normal16(rng, (2, H, W)) * np.float32(sigma_px)).astype(np.int32)
+        shift_v, shift_u = shift[0], shift[1]
+        rows = np.clip(np.arange(H, dtype=np.int32)[:, None] + shift_v, 0, H - 1)
+        cols = np.clip(np.arange(W, dtype=np.int32)[None, :] + shift_u, 0, W - 1)
+        flat = (rows * W + cols).ravel()
+        z = z.ravel().take(flat).reshape(H, W)
+        inst = inst.ravel().take(flat).reshape(H, W)
         if edges is not None:
-            edges = edges[rows, cols]
+            edges = edges.ravel().take(flat).reshape(H, W)
 
     valid = z > 0
     # 2. Axial noise (Nguyen et al. 2012).
     if cfg.axial_noise_scale > 0:
-        noise = rng.standard_normal((H, W), dtype=np.float32)
+        noise = standard_normal16(rng, (H, W))
         z = np.where(valid, z + noise * (cfg.axial_noise_scale * axial_sigma_m(z)).astype(np.float32), 0.0)
         z = z.astype(np.float32, copy=False)
         valid &= z > 0
@@ -238,14 +261,14 @@ def apply_sensor(
         valid &= z > 0
     # 4. Range.
     valid &= (z >= cfg.min_depth_m) & (z <= cfg.max_depth_m)
-    # 5. Dropout: one uniform draw per pixel serves both kinds (independent events on the same pixel).
+    # 5. Dropout: one 16-bit draw per pixel serves both kinds (probabilities resolved to 2^-16).
     if cfg.dropout_prob > 0 or edges is not None:
-        u = rng.random((H, W), dtype=np.float32)
-        drop = u < cfg.dropout_prob
+        u = rng.integers(0, 1 << 16, size=(H, W), dtype=np.uint16)
+        drop = u < np.uint32(round(cfg.dropout_prob * 65536))
         if edges is not None:
-            # P(drop) = 1 - (1 - p_random)(1 - p_edge) on edge pixels.
+            # P(drop) = 1 - (1 - p_random)(1 - p_edge) on edge pixels: independent events on one pixel.
             p_edge = 1.0 - (1.0 - cfg.dropout_prob) * (1.0 - cfg.edge_dropout_prob)
-            drop |= edges & (u < p_edge)
+            drop |= edges & (u < np.uint32(round(p_edge * 65536)))
         valid &= ~drop
     z = np.where(valid, z, np.float32(0.0)).astype(np.float32, copy=False)
     inst = np.where(valid, inst, np.int16(-1)).astype(np.int16, copy=False)

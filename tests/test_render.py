@@ -1,0 +1,263 @@
+"""Renderers: geometry against hand-computed projections, axis conventions, instance ids, backend agreement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from synthseq.datasets.types import Camera, backproject_depth, invert_pose, transform_points
+from synthseq.errors import ConfigError
+from synthseq.generator.render import RENDERER_NAMES, RenderMesh, make_renderer
+
+BACKENDS = ["raycast", "pyrender"]
+
+
+@pytest.fixture(scope="module")
+def renderers():
+    made = {}
+
+    def get(name):
+        if name not in made:
+            made[name] = make_renderer(name)
+        return made[name]
+
+    yield get
+    for r in made.values():
+        r.close()
+
+
+def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """world_from_camera (OpenCV axes) of a camera at ``eye`` looking at ``target``."""
+    eye, target = np.asarray(eye, float), np.asarray(target, float)
+    z = target - eye
+    z /= np.linalg.norm(z)
+    x = np.cross(z, up)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    T = np.eye(4)
+    T[:3, 0], T[:3, 1], T[:3, 2], T[:3, 3] = x, y, z, eye
+    return T
+
+
+def box_mesh(extents, world_from_object, instance_id, key) -> RenderMesh:
+    m = trimesh.creation.box(extents=extents)
+    return RenderMesh(m.vertices, m.faces, np.asarray(world_from_object, float), instance_id, key)
+
+
+def translation(x, y, z) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, 3] = (x, y, z)
+    return T
+
+
+def room_mesh(size=(4.0, 4.0, 3.0), key="room") -> RenderMesh:
+    """Floor + 4 walls + ceiling as a box, floor at z = 0 (outward normals: seen from inside, every wall is a
+    back face, which both backends must draw)."""
+    m = trimesh.creation.box(extents=size)
+    return RenderMesh(m.vertices, m.faces, translation(0, 0, size[2] / 2), -1, key)
+
+
+# A camera with a non-trivial pose and a principal point off the image centre, so that K and the pose are
+# both exercised.
+CAMERA = Camera.from_focal(250.0, 260.0, 157.3, 121.8, 320, 240)
+WORLD_FROM_CAMERA = look_at((1.3, -0.7, 1.1), (0.1, 0.2, 0.4))
+
+
+def test_make_renderer_unknown_name_names_valid_ones():
+    with pytest.raises(ConfigError, match=r"generate.renderer: expected one of 'raycast', 'pyrender', got 'foo'"):
+        make_renderer("foo")
+    with pytest.raises(ConfigError, match=r"^cfg.render.backend: expected one of"):
+        make_renderer("opengl", key="cfg.render.backend")
+    assert RENDERER_NAMES == ("raycast", "pyrender")
+
+
+def test_make_renderer_names():
+    r = make_renderer("raycast", nthreads=1)
+    assert r.name == "raycast"
+    r.close()
+
+
+def test_open3d_pinhole_rays_give_z_depth_with_half_pixel_centres():
+    """Verifies the claim raycast.py relies on: ``t_hit`` of ``create_rays_pinhole`` rays is z-depth (their
+    directions have z = 1), not ray length; and documents that Open3D puts pixel centres at col + 0.5."""
+    import open3d as o3d
+
+    plane = trimesh.creation.box(extents=(100.0, 100.0, 0.01))
+    plane.apply_translation((0, 0, 2.0 + 0.005))  # front face at z = 2 in the camera frame
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(plane.vertices.astype(np.float32)), o3d.core.Tensor(plane.faces.astype(np.uint32)))
+    K = CAMERA.intrinsics
+    rays = o3d.t.geometry.RaycastingScene.create_rays_pinhole(
+        o3d.core.Tensor(K), o3d.core.Tensor(np.eye(4)), CAMERA.width, CAMERA.height
+    )
+    t_hit = scene.cast_rays(rays)["t_hit"].numpy()
+    np.testing.assert_allclose(t_hit, 2.0, atol=1e-5)  # corners: ray length would be ~2.8 m
+    d = rays.numpy()[0, 0, 3:]
+    np.testing.assert_allclose(d, [(0.5 - K[0, 2]) / K[0, 0], (0.5 - K[1, 2]) / K[1, 1], 1.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_projection_matches_hand_computed_K(renderers, backend):
+    """An axis-aligned box in the camera frame: the hit pixels are exactly those whose centres K projects
+    inside its front face, and the depth there is the face's z."""
+    x0, x1, y0, y1, z_front = -0.21, 0.13, -0.17, 0.09, 0.9
+    # corners project to non-integer, non-half pixels (no ties on the silhouette)
+    camera_from_box = translation((x0 + x1) / 2, (y0 + y1) / 2, z_front + 0.05)
+    mesh = box_mesh((x1 - x0, y1 - y0, 0.1), WORLD_FROM_CAMERA @ camera_from_box, 5, "k-box")
+    result = renderers(backend).render([mesh], CAMERA, WORLD_FROM_CAMERA)
+
+    K = CAMERA.intrinsics
+    u0, u1 = K[0, 0] * x0 / z_front + K[0, 2], K[0, 0] * x1 / z_front + K[0, 2]
+    v0, v1 = K[1, 1] * y0 / z_front + K[1, 2], K[1, 1] * y1 / z_front + K[1, 2]
+    cols, rows = np.arange(CAMERA.width), np.arange(CAMERA.height)
+    expected = ((rows[:, None] > v0) & (rows[:, None] < v1)) & ((cols[None, :] > u0) & (cols[None, :] < u1))
+    hit = result.depth > 0
+    assert hit.sum() == expected.sum() and np.array_equal(hit, expected)
+    # the box's top-left front vertex (x0, y0, z) lands where K says: the first hit pixel is ceil(u0, v0)
+    rr, cc = np.nonzero(hit)
+    assert (rr.min(), cc.min()) == (int(np.ceil(v0)), int(np.ceil(u0)))
+    np.testing.assert_allclose(result.depth[hit], z_front, atol=1e-4)
+    assert np.all(result.instance[hit] == 5) and np.all(result.instance[~hit] == -1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_opencv_axes_x_right_y_down_z_forward(renderers, backend):
+    r = renderers(backend)
+    cx, cy = CAMERA.cx, CAMERA.cy
+    for offset, check in [
+        ((0.3, 0.0, 1.5), lambda rr, cc: cc.min() > cx),  # +x: right of centre
+        ((-0.3, 0.0, 1.5), lambda rr, cc: cc.max() < cx),
+        ((0.0, 0.3, 1.5), lambda rr, cc: rr.min() > cy),  # +y: below centre
+        ((0.0, -0.3, 1.5), lambda rr, cc: rr.max() < cy),
+    ]:
+        mesh = box_mesh((0.1, 0.1, 0.1), WORLD_FROM_CAMERA @ translation(*offset), 0, "axes-box")
+        res = r.render([mesh], CAMERA, WORLD_FROM_CAMERA)
+        rr, cc = np.nonzero(res.depth > 0)
+        assert len(rr) > 0, f"{backend}: object at camera {offset} not seen"
+        assert check(rr, cc), f"{backend}: object at camera {offset} seen at rows {rr.min()}-{rr.max()}, cols {cc.min()}-{cc.max()}"
+    # behind the camera (-z): nothing
+    mesh = box_mesh((0.1, 0.1, 0.1), WORLD_FROM_CAMERA @ translation(0, 0, -1.5), 0, "axes-box")
+    assert not np.any(r.render([mesh], CAMERA, WORLD_FROM_CAMERA).depth > 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_instance_ids_and_room(renderers, backend):
+    camera = Camera.from_fov(70.0, 160, 120)
+    world_from_camera = look_at((1.5, 0.0, 1.2), (0.0, 0.0, 0.3))
+    a = box_mesh((0.3, 0.3, 0.3), translation(0.0, -0.4, 0.15), 0, "inst-a")
+    b = box_mesh((0.3, 0.3, 0.3), translation(0.0, 0.4, 0.15), 7, "inst-b")
+    res = renderers(backend).render([a, b, room_mesh()], camera, world_from_camera)
+    assert res.depth.dtype == np.float32 and res.instance.dtype == np.int16
+    assert res.depth.shape == res.instance.shape == (120, 160)
+    assert np.all(res.depth > 0)  # inside a closed room every ray hits something
+    assert set(np.unique(res.instance)) == {-1, 0, 7}
+    camera_from_world = invert_pose(world_from_camera)
+    for mesh in (a, b):
+        # the centre of the top face projects onto a pixel of that object
+        top = transform_points(camera_from_world, np.array([[*mesh.world_from_object[:2, 3], 0.3]]))[0]
+        u, v = camera.intrinsics[:2] @ (top / top[2])
+        assert res.instance[int(round(v)), int(round(u))] == mesh.instance_id
+    # every labelled point lies on its box (ground truth is geometry)
+    points, pixels = backproject_depth(res.depth, camera.intrinsics)
+    world = transform_points(world_from_camera, points.astype(np.float64))
+    labels = res.instance[pixels[:, 0], pixels[:, 1]]
+    for mesh in (a, b):
+        local = world[labels == mesh.instance_id] - mesh.world_from_object[:3, 3]
+        assert np.all(np.abs(local).max(axis=1) < 0.15 + 1e-4)
+        assert np.all(np.abs(np.abs(local).max(axis=1) - 0.15) < 1e-4)  # on the surface, not inside
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_scene_gives_zeros_and_minus_one(renderers, backend):
+    r = renderers(backend)
+    empty_mesh = RenderMesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), np.eye(4), 3, "empty")
+    for meshes in ([], [empty_mesh]):
+        res = r.render(meshes, CAMERA, WORLD_FROM_CAMERA)
+        assert res.depth.shape == (240, 320) and res.depth.dtype == np.float32
+        assert res.instance.dtype == np.int16
+        assert np.all(res.depth == 0) and np.all(res.instance == -1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_render_views_equals_render_and_meshes_can_leave(renderers, backend):
+    r = renderers(backend)
+    cams = [CAMERA, Camera.from_fov(60.0, 96, 72)]
+    poses = np.stack([WORLD_FROM_CAMERA, look_at((-1.0, 1.0, 1.0), (0.0, 0.0, 0.3))])
+    a = box_mesh((0.3, 0.2, 0.3), translation(0.1, 0.0, 0.2), 1, "rv-a")
+    b = box_mesh((0.2, 0.2, 0.2), translation(-0.2, 0.3, 0.1), 2, "rv-b")
+    many = r.render_views([a, b, room_mesh()], cams, poses)
+    for v, res in enumerate(many):
+        one = r.render([a, b, room_mesh()], cams[v], poses[v])
+        np.testing.assert_array_equal(res.depth, one.depth)
+        np.testing.assert_array_equal(res.instance, one.instance)
+    # b leaves the scene: it must not be drawn from the cache
+    without_b = r.render([a, room_mesh()], cams[0], poses[0])
+    assert 2 not in without_b.instance and 2 in many[0].instance
+
+
+def _normalised(path, size_m: float) -> trimesh.Trimesh:
+    mesh = trimesh.load(path, force="mesh")
+    mesh.apply_translation(-mesh.bounds.mean(axis=0))
+    mesh.apply_scale(size_m / mesh.extents.max())
+    return mesh
+
+
+REAL_MESHES = ["bunny.ply", "teapot.stl", "fandisk.obj", "angle_block.STL", "chair_model.obj", "idler_riser.STL"]
+
+
+def real_scene(meshes_dir) -> list[RenderMesh]:
+    """Six real meshes (0.25-0.45 m) standing on the floor of a 3.5 x 3.5 x 2.6 m room, rotated about z."""
+    out = []
+    for k, name in enumerate(REAL_MESHES):
+        mesh = _normalised(meshes_dir / name, 0.25 + 0.04 * k)
+        angle = 0.7 * k
+        T = np.eye(4)
+        T[:3, :3] = trimesh.transformations.rotation_matrix(angle, (0, 0, 1))[:3, :3]
+        ring = 2 * np.pi * k / len(REAL_MESHES)
+        T[:3, 3] = (0.6 * np.cos(ring), 0.6 * np.sin(ring), 0.0)
+        T[2, 3] = -(mesh.vertices @ T[:3, :3].T)[:, 2].min()  # rest on the floor z = 0
+        out.append(RenderMesh(mesh.vertices, mesh.faces, T, k, f"real-{name}"))
+    out.append(room_mesh((3.5, 3.5, 2.6), key="real-room"))
+    return out
+
+
+def _agreement(a, b) -> dict:
+    both = (a.depth > 0) & (b.depth > 0)
+    diff = np.abs(a.depth.astype(np.float64) - b.depth)[both]
+    return {
+        "both": int(both.sum()),
+        "within_1mm": float((diff < 1e-3).mean()),
+        "hit_agree": float(((a.depth > 0) == (b.depth > 0)).mean()),
+        "instance_agree": float((a.instance[both] == b.instance[both]).mean()),
+    }
+
+
+def _check_agreement(renderers, meshes_dir, width, height):
+    scene = real_scene(meshes_dir)
+    camera = Camera.from_fov(62.0, width, height)
+    poses = np.stack(
+        [look_at((1.5 * np.cos(a), 1.5 * np.sin(a), 1.3), (0.0, 0.0, 0.2)) for a in (0.3, 2.4, 4.3)]
+    )
+    ray = renderers("raycast").render_views(scene, [camera] * len(poses), poses)
+    gl = renderers("pyrender").render_views(scene, [camera] * len(poses), poses)
+    for v, (a, b) in enumerate(zip(ray, gl)):
+        stats = _agreement(a, b)
+        assert stats["both"] > 0.99 * width * height, stats  # closed room: nearly every pixel is hit by both
+        assert stats["within_1mm"] >= 0.999, (v, stats)
+        assert stats["hit_agree"] >= 0.999, (v, stats)
+        assert stats["instance_agree"] >= 0.999, (v, stats)
+        assert len(np.unique(a.instance)) >= 4, "the real objects should be in view"
+
+
+def test_backends_agree_on_real_meshes_320x240(renderers, meshes_dir):
+    _check_agreement(renderers, meshes_dir, 320, 240)
+
+
+def test_backends_agree_on_real_meshes_640x480(renderers, meshes_dir):
+    _check_agreement(renderers, meshes_dir, 640, 480)
+
+
+def test_raycast_bad_pose_shape_is_an_error(renderers):
+    with pytest.raises(ValueError, match=r"expected world_from_cameras of shape \(2, 4, 4\)"):
+        renderers("raycast").render_views([], [CAMERA, CAMERA], np.eye(4)[None])
