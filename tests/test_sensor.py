@@ -1,0 +1,206 @@
+"""Sensor models: Kinect-v1 noise statistics against Nguyen et al. 2012, disparity quantisation, dropout, seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from synthseq.datasets.types import Camera
+from synthseq.errors import ConfigError
+from synthseq.generator.sensor import (
+    SensorConfig,
+    apply_sensor,
+    axial_sigma_m,
+    edge_mask,
+    quantize_disparity,
+    sensor_config_from,
+    standard_normal16,
+)
+
+CAMERA = Camera.from_fov(60.0, 320, 240)
+# Everything off; each test switches on the one effect it measures.
+OFF = dict(
+    axial_noise_scale=0.0,
+    lateral_sigma_px=0.0,
+    disparity_subpixel=0,
+    dropout_prob=0.0,
+    edge_dropout_prob=0.0,
+    max_depth_m=6.0,
+)
+
+
+def plane(z: float, camera: Camera = CAMERA, instance: int = 0):
+    return (
+        np.full((camera.height, camera.width), z, dtype=np.float32),
+        np.full((camera.height, camera.width), instance, dtype=np.int16),
+    )
+
+
+def kinect(**changes) -> SensorConfig:
+    return SensorConfig(model="kinect", **{**OFF, **changes})
+
+
+@pytest.mark.parametrize("z", [0.6, 1.0, 2.0, 3.0, 4.5])
+def test_axial_noise_std_matches_nguyen_2012(z):
+    depth, inst = plane(z)
+    out, out_inst = apply_sensor(depth, inst, CAMERA, kinect(axial_noise_scale=1.0), np.random.default_rng(1))
+    expected = 0.0012 + 0.0019 * (z - 0.4) ** 2
+    n = out.size
+    assert np.all(out > 0) and np.array_equal(out_inst, inst)
+    # 76800 samples: the std of the std estimate is ~0.26 %; the mean is unbiased
+    assert abs(out.std() / expected - 1.0) < 0.02, (out.std(), expected)
+    assert abs(out.mean() - z) < 5 * expected / np.sqrt(n)
+    assert out.dtype == np.float32
+
+
+def test_axial_sigma_formula():
+    np.testing.assert_allclose(axial_sigma_m(np.array([0.4, 1.4])), [0.0012, 0.0012 + 0.0019])
+
+
+def test_standard_normal16_is_standard_normal():
+    x = standard_normal16(np.random.default_rng(0), (400_000,)).astype(np.float64)
+    assert abs(x.mean()) < 0.01 and abs(x.std() - 1.0) < 0.005
+    assert abs(np.mean(np.abs(x) < 1.0) - 0.6827) < 0.005
+
+
+def test_disparity_quantisation_steps_match_the_model():
+    baseline_m, focal_px, subpixel = 0.075, 580.0, 8
+    z = np.linspace(0.5, 4.5, 20001, dtype=np.float32)
+    q = quantize_disparity(z, baseline_m, focal_px, subpixel)
+    bf = baseline_m * focal_px
+    steps = bf * subpixel / q.astype(np.float64)
+    np.testing.assert_allclose(steps, np.rint(steps), atol=2e-3)  # reported depths sit on disparity steps
+    half_step = z.astype(np.float64) ** 2 / (bf * subpixel) / 2
+    assert np.all(np.abs(q - z) <= half_step * 1.01 + 1e-6)
+    # distinct levels are spaced z^2 / (b f s): ~2.9 mm at 1 m, ~46 mm at 4 m
+    levels = np.unique(q)
+    for at in (1.0, 4.0):
+        i = np.searchsorted(levels, at)
+        spacing = levels[i + 1] - levels[i]
+        np.testing.assert_allclose(spacing, at**2 / (bf * subpixel), rtol=0.02)
+    assert quantize_disparity(np.zeros(3), baseline_m, focal_px, subpixel).tolist() == [0, 0, 0]
+
+
+def test_apply_sensor_quantises_through_disparity():
+    depth, inst = plane(2.0)
+    depth[:, 160:] = 1.0
+    out, _ = apply_sensor(depth, inst, CAMERA, kinect(disparity_subpixel=8), np.random.default_rng(0))
+    np.testing.assert_allclose(out, quantize_disparity(depth, 0.075, 580.0, 8))
+    assert len(np.unique(out)) == 2
+
+
+def test_random_dropout_rate():
+    depth, inst = plane(1.5)
+    out, out_inst = apply_sensor(depth, inst, CAMERA, kinect(dropout_prob=0.1), np.random.default_rng(3))
+    dropped = out == 0
+    assert abs(dropped.mean() - 0.1) < 0.005
+    assert np.all(out_inst[dropped] == -1) and np.all(out_inst[~dropped] == 0)
+
+
+def test_edge_dropout_hits_discontinuities_only():
+    depth, inst = plane(1.0)
+    depth[:, 160:] = 2.0
+    inst[:, 160:] = 1
+    edges = edge_mask(depth, inst, jump_m=0.05, width_px=1)
+    assert edges[:, 159:161].all() and edges.sum() == 2 * CAMERA.height
+    assert edge_mask(depth, inst, 0.05, 3)[:, 157:163].all() and edge_mask(depth, inst, 0.05, 3).sum() == 6 * 240
+    out, _ = apply_sensor(depth, inst, CAMERA, kinect(edge_dropout_prob=0.5), np.random.default_rng(4))
+    dropped = out == 0
+    assert not dropped[~edges].any()
+    assert abs(dropped[edges].mean() - 0.5) < 0.07  # 480 edge pixels
+    # a hit next to a miss is an edge too
+    depth[:, :40] = 0
+    assert edge_mask(depth, inst, 0.05, 1)[:, 40].all() and not edge_mask(depth, inst, 0.05, 1)[:, 39].any()
+
+
+def test_lateral_noise_shifts_pixels_by_the_configured_sigma():
+    # A camera with the Kinect's own focal length: the shift is exactly lateral_sigma_px of its pixels.
+    camera = Camera.from_focal(580.0, 580.0, 159.5, 119.5, 320, 240)
+    cols = np.arange(camera.width, dtype=np.float32)
+    depth = np.broadcast_to(1.0 + 0.001 * cols, (camera.height, camera.width)).astype(np.float32)
+    rows = np.broadcast_to(np.arange(camera.height, dtype=np.int16)[:, None], depth.shape).copy()
+    sigma = 2.0
+    out, out_rows = apply_sensor(depth, rows, camera, kinect(lateral_sigma_px=sigma), np.random.default_rng(5))
+    src_col = np.rint((out.astype(np.float64) - 1.0) / 0.001)
+    du = (src_col - cols)[20:-20, 20:-20]  # away from the clamped border
+    dv = (out_rows - rows).astype(np.float64)[20:-20, 20:-20]
+    expected = np.sqrt(sigma**2 + 1.0 / 12.0)  # rounding a N(0, sigma) adds ~1/12 px^2
+    for d in (du, dv):
+        assert abs(d.mean()) < 0.05 and abs(d.std() / expected - 1.0) < 0.04, (d.mean(), d.std())
+    # at 320x240 with fx ~ 277 px the shift scales down by fx / focal_px
+    half = Camera.from_focal(290.0, 290.0, 159.5, 119.5, 320, 240)
+    out, _ = apply_sensor(depth, rows, half, kinect(lateral_sigma_px=sigma), np.random.default_rng(5))
+    du = (np.rint((out.astype(np.float64) - 1.0) / 0.001) - cols)[20:-20, 20:-20]
+    assert abs(du.std() / np.sqrt(1.0 + 1 / 12) - 1.0) < 0.05
+
+
+def test_range_limits_clip():
+    depth, inst = plane(1.0)
+    depth[:10] = 0.3
+    depth[10:20] = 5.5
+    depth[20:30] = 0.0
+    out, out_inst = apply_sensor(depth, inst, CAMERA, kinect(max_depth_m=5.0), np.random.default_rng(0))
+    assert np.all(out[:30] == 0) and np.all(out_inst[:30] == -1)
+    assert np.all(out[30:] == 1.0) and np.all(out_inst[30:] == 0)
+
+
+def _scene_images():
+    depth, inst = plane(2.5)
+    depth[60:180, 100:220] = 1.2
+    inst[60:180, 100:220] = 3
+    inst[:, :50] = -1
+    return depth, inst
+
+
+def test_same_seed_same_output_different_seed_differs():
+    depth, inst = _scene_images()
+    cfg = SensorConfig()  # the default Kinect model, everything on
+    a = apply_sensor(depth, inst, CAMERA, cfg, np.random.default_rng(42))
+    b = apply_sensor(depth, inst, CAMERA, cfg, np.random.default_rng(42))
+    c = apply_sensor(depth, inst, CAMERA, cfg, np.random.default_rng(43))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    # inputs untouched, outputs are new arrays with the documented dtypes; invalid <=> instance -1
+    assert np.all(depth[60:180, 100:220] == 1.2)
+    assert a[0].dtype == np.float32 and a[1].dtype == np.int16
+    assert np.all(a[1][a[0] == 0] == -1)
+    valid = a[0] > 0
+    assert 0.9 < valid.mean() < 1.0
+
+
+def test_ideal_is_exact_and_draws_nothing():
+    depth, inst = _scene_images()
+    rng = np.random.default_rng(0)
+    before = rng.bit_generator.state
+    out, out_inst = apply_sensor(depth, inst, CAMERA, sensor_config_from("ideal"), rng)
+    np.testing.assert_array_equal(out, depth)
+    np.testing.assert_array_equal(out_inst, inst)
+    assert out is not depth and out_inst is not inst
+    assert rng.bit_generator.state == before
+
+
+def test_shape_mismatch_is_an_error():
+    depth, inst = plane(1.0)
+    with pytest.raises(ValueError, match=r"expected depth and instance of shape \(H, W\) = \(240, 320\)"):
+        apply_sensor(depth[:100], inst[:100], CAMERA, SensorConfig(), np.random.default_rng(0))
+
+
+def test_sensor_config_from_string_mapping_and_errors():
+    assert sensor_config_from("ideal").model == "ideal"
+    assert sensor_config_from("kinect") == SensorConfig()
+    assert sensor_config_from(None) == SensorConfig()
+    cfg = sensor_config_from({"model": "kinect", "dropout_prob": 0.02, "max_depth_m": 4})
+    assert cfg.dropout_prob == 0.02 and cfg.max_depth_m == 4.0
+    with pytest.raises(ConfigError, match=r"^generate.sensor: expected one of 'ideal', 'kinect' or a mapping, got 'laser'"):
+        sensor_config_from("laser")
+    with pytest.raises(ConfigError, match=r"^generate.sensor.noise: unknown key"):
+        sensor_config_from({"noise": 1})
+    with pytest.raises(ConfigError, match=r"^generate.sensor.dropout_prob: expected a value <= 1, got 1.5"):
+        sensor_config_from({"dropout_prob": 1.5})
+    with pytest.raises(ConfigError, match=r"^generate.sensor.model: expected one of 'ideal', 'kinect'"):
+        sensor_config_from({"model": "tof"})
+    with pytest.raises(ConfigError, match=r"^x.sensor.max_depth_m: expected a value > min_depth_m \(0.4\), got 0.3"):
+        sensor_config_from({"max_depth_m": 0.3}, "x.sensor")
+    with pytest.raises(ConfigError, match=r"^generate.sensor: expected a model name"):
+        sensor_config_from(3)
