@@ -258,11 +258,21 @@ def path_lines(positions: np.ndarray, color) -> LineArrays:
 
 
 def scene_scale(seq: PointSequence) -> float:
-    """A length for overlays (axes, frustums): 1/10 of the diagonal of frame 0's points, in [0.02, 1] m."""
+    """Frustum depth for overlays: 1/20 of the diagonal of frame 0's points, within [0.02, 0.3] m."""
     p = np.concatenate([view_points(seq, 0, v)[0] for v in range(seq.num_views)])
     if len(p) == 0:
         return 0.1
-    return float(np.clip(0.1 * np.linalg.norm(p.max(0) - p.min(0)), 0.02, 1.0))
+    return float(np.clip(0.05 * np.linalg.norm(p.max(0) - p.min(0)), 0.02, 0.3))
+
+
+def object_axis_sizes(seq: PointSequence, default_m: float) -> np.ndarray:
+    """(K,) axis length per object: 0.75 x its mesh's bounding radius (``default_m`` without a mesh)."""
+    out = np.full(seq.num_objects, float(default_m))
+    for k, name in enumerate(seq.object_names):
+        vertices = np.asarray(seq.meshes[name][0], np.float64).reshape(-1, 3)
+        if len(vertices):
+            out[k] = max(0.75 * float(np.linalg.norm(vertices, axis=1).max()), 1e-3)
+    return out
 
 
 @dataclass(frozen=True)
@@ -309,7 +319,7 @@ def build_frame(seq: PointSequence, state: ViewState, estimate: Estimate | None 
     truth) the cloud is shown in the camera frame and no frustum is drawn.
 
     Args:
-        overlay_m: size of axes and frustum depth (default: ``scene_scale(seq)``).
+        overlay_m: frustum depth (default: ``scene_scale(seq)``); object axes are sized by their meshes.
         near_far: depth colour range (default: ``depth_range(seq)``).
     """
     check_frame_view(seq, state.frame, state.view)
@@ -318,7 +328,8 @@ def build_frame(seq: PointSequence, state: ViewState, estimate: Estimate | None 
     t = state.frame
     objects, cameras, est = LineArrays.empty(), LineArrays.empty(), LineArrays.empty()
     if world and seq.object_poses is not None:
-        objects = LineArrays.concat([axes_lines(seq.object_poses[t, k], size) for k in range(seq.num_objects)])
+        sizes = object_axis_sizes(seq, size)
+        objects = LineArrays.concat([axes_lines(seq.object_poses[t, k], sizes[k]) for k in range(seq.num_objects)])
     if world:
         parts = [frustum_lines(seq.intrinsics[v], seq.image_size[v], seq.camera_poses[t, v], size)
                  for v in range(seq.num_views)]
@@ -332,7 +343,8 @@ def build_frame(seq: PointSequence, state: ViewState, estimate: Estimate | None 
                                        estimate.world_from_camera[t], size, ESTIMATE_COLOR))
         est = LineArrays.concat(parts)
     shown = "fused" if state.fused else f"view {state.view}/{seq.num_views}"
-    caption = (f"{seq.name or 'sequence'}  frame {t}/{seq.num_frames}  t={seq.timestamps[t]:.3f} s  {shown}  "
+    name = seq.name.rstrip("/").rsplit("/", 1)[-1] or "sequence"  # a capture's name is its folder path
+    caption = (f"{name}  frame {t}/{seq.num_frames}  t={seq.timestamps[t]:.3f} s  {shown}  "
                f"{state.color_by}")
     return FrameGeometry(points, colors, labels, views, objects, cameras, est, world, caption)
 

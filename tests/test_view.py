@@ -340,3 +340,39 @@ def test_cli_subprocess_bad_sequence(dataset):
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "no sequence '42'" in proc.stderr and "available: 000000, 000001" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_screenshot_of_a_generated_sequence_colours_each_object_where_it_projects(tmp_path, capsys):
+    """The real generator (tiny config): pixels drawn in object k's colour lie where object k's points project."""
+    from PIL import Image
+
+    generator_config = pytest.importorskip("synthseq.generator.config")
+    from synthseq.generator.scene import make_spec
+    from synthseq.generator.sequence import generate_sequence
+
+    cfg = generator_config.load_generate_config(Path(cli.__file__).parent / "configs" / "tiny.yaml",
+                                                ["generate.num_points=2048"])
+    seq = generate_sequence(make_spec(cfg, 0, 0))
+    root = write_dataset(tmp_path / "gen", [seq])
+    out = tmp_path / "gen.png"
+    rc, _, err = run_cli(["view", str(root), "--view", "1", "--frame", "2", "--screenshot", str(out),
+                          "--points-only", "--point-size", "2"], capsys)
+    assert rc == 0, err
+    image = np.asarray(Image.open(out).convert("RGB"))
+    W, H = seq.image_size[1]
+    assert image.shape == (H, W, 3)
+    n = seq.num_valid[2, 1]
+    pts, labels = seq.points[2, 1, :n].astype(np.float64), seq.labels[2, 1, :n]
+    uv = np.floor(project_points(seq.intrinsics[1], pts) + 0.5).astype(int)
+    checked = 0
+    for k in range(seq.num_objects):
+        mine = labels == k
+        drawn = (image == np.round(PALETTE[k] * 255).astype(np.uint8)).all(-1)
+        if mine.sum() < 20 or drawn.sum() < 10:
+            continue
+        projected = np.zeros((H, W), bool)
+        ok = (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H) & mine
+        projected[uv[ok, 1], uv[ok, 0]] = True
+        assert (drawn & _dilate(projected, 2)).sum() >= 0.98 * drawn.sum(), f"object {k} drawn off its projection"
+        checked += 1
+    assert checked >= 1, "no object visible enough to check"
