@@ -261,3 +261,13 @@ def test_backends_agree_on_real_meshes_640x480(renderers, meshes_dir):
 def test_raycast_bad_pose_shape_is_an_error(renderers):
     with pytest.raises(ValueError, match=r"expected world_from_cameras of shape \(2, 4, 4\)"):
         renderers("raycast").render_views([], [CAMERA, CAMERA], np.eye(4)[None])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_key_reused_for_other_geometry_is_not_rendered_stale(renderers, backend):
+    """Two sequences may name objects alike; same vertex/face counts, other shape: the cache must notice."""
+    r = renderers(backend)
+    pose = WORLD_FROM_CAMERA @ translation(0.0, 0.0, 1.0)
+    small = r.render([box_mesh((0.1, 0.1, 0.1), pose, 0, "reused")], CAMERA, WORLD_FROM_CAMERA)
+    large = r.render([box_mesh((0.3, 0.3, 0.1), pose, 0, "reused")], CAMERA, WORLD_FROM_CAMERA)
+    assert (large.depth > 0).sum() > 5 * (small.depth > 0).sum()

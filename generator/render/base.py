@@ -44,6 +44,23 @@ class RenderResult:
     instance: np.ndarray
 
 
+def same_geometry(mesh: RenderMesh, vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """Whether ``mesh`` holds the geometry a backend cached under ``mesh.key`` (built from ``vertices``, ``faces``).
+
+    Identity is checked first (a sequence passes the same arrays every frame: free); otherwise the contents
+    are compared, so a key reused for other geometry (two sequences with the same object names) never
+    renders a stale shape.
+    """
+    if mesh.vertices is vertices and mesh.faces is faces:
+        return True
+    return (
+        np.shape(mesh.vertices) == np.shape(vertices)
+        and np.shape(mesh.faces) == np.shape(faces)
+        and np.array_equal(mesh.vertices, vertices)
+        and np.array_equal(mesh.faces, faces)
+    )
+
+
 class Renderer(Protocol):
     """Renders depth + instance images of a list of meshes from one camera."""
 

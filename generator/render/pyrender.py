@@ -34,7 +34,7 @@ from collections import OrderedDict
 import numpy as np
 
 from synthseq.datasets.types import OPENCV_FROM_OPENGL, Camera
-from synthseq.generator.render.base import RenderMesh, RenderResult
+from synthseq.generator.render.base import RenderMesh, RenderResult, same_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -75,22 +75,24 @@ class PyrenderRenderer:
         self._camera_node = None
         self._camera_key = None
         self._offscreen = None
-        # key -> (node, number of vertices, number of faces); insertion order = least recently used first
+        # key -> (node, the caller's vertices, faces); insertion order = least recently used first
         self._nodes: OrderedDict[str, tuple] = OrderedDict()
         self._material = pyrender.MetallicRoughnessMaterial()
 
     # -- scene state ----------------------------------------------------------------------------------------
 
     def _node_for(self, mesh: RenderMesh):
+        """The scene node holding ``mesh``'s geometry (GL buffers uploaded once per key; LRU-bounded)."""
         pyrender = self._pyrender
-        hit = self._nodes.get(mesh.key)
-        if hit is not None and (hit[1] != len(mesh.vertices) or hit[2] != len(mesh.faces)):
-            self._scene.remove_node(hit[0])  # key reused for other geometry: never draw stale shapes
+        entry = self._nodes.get(mesh.key)
+        if entry is not None and not same_geometry(mesh, entry[1], entry[2]):
+            self._scene.remove_node(entry[0])  # key reused for other geometry: never draw stale shapes
             del self._nodes[mesh.key]
-            hit = None
-        if hit is not None:
+            entry = None
+        if entry is not None:
+            self._nodes[mesh.key] = (entry[0], mesh.vertices, mesh.faces)
             self._nodes.move_to_end(mesh.key)
-            return hit[0]
+            return entry[0]
         vertices = np.ascontiguousarray(mesh.vertices, dtype=np.float32)
         faces = np.ascontiguousarray(mesh.faces, dtype=np.uint32)
         if vertices.ndim != 2 or vertices.shape[1] != 3:
@@ -103,7 +105,7 @@ class PyrenderRenderer:
         faces = np.concatenate([faces, faces[:, ::-1]], axis=0)
         primitive = pyrender.Primitive(positions=vertices, indices=faces, material=self._material, mode=4)
         node = self._scene.add(pyrender.Mesh(primitives=[primitive]), name=mesh.key)
-        self._nodes[mesh.key] = (node, len(mesh.vertices), len(mesh.faces))
+        self._nodes[mesh.key] = (node, mesh.vertices, mesh.faces)
         while len(self._nodes) > _MAX_MESH_CACHE:
             _, (old, _, _) = self._nodes.popitem(last=False)
             self._scene.remove_node(old)  # the GL buffers go at the next render (pyrender's _update_context)

@@ -20,7 +20,7 @@ from collections import OrderedDict
 import numpy as np
 
 from synthseq.datasets.types import Camera
-from synthseq.generator.render.base import RenderMesh, RenderResult
+from synthseq.generator.render.base import RenderMesh, RenderResult, same_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -73,30 +73,32 @@ class RaycastRenderer:
             raise ValueError(f"RaycastRenderer: nthreads must be >= 0, got {nthreads}")
         self._o3d = _import_open3d()
         self.nthreads = int(nthreads)
-        # key -> (vertices (M, 3) float64 object frame, faces (F, 3) uint32 contiguous)
-        self._geometry: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        # key -> (the caller's vertices, faces, then (M, 3) float64 object-frame vertices, (F, 3) uint32 faces)
+        self._geometry: OrderedDict[str, tuple] = OrderedDict()
         self._rays: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     # -- caches ---------------------------------------------------------------------------------------------
 
     def _cached_geometry(self, mesh: RenderMesh) -> tuple[np.ndarray, np.ndarray]:
-        hit = self._geometry.get(mesh.key)
-        if hit is not None and (len(hit[0]) != len(mesh.vertices) or len(hit[1]) != len(mesh.faces)):
-            hit = None  # the key was reused for other geometry: a caller bug, but never render stale shapes
-        if hit is not None:
+        """(M, 3) float64 object-frame vertices and (F, 3) uint32 faces of ``mesh``, cached by key (LRU)."""
+        entry = self._geometry.get(mesh.key)
+        if entry is not None and same_geometry(mesh, entry[0], entry[1]):
             self._geometry.move_to_end(mesh.key)
-        else:
-            vertices = np.ascontiguousarray(mesh.vertices, dtype=np.float64)
-            faces = np.ascontiguousarray(mesh.faces, dtype=np.uint32)
-            if vertices.ndim != 2 or vertices.shape[1] != 3:
-                raise ValueError(f"RenderMesh {mesh.key!r}: vertices must be (M, 3), got {vertices.shape}")
-            if faces.ndim != 2 or faces.shape[1] != 3:
-                raise ValueError(f"RenderMesh {mesh.key!r}: faces must be (F, 3), got {faces.shape}")
-            hit = (vertices, faces)
-            self._geometry[mesh.key] = hit
-            if len(self._geometry) > _MAX_GEOMETRY_CACHE:
-                self._geometry.popitem(last=False)
-        return hit
+            if mesh.vertices is not entry[0] or mesh.faces is not entry[1]:  # equal contents, new arrays
+                entry = (mesh.vertices, mesh.faces, entry[2], entry[3])
+                self._geometry[mesh.key] = entry
+            return entry[2], entry[3]
+        vertices = np.ascontiguousarray(mesh.vertices, dtype=np.float64)
+        faces = np.ascontiguousarray(mesh.faces, dtype=np.uint32)
+        if vertices.ndim != 2 or vertices.shape[1] != 3:
+            raise ValueError(f"RenderMesh {mesh.key!r}: vertices must be (M, 3), got {vertices.shape}")
+        if faces.ndim != 2 or faces.shape[1] != 3:
+            raise ValueError(f"RenderMesh {mesh.key!r}: faces must be (F, 3), got {faces.shape}")
+        self._geometry[mesh.key] = (mesh.vertices, mesh.faces, vertices, faces)
+        self._geometry.move_to_end(mesh.key)
+        if len(self._geometry) > _MAX_GEOMETRY_CACHE:
+            self._geometry.popitem(last=False)
+        return vertices, faces
 
     def _cached_directions(self, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
         """(W,) x/z of every column and (H,) y/z of every row, float32."""
