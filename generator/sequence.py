@@ -56,31 +56,43 @@ def depth_normals(depth: np.ndarray, instance: np.ndarray, rows: np.ndarray, col
         (M, 3) float64 unit normals, OpenCV camera frame.
     """
     H, W = depth.shape
-    P = _backproject(depth, rows, cols, K)
-    z0 = P[:, 2]
-    # The 4 neighbours at once: +u, -u, +v, -v.
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    flat_depth = depth.reshape(-1)
+    flat_instance = instance.reshape(-1)
+    centre = rows * W + cols
+    z0 = flat_depth[centre].astype(np.float64)
+    x0 = (cols - cx) / fx * z0
+    y0 = (rows - cy) / fy * z0
+    # The 4 neighbours at once (rows of these (4, M) arrays): +u, -u, +v, -v. Component arrays, not (M, 3)
+    # stacks: this runs for every (frame, view) and numpy's per-call overhead dominates at M ~ 2000.
     r = rows[None, :] + _NEIGHBOUR_DR[:, None]
     c = cols[None, :] + _NEIGHBOUR_DC[:, None]
     inb = (r >= 0) & (r < H) & (c >= 0) & (c < W)
-    r = np.clip(r, 0, H - 1)
-    c = np.clip(c, 0, W - 1)
-    zn = depth[r, c]
-    ok = (inb & (zn > 0) & (instance[r, c] == instance[rows, cols][None, :])
-          & (np.abs(zn - z0[None, :]) <= _NORMAL_EDGE_FRACTION * z0[None, :]))
-    Pn = _backproject(depth, r, c, K)  # (4, M, 3)
-    side = np.where(ok[..., None], Pn, P[None])
-    # Central difference where both sides are on the surface, one-sided where one is, 0 where none is.
-    tu = side[0] - side[1]
-    tv = side[2] - side[3]
-    n = np.cross(tu, tv)
-    norm = np.linalg.norm(n, axis=-1)
+    r = np.minimum(np.maximum(r, 0), H - 1)
+    c = np.minimum(np.maximum(c, 0), W - 1)
+    idx = r * W + c
+    zn = flat_depth[idx].astype(np.float64)
+    ok = (inb & (zn > 0) & (flat_instance[idx] == flat_instance[centre][None, :])
+          & (np.abs(zn - z0) <= _NORMAL_EDGE_FRACTION * z0))
+    # A neighbour off the surface is replaced by the centre point itself: central differences where both
+    # sides are on the surface, one-sided where one is, a zero tangent where none is.
+    xs = np.where(ok, (c - cx) / fx * zn, x0)
+    ys = np.where(ok, (r - cy) / fy * zn, y0)
+    zs = np.where(ok, zn, z0)
+    ux, uy, uz = xs[0] - xs[1], ys[0] - ys[1], zs[0] - zs[1]
+    vx, vy, vz = xs[2] - xs[3], ys[2] - ys[3], zs[2] - zs[3]
+    n = np.empty((len(rows), 3))
+    n[:, 0] = uy * vz - uz * vy
+    n[:, 1] = uz * vx - ux * vz
+    n[:, 2] = ux * vy - uy * vx
+    norm = np.sqrt((n * n).sum(axis=1))
     good = (ok[0] | ok[1]) & (ok[2] | ok[3]) & (z0 > 0) & (norm > 1e-12)
-    n /= np.where(good, norm, 1.0)[:, None]
-    # Face the camera (n . p < 0).
-    n *= np.where(np.einsum("ij,ij->i", n, P) > 0, -1.0, 1.0)[:, None]
-    if not np.all(good):
+    # Unit length, facing the camera (n . p < 0); pixels without a usable neighbourhood get -ray.
+    facing = n[:, 0] * x0 + n[:, 1] * y0 + n[:, 2] * z0
+    n *= (np.where(facing > 0, -1.0, 1.0) / np.where(good, norm, 1.0))[:, None]
+    if not good.all():
         bad = ~good
-        ray = np.stack([(cols[bad] - K[0, 2]) / K[0, 0], (rows[bad] - K[1, 2]) / K[1, 1], np.ones(bad.sum())], -1)
+        ray = np.stack([(cols[bad] - cx) / fx, (rows[bad] - cy) / fy, np.ones(bad.sum())], -1)
         n[bad] = -ray / np.linalg.norm(ray, axis=-1, keepdims=True)
     return n
 
