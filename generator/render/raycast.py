@@ -180,7 +180,7 @@ class RaycastRenderer:
                 t_hit = np.full((len(views), H, W), np.inf, dtype=np.float32)
                 geometry_ids = np.full((len(views), H, W), len(instance_lut) - 1, dtype=np.int64)
             else:
-                hits = scene.cast_rays(o3d.core.Tensor(rays), nthreads=self.nthreads)
+                hits = scene.cast_rays(o3d.core.Tensor.from_numpy(rays), nthreads=self.nthreads)  # zero-copy
                 t_hit = hits["t_hit"].numpy()
                 geometry_ids = hits["geometry_ids"].numpy()
             miss = ~np.isfinite(t_hit)
