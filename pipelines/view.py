@@ -317,91 +317,134 @@ def run(args) -> int:
 # ------------------------------------------------------------------------------------ interactive window
 
 # GLFW key codes (Open3D's legacy Visualizer passes them through).
-_KEYS = {"space": [32], "right": [262], "left": [263], "+": [61, 334], "-": [45, 333], "v": [86], "f": [70],
-         "l": [76], "c": [67], "h": [72]}
+KEY_CODES = {"space": [32], "right": [262], "left": [263], "+": [61, 334], "-": [45, 333], "v": [86], "f": [70],
+             "l": [76], "c": [67], "h": [72]}
+
+
+class Player:
+    """The interactive viewer: an Open3D VisualizerWithKeyCallback whose geometry is updated in place.
+
+    One PointCloud and three LineSets (object axes, ground-truth cameras, estimate) are added once; each
+    frame change rewrites their arrays and calls ``update_geometry`` (no remove/add), which keeps playback
+    of a 320x240 x 4-view sequence smooth. The legacy window cannot change its title, so the frame index
+    and time go to one status line on stdout.
+
+    Args:
+        seq: PointSequence. state: the initial ViewState. estimate: Estimate or None.
+        visible: False opens an offscreen window (EGL), for tests.
+    """
+
+    def __init__(self, seq, state, estimate=None, point_size: float = DEFAULT_POINT_SIZE, visible: bool = True,
+                 status_stream=None):
+        import open3d as o3d
+
+        from synthseq.pipelines.view_geometry import depth_range, scene_scale
+
+        self._o3d = o3d
+        self.seq, self.state, self.estimate = seq, state, estimate
+        self.near_far, self.overlay_m = depth_range(seq), scene_scale(seq)
+        self.status_stream = status_stream if status_stream is not None else sys.stdout
+        W, H = (int(x) for x in seq.image_size[state.view])
+        scale = max(min(960 / W, 720 / H), 1.0)  # the sensor's aspect ratio, about 960 x 720
+        self.width, self.height = int(round(W * scale)), int(round(H * scale))
+        self.vis = o3d.visualization.VisualizerWithKeyCallback()
+        if not self.vis.create_window(window_name=f"synthseq view - {seq.name}", width=self.width,
+                                      height=self.height, visible=visible):
+            raise RuntimeError("Open3D could not open a window (is DISPLAY valid?); use --screenshot/--gif instead")
+        opt = self.vis.get_render_option()
+        opt.point_size = float(point_size)
+        opt.background_color = np.ones(3)
+        self.cloud = o3d.geometry.PointCloud()
+        self.lines = {name: o3d.geometry.LineSet() for name in ("objects", "cameras", "estimate")}
+        self._added = False
+        self._last_step = time.monotonic()
+        for name, codes in KEY_CODES.items():
+            for code in codes:
+                self.vis.register_key_callback(code, self._on_key(name))
+        self.vis.register_animation_callback(lambda vis: self.tick(time.monotonic()))
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rebuild the frame's arrays and push them into the existing geometries."""
+        from synthseq.pipelines.render_headless import to_open3d_lineset
+        from synthseq.pipelines.view_geometry import build_frame
+
+        o3d = self._o3d
+        geom = build_frame(self.seq, self.state, self.estimate, overlay_m=self.overlay_m, near_far=self.near_far)
+        self.cloud.points = o3d.utility.Vector3dVector(geom.points)
+        self.cloud.colors = o3d.utility.Vector3dVector(geom.colors)
+        for name, ls in self.lines.items():
+            src = to_open3d_lineset(getattr(geom, name))
+            ls.points, ls.lines, ls.colors = src.points, src.lines, src.colors
+        geometries = (self.cloud, *self.lines.values())
+        if not self._added:
+            for g in geometries:
+                self.vis.add_geometry(g, reset_bounding_box=True)
+            self._added = True
+            self.to_sensor()
+        else:
+            for g in geometries:
+                self.vis.update_geometry(g)
+        s = self.state
+        print(f"\r{geom.caption}  speed x{s.speed:g}  {'playing' if s.playing else 'paused '}   ", end="",
+              file=self.status_stream, flush=True)
+
+    def to_sensor(self) -> None:
+        """Move the viewpoint to the shown view's sensor pose at the current frame."""
+        from synthseq.pipelines.view_geometry import sensor_camera
+
+        o3d = self._o3d
+        K, camera_from_world = sensor_camera(self.seq, self.state, self.width, self.height)
+        params = o3d.camera.PinholeCameraParameters()
+        params.intrinsic = o3d.camera.PinholeCameraIntrinsic(self.width, self.height, K)
+        params.extrinsic = camera_from_world
+        self.vis.get_view_control().convert_from_pinhole_camera_parameters(params, allow_arbitrary=True)
+
+    def press(self, name: str) -> bool:
+        """Handle key ``name`` (see view_geometry.HELP); True when the view must be redrawn."""
+        from synthseq.pipelines.view_geometry import HELP, apply_key
+
+        if name == "h":
+            print("\n" + HELP, file=self.status_stream)
+            return False
+        if name == "c":
+            self.to_sensor()
+            return True
+        self.state = apply_key(self.state, name, self.seq.num_frames, self.seq.num_views)
+        self.refresh()
+        return True
+
+    def _on_key(self, name: str):
+        return lambda vis: self.press(name)
+
+    def tick(self, now: float) -> bool:
+        """Animation callback: advance one frame when playing and 1 / (fps * speed) seconds have passed."""
+        s = self.state
+        if not s.playing or now - self._last_step < 1.0 / (self.seq.fps * s.speed):
+            return False
+        self._last_step = now
+        self.state = s.replace(frame=(s.frame + 1) % self.seq.num_frames)
+        self.refresh()
+        return True
+
+    def capture(self) -> np.ndarray:
+        """The window's current image, (H, W, 3) uint8."""
+        self.vis.poll_events()
+        self.vis.update_renderer()
+        return (np.asarray(self.vis.capture_screen_float_buffer(do_render=True)) * 255).round().astype(np.uint8)
+
+    def close(self) -> None:
+        self.vis.destroy_window()
 
 
 def play_window(seq, state, estimate=None, point_size: float = DEFAULT_POINT_SIZE) -> None:  # pragma: no cover
-    """Open the interactive Open3D window (legacy VisualizerWithKeyCallback) and play the sequence.
+    """Open the interactive window and play until it is closed (q or Esc)."""
+    from synthseq.pipelines.view_geometry import HELP
 
-    The PointCloud and LineSets are added once and updated in place each frame (update_geometry), which
-    keeps playback of a 320x240 x 4-view sequence smooth; the frame index and time are printed on one
-    status line, as the legacy window cannot change its title.
-    """
-    import open3d as o3d
-
-    from synthseq.pipelines.render_headless import to_open3d_lineset
-    from synthseq.pipelines.view_geometry import HELP, apply_key, build_frame, depth_range, scene_scale
-
-    near_far, overlay_m = depth_range(seq), scene_scale(seq)
-    W, H = (int(x) for x in seq.image_size[state.view])
-    vis = o3d.visualization.VisualizerWithKeyCallback()
-    if not vis.create_window(window_name=f"synthseq view - {seq.name}", width=max(W, 960), height=max(H, 720)):
-        raise RuntimeError("Open3D could not open a window (is DISPLAY valid?); use --screenshot/--gif instead")
-    vis.get_render_option().point_size = point_size
-    vis.get_render_option().background_color = np.ones(3)
-    pcd = o3d.geometry.PointCloud()
-    line_sets = {name: o3d.geometry.LineSet() for name in ("objects", "cameras", "estimate")}
-    box = {"state": state, "last_step": time.monotonic(), "added": False}
-
-    def refresh(vis_) -> None:
-        geom = build_frame(seq, box["state"], estimate, overlay_m=overlay_m, near_far=near_far)
-        pcd.points = o3d.utility.Vector3dVector(geom.points)
-        pcd.colors = o3d.utility.Vector3dVector(geom.colors)
-        for name, ls in line_sets.items():
-            src = to_open3d_lineset(getattr(geom, name))
-            ls.points, ls.lines, ls.colors = src.points, src.lines, src.colors
-        if not box["added"]:
-            for g in (pcd, *line_sets.values()):
-                vis_.add_geometry(g, reset_bounding_box=True)
-            box["added"] = True
-            to_sensor(vis_)
-        else:
-            for g in (pcd, *line_sets.values()):
-                vis_.update_geometry(g)
-        s = box["state"]
-        print(f"\r{geom.caption}  speed x{s.speed:g}  {'playing' if s.playing else 'paused '}   ", end="",
-              flush=True)
-
-    def to_sensor(vis_) -> None:
-        from synthseq.pipelines.view_geometry import sensor_camera
-
-        s = box["state"]
-        K, camera_from_world = sensor_camera(seq, s, W, H)
-        params = o3d.camera.PinholeCameraParameters()
-        params.intrinsic = o3d.camera.PinholeCameraIntrinsic(W, H, K)
-        params.extrinsic = camera_from_world
-        vis_.get_view_control().convert_from_pinhole_camera_parameters(params, allow_arbitrary=True)
-
-    def on_key(name):
-        def callback(vis_):
-            if name == "h":
-                print("\n" + HELP)
-                return False
-            if name == "c":
-                to_sensor(vis_)
-                return True
-            box["state"] = apply_key(box["state"], name, seq.num_frames, seq.num_views)
-            refresh(vis_)
-            return True
-        return callback
-
-    def on_tick(vis_):
-        s = box["state"]
-        now = time.monotonic()
-        if not s.playing or now - box["last_step"] < 1.0 / (seq.fps * s.speed):
-            return False
-        box["last_step"] = now
-        box["state"] = s.replace(frame=(s.frame + 1) % seq.num_frames)
-        refresh(vis_)
-        return True
-
-    for name, codes in _KEYS.items():
-        for code in codes:
-            vis.register_key_callback(code, on_key(name))
-    vis.register_animation_callback(on_tick)
     print(HELP)
-    refresh(vis)
-    vis.run()
-    vis.destroy_window()
-    print()
+    player = Player(seq, state, estimate, point_size=point_size)
+    try:
+        player.vis.run()
+    finally:
+        player.close()
+        print()
