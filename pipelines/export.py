@@ -107,6 +107,9 @@ def write_cloud(path, arrays: dict[str, np.ndarray], fmt: str, extra: dict | Non
     if fmt == "npz":
         np.savez(path, **arrays, **(extra or {}))
         return
+    if len(arrays["points"]) == 0:
+        _write_empty_cloud(path, fmt, "labels" in arrays, "normals" in arrays)
+        return
     import open3d as o3d
 
     o3c = o3d.core
@@ -119,6 +122,24 @@ def write_cloud(path, arrays: dict[str, np.ndarray], fmt: str, extra: dict | Non
         pcd.point.normals = o3c.Tensor(np.ascontiguousarray(arrays["normals"], np.float32))
     if not o3d.t.io.write_point_cloud(str(path), pcd, write_ascii=False, compressed=False):
         raise OSError(f"{path}: Open3D could not write the point cloud")
+
+
+def _write_empty_cloud(path: Path, fmt: str, labels: bool, normals: bool) -> None:
+    """A valid PLY/PCD with no points (Open3D refuses to write one; its readers accept it, with a warning),
+    for a (frame, view) where no point was valid."""
+    fields = [("x", "F"), ("y", "F"), ("z", "F")] + ([("label", "I")] if labels else []) + (
+        [("normal_x", "F"), ("normal_y", "F"), ("normal_z", "F")] if normals else [])
+    if fmt == "ply":
+        names = {"normal_x": "nx", "normal_y": "ny", "normal_z": "nz"}
+        props = [f"property {'int' if t == 'I' else 'float'} {names.get(n, n)}" for n, t in fields]
+        text = "\n".join(["ply", "format binary_little_endian 1.0", "element vertex 0", *props, "end_header"])
+    else:
+        k = len(fields)
+        text = "\n".join(["# .PCD v0.7 - Point Cloud Data file format", "VERSION 0.7",
+                          "FIELDS " + " ".join(n for n, _ in fields), "SIZE " + " ".join(["4"] * k),
+                          "TYPE " + " ".join(t for _, t in fields), "COUNT " + " ".join(["1"] * k), "WIDTH 0",
+                          "HEIGHT 1", "VIEWPOINT 0 0 0 1 0 0 0", "POINTS 0", "DATA binary"])
+    path.write_text(text + "\n")
 
 
 def export_sequence(seq, out_dir, fmt: str = "ply", world: bool = False, overwrite: bool = False,

@@ -222,8 +222,8 @@ def render_frames(seq, state, frames, estimate=None, viewpoint: str | None = Non
         size: (W, H) image size; default the view's image size (sensor) or 640x480 (overview).
     """
     from synthseq.pipelines.render_headless import draw_caption, make_renderer
-    from synthseq.pipelines.view_geometry import (build_frame, depth_range, overview_camera, scene_scale,
-                                                  sensor_camera)
+    from synthseq.pipelines.view_geometry import (build_frame, depth_range, object_axis_sizes, overview_camera,
+                                                  scene_scale, sensor_camera)
 
     viewpoint = viewpoint or ("overview" if state.fused else "sensor")
     if viewpoint == "sensor" and state.fused:
@@ -233,10 +233,11 @@ def render_frames(seq, state, frames, estimate=None, viewpoint: str | None = Non
     width, height = size
     r = make_renderer(renderer, width, height, point_size=point_size, show_overlays=not points_only)
     near_far, overlay_m = depth_range(seq), scene_scale(seq)
+    axis_sizes = object_axis_sizes(seq, overlay_m)
     fixed = overview_camera(seq, width, height) if viewpoint == "overview" else None
     for t in frames:
         s = state.replace(frame=int(t))
-        geom = build_frame(seq, s, estimate, overlay_m=overlay_m, near_far=near_far)
+        geom = build_frame(seq, s, estimate, overlay_m=overlay_m, near_far=near_far, axis_sizes=axis_sizes)
         K, camera_from_world = fixed if fixed is not None else sensor_camera(seq, s, width, height)
         image = r.render(geom, K, camera_from_world)
         yield int(t), (image if points_only else draw_caption(image, geom.caption))
@@ -338,11 +339,12 @@ class Player:
                  status_stream=None):
         import open3d as o3d
 
-        from synthseq.pipelines.view_geometry import depth_range, scene_scale
+        from synthseq.pipelines.view_geometry import depth_range, object_axis_sizes, scene_scale
 
         self._o3d = o3d
         self.seq, self.state, self.estimate = seq, state, estimate
         self.near_far, self.overlay_m = depth_range(seq), scene_scale(seq)
+        self.axis_sizes = object_axis_sizes(seq, self.overlay_m)
         self.status_stream = status_stream if status_stream is not None else sys.stdout
         W, H = (int(x) for x in seq.image_size[state.view])
         scale = max(min(960 / W, 720 / H), 1.0)  # the sensor's aspect ratio, about 960 x 720
@@ -370,7 +372,8 @@ class Player:
         from synthseq.pipelines.view_geometry import build_frame
 
         o3d = self._o3d
-        geom = build_frame(self.seq, self.state, self.estimate, overlay_m=self.overlay_m, near_far=self.near_far)
+        geom = build_frame(self.seq, self.state, self.estimate, overlay_m=self.overlay_m, near_far=self.near_far,
+                           axis_sizes=self.axis_sizes)
         self.cloud.points = o3d.utility.Vector3dVector(geom.points)
         self.cloud.colors = o3d.utility.Vector3dVector(geom.colors)
         for name, ls in self.lines.items():

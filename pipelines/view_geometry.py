@@ -313,7 +313,8 @@ def match_estimate(seq: PointSequence, timestamps: np.ndarray, world_from_camera
 
 
 def build_frame(seq: PointSequence, state: ViewState, estimate: Estimate | None = None,
-                overlay_m: float | None = None, near_far: tuple[float, float] | None = None) -> FrameGeometry:
+                overlay_m: float | None = None, near_far: tuple[float, float] | None = None,
+                axis_sizes: np.ndarray | None = None) -> FrameGeometry:
     """Everything the viewer draws for ``state``: the cloud, object axes, camera frustums and paths, and the
     estimated trajectory. Overlays need poses: without camera poses (a real capture without ground
     truth) the cloud is shown in the camera frame and no frustum is drawn.
@@ -321,6 +322,8 @@ def build_frame(seq: PointSequence, state: ViewState, estimate: Estimate | None 
     Args:
         overlay_m: frustum depth (default: ``scene_scale(seq)``); object axes are sized by their meshes.
         near_far: depth colour range (default: ``depth_range(seq)``).
+        axis_sizes: (K,) object axis lengths (default: ``object_axis_sizes(seq, overlay_m)``).
+        Pass all three when drawing many frames: they are per-sequence constants.
     """
     check_frame_view(seq, state.frame, state.view)
     points, colors, labels, views, world = frame_cloud(seq, state, near_far)
@@ -328,7 +331,7 @@ def build_frame(seq: PointSequence, state: ViewState, estimate: Estimate | None 
     t = state.frame
     objects, cameras, est = LineArrays.empty(), LineArrays.empty(), LineArrays.empty()
     if world and seq.object_poses is not None:
-        sizes = object_axis_sizes(seq, size)
+        sizes = axis_sizes if axis_sizes is not None else object_axis_sizes(seq, size)
         objects = LineArrays.concat([axes_lines(seq.object_poses[t, k], sizes[k]) for k in range(seq.num_objects)])
     if world:
         parts = [frustum_lines(seq.intrinsics[v], seq.image_size[v], seq.camera_poses[t, v], size)

@@ -183,3 +183,24 @@ def test_exports_a_point_cloud_capture_without_poses(tmp_path, capsys):
     assert "wrote 2 ply clouds" in stdout and "0 TUM trajectories" in stdout
     rc, _, err = run_cli(["export", str(folder), "--world", "--out", str(tmp_path / "w")], capsys)
     assert rc == 1 and "--world needs camera poses" in err
+
+
+@pytest.mark.parametrize("fmt", ["ply", "pcd", "npz"])
+def test_frames_without_valid_points_give_empty_files(tmp_path, fmt):
+    import open3d as o3d
+
+    from synthseq.pipelines.export import export_sequence
+
+    seq = random_sequence(2)
+    num_valid = seq.num_valid.copy()
+    num_valid[1, 0] = 0
+    seq = seq.replace(num_valid=num_valid)
+    export_sequence(seq, tmp_path, fmt)
+    path = tmp_path / "clouds" / f"frame-000001_view-0.{fmt}"
+    if fmt == "npz":
+        with np.load(path) as z:
+            assert z["points"].shape == (0, 3) and z["labels"].shape == (0,)
+    else:
+        pcd = o3d.t.io.read_point_cloud(str(path))
+        assert "positions" not in pcd.point or len(pcd.point.positions) == 0
+        assert len(o3d.io.read_point_cloud(str(path)).points) == 0
