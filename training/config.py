@@ -98,8 +98,24 @@ class TrainConfig:
 # because pipelines/config.py composes both sections from here.
 @dataclass
 class EvaluateConfig:
-    """The ``evaluate:`` section: which captures and frame gaps the pose evaluation uses."""
+    """The ``evaluate:`` section: what ``synthseq evaluate`` runs on and how (training/evaluate.py).
 
-    gaps: list[int] = bounded([1, 5, 10], gt=0)
-    real: list[str] = field(default_factory=list)
-    synthetic: str | None = None
+    Pose errors on every capture with ground truth at each gap; the baselines see dense clouds (all valid
+    depth back-projected, up to ``max_depth_m``, voxelised at ``voxel_m``), P sees ``train.num_points``.
+    """
+
+    gaps: list[int] = bounded([1, 5, 10], gt=0)      # frame gaps d of the evaluated pairs (t, t + d)
+    real: list[str] = field(default_factory=list)    # real captures (TUM / 7-Scenes / point-cloud folders)
+    synthetic: str | None = None                     # a built dataset directory used as synthetic test set
+    checkpoint: str | None = None                    # run dir or .pt of `synthseq train`; None = baselines only
+    max_pairs: int | None = bounded(60, gt=0)        # pairs per (sequence, gap) at most; None = all
+    methods: list[Literal["ours", "ours_icp", "icp", "fpfh_ransac_icp"]] | None = None  # None = all that apply
+    num_points: int = bounded(1024, gt=0)            # N for P when no checkpoint says otherwise
+    use_ema: bool = False                            # evaluate the EMA teacher instead of the student P
+    max_depth_m: float | None = bounded(None, gt=0)  # depth limit of the baselines' dense clouds
+    voxel_m: float = bounded(0.02, gt=0)             # baselines' voxel size (FPFH radius 5x, normals 2x)
+    max_correspondence_m: float = bounded(0.05, gt=0)  # point-to-plane ICP correspondence distance
+    synthetic_sequences: int | None = bounded(8, gt=0)  # synthetic sequences evaluated at most (view 0)
+    realism_clouds: int = bounded(100, ge=2)         # clouds per set for 1-NNA / MMD / COV
+    realism_points: int = bounded(512, gt=0)         # points per cloud for the Chamfer distances
+    seed: int = 0                                    # point sampling, RANSAC, refiner z

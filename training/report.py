@@ -1,0 +1,250 @@
+"""The evaluation report: report.md tables, the headline table, and the plots (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+COLORS = {"ours": "tab:red", "ours_icp": "tab:purple", "icp": "tab:blue", "fpfh_ransac_icp": "tab:green"}
+LABELS = {"ours": "ours (P)", "ours_icp": "ours + ICP", "icp": "ICP from identity",
+          "fpfh_ransac_icp": "FPFH + RANSAC + ICP"}
+
+
+def _plt():
+    try:
+        import matplotlib
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("plots need matplotlib: pip install 'synthseq[torch]'") from e
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _fmt(x, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def _time(s) -> str:
+    if s is None or not math.isfinite(s):
+        return "-"
+    return f"{s * 1000:.0f} ms" if s < 1.0 else f"{s:.2f} s"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------------------
+
+def format_headline(metrics: dict) -> str:
+    """The headline table (one row per sequence, gap and method) as a Markdown table."""
+    lines = ["| sequence | gap | method | success | rot median (deg) | trans median (cm) | time/pair | pairs |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in metrics.get("headline", []):
+        lines.append(f"| {r['sequence']} | {r['gap']} | {LABELS.get(r['method'], r['method'])} | "
+                     f"{100 * r['success_rate']:.0f}% | {_fmt(r['rot_deg_median'])} | "
+                     f"{_fmt(r['trans_cm_median'])} | {_time(r['time_s_median'])} | {r['num_pairs']} |")
+    return "\n".join(lines)
+
+
+def _sequence_table(entry: dict, methods: list[str]) -> str:
+    lines = ["| gap | true motion (median) | method | success | rot median / mean / RMSE (deg) | "
+             "trans median / mean / RMSE (cm) | time/pair (median) | failed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for g, ge in entry["gaps"].items():
+        mo = ge["motion"]
+        motion = f"{mo['rot_deg_median']:.1f} deg, {mo['trans_cm_median']:.1f} cm"
+        for m in methods:
+            s = ge["methods"][m]
+            r, t = s["rot_deg"], s["trans_cm"]
+            lines.append(
+                f"| {g} | {motion} | {LABELS.get(m, m)} | {100 * s['success_rate']:.0f}% | "
+                f"{_fmt(r['median'])} / {_fmt(r['mean'])} / {_fmt(r['rmse'])} | "
+                f"{_fmt(t['median'])} / {_fmt(t['mean'])} / {_fmt(t['rmse'])} | "
+                f"{_time((s['time_s'] or {}).get('median'))} | {s['num_failed']} |")
+            motion = ""
+    return "\n".join(lines)
+
+
+def _realism_table(realism: dict) -> str:
+    lines = ["| compared sets | 1-NNA (50% = indistinguishable) | MMD (m^2) | COV | clouds (gen / real) |",
+             "|---|---|---|---|---|"]
+    for key, label in (("raw_vs_real", "raw synthetic vs real"), ("refined_vs_real", "refined synthetic vs real")):
+        r = realism.get(key)
+        if r is None:
+            continue
+        lines.append(f"| {label} | {100 * r['1nna']:.1f}% | {r['mmd']:.4g} | {100 * r['cov']:.0f}% | "
+                     f"{r['num_generated']} / {r['num_reference']} |")
+    return "\n".join(lines)
+
+
+def render_report(metrics: dict, figures: dict, out_dir) -> str:
+    """report.md: what each method sees, per-sequence tables, realism, trajectories, figures, notes."""
+    out_dir = Path(out_dir)
+    methods = metrics["methods"]
+    parts = ["# synthseq evaluation report", ""]
+    tr = metrics.get("train") or {}
+    if tr:
+        parts += [f"Checkpoint: `{tr.get('checkpoint')}` (N = {tr.get('num_points')}, use_gan = "
+                  f"{tr.get('use_gan')}, real captures in training: {tr.get('real') or 'none'}).", ""]
+    else:
+        parts += ["No checkpoint: classical baselines only.", ""]
+    succ = metrics["success"]
+    parts += [f"Success = rotation error < {succ['max_rot_deg']:g} deg and translation error < "
+              f"{succ['max_trans_cm']:g} cm against the ground-truth relative pose cam_t_from_cam_(t+d). "
+              "Errors follow evo's RPE (rotation angle of inv(gt) est; translation |t_est - t_gt|). "
+              "A method that returned no pose counts as a failure (180 deg in the statistics).", ""]
+    parts += ["## What each method sees", ""]
+    for m in methods:
+        parts.append(f"- **{LABELS.get(m, m)}**: {metrics['inputs'][m]}")
+    parts += ["", "Times are wall-clock per pair on this machine, one pair at a time, preprocessing included.", ""]
+    parts += ["## Headline", "", format_headline(metrics), ""]
+    for name, entry in metrics["sequences"].items():
+        parts += [f"## {name} ({entry['kind']}, {entry['num_frames']} frames)", "", _sequence_table(entry, methods), ""]
+        trajs = entry.get("trajectories")
+        if trajs:
+            gt = trajs["groundtruth"]
+            parts += [f"Trajectories (frames 0..{entry['trajectory_frames'] - 1}, the gap-1 estimates chained from "
+                      "the ground-truth first pose) in TUM format:", ""]
+            for k, v in trajs.items():
+                if k != "groundtruth":
+                    parts.append(f"- `{v}`: `evo_rpe tum {gt} {v} --delta 1 --delta_unit f -r angle_deg` "
+                                 "(and `-r trans_part`) gives the gap-1 row above.")
+            parts.append("")
+    parts += ["## GAN realism", ""]
+    realism = metrics.get("realism")
+    if realism:
+        parts += [realism["protocol"] + ".", "", _realism_table(realism), ""]
+    else:
+        parts += ["Not computed (see notes).", ""]
+    if figures:
+        parts += ["## Plots", ""]
+        for title, rel in figures.items():
+            parts += [f"### {title}", "", f"![{title}]({rel})", ""]
+    if metrics.get("notes"):
+        parts += ["## Notes", ""] + [f"- {n}" for n in metrics["notes"]] + [""]
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Plots
+# ----------------------------------------------------------------------------------------------------
+
+def plot_error_vs_gap(path, results: dict, methods: list[str]) -> None:
+    """One row per sequence: median rotation error, median translation error and success rate vs gap."""
+    plt = _plt()
+    names = [n for n, e in results.items() if e["gaps"]]
+    fig, axes = plt.subplots(len(names), 3, figsize=(13, 3.2 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
+        gaps_d = results[name]["gaps"]
+        gaps = [int(g) for g in gaps_d]
+        motion_r = [gaps_d[str(g)]["motion"]["rot_deg_median"] for g in gaps]
+        motion_t = [gaps_d[str(g)]["motion"]["trans_cm_median"] for g in gaps]
+        ax_r, ax_t, ax_s = axes[row]
+        ax_r.plot(gaps, motion_r, "k--", label="true motion")
+        ax_t.plot(gaps, motion_t, "k--", label="true motion")
+        for m in methods:
+            c = COLORS.get(m)
+            ax_r.plot(gaps, [gaps_d[str(g)]["methods"][m]["rot_deg"]["median"] for g in gaps], "o-", c=c,
+                      label=LABELS.get(m, m))
+            ax_t.plot(gaps, [gaps_d[str(g)]["methods"][m]["trans_cm"]["median"] for g in gaps], "o-", c=c)
+            ax_s.plot(gaps, [100 * gaps_d[str(g)]["methods"][m]["success_rate"] for g in gaps], "o-", c=c)
+        ax_r.set_ylabel(f"{name}\nmedian rot err (deg)", fontsize=8)
+        ax_t.set_ylabel("median trans err (cm)")
+        ax_s.set_ylabel("success (%)")
+        ax_s.set_ylim(-5, 105)
+        for ax in (ax_r, ax_t, ax_s):
+            ax.set_xlabel("frame gap d")
+            ax.set_xticks(gaps)
+            ax.grid(alpha=0.3)
+        if row == 0:
+            ax_r.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_cdfs(path, name: str, raw_seq: dict, methods: list[str]) -> None:
+    """Empirical CDFs of rotation and translation errors, one row per gap, one line per method."""
+    plt = _plt()
+    gaps = sorted(raw_seq)
+    fig, axes = plt.subplots(len(gaps), 2, figsize=(10, 3 * len(gaps)), squeeze=False)
+    for row, g in enumerate(gaps):
+        for col, (key, unit) in enumerate((("rot_deg", "rotation error (deg)"), ("trans_cm", "translation error (cm)"))):
+            ax = axes[row, col]
+            for m in methods:
+                e = np.sort(np.nan_to_num(raw_seq[g][m][key], nan=np.inf))
+                y = np.arange(1, len(e) + 1) / max(len(e), 1)
+                ax.step(np.clip(e, 1e-2, 1e3), y, where="post", c=COLORS.get(m), label=LABELS.get(m, m))
+            ax.axvline(5.0, c="gray", ls=":")
+            ax.set_xscale("log")
+            ax.set_xlabel(unit)
+            ax.set_ylabel(f"gap {g}: fraction of pairs")
+            ax.set_ylim(0, 1.02)
+            ax.grid(alpha=0.3)
+        if row == 0:
+            axes[row, 0].legend(fontsize=7)
+    fig.suptitle(name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_sample_clouds(path, clouds: list[tuple[str, np.ndarray]]) -> None:
+    """Clouds side by side, seen from the camera (x right, y down), coloured by depth z."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(clouds), figsize=(4.5 * len(clouds), 4), squeeze=False)
+    for ax, (title, p) in zip(axes[0], clouds):
+        p = np.asarray(p)
+        p = p[np.any(p != 0, axis=1)]
+        sc = ax.scatter(p[:, 0], p[:, 1], c=p[:, 2], s=1.5, cmap="viridis")
+        ax.set_title(title, fontsize=9)
+        ax.invert_yaxis()
+        ax.set_aspect("equal")
+        ax.set_xlabel("x (m)")
+        ax.set_ylabel("y (m)")
+        fig.colorbar(sc, ax=ax, label="z (m)", shrink=0.8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_plots(plots_dir, results: dict, raw: dict, methods: list[str], gaps: list[int], seqs: list, synth: list,
+                refiner=None, device="cpu", seed: int = 0) -> dict[str, str]:
+    """Write every plot into ``plots_dir``; returns title -> path relative to the report directory."""
+    plots_dir = Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    rel = lambda p: f"{plots_dir.name}/{p.name}"  # noqa: E731
+    figures = {}
+    if results:
+        p = plots_dir / "error_vs_gap.png"
+        plot_error_vs_gap(p, results, methods)
+        figures["Error and success vs frame gap"] = rel(p)
+    for name, raw_seq in raw.items():
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        p = plots_dir / f"cdf_{safe}.png"
+        plot_cdfs(p, name, raw_seq, methods)
+        figures[f"Error CDFs: {name}"] = rel(p)
+    clouds = []
+    if synth:
+        s = synth[0]
+        t = s.num_frames // 2
+        clouds.append((f"synthetic: {s.name} frame {t}", s.points[t]))
+        if refiner is not None:
+            from synthseq.training.evaluate import refine_clouds
+
+            clouds.append(("refined G(synthetic)", refine_clouds(refiner, s.points[t][None], device, seed)[0]))
+    for s in seqs[:2]:
+        t = s.num_frames // 2
+        clouds.append((f"real: {s.name} frame {t}", s.points[t]))
+    if clouds:
+        p = plots_dir / "sample_clouds.png"
+        plot_sample_clouds(p, clouds)
+        figures["Sample clouds (synthetic / refined / real)"] = rel(p)
+    return figures
