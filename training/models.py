@@ -173,28 +173,33 @@ class Discriminator(nn.Module):
         return (logits, f) if return_features else logits
 
 
+def _mlp(dims: list[int], layer_norm: bool = True) -> nn.Sequential:
+    """Linear layers with LayerNorm + ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i in range(len(dims) - 1):
+        layers.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < len(dims) - 2:
+            if layer_norm:
+                layers.append(nn.LayerNorm(dims[i + 1]))
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
 class PoseNet(nn.Module):
     """Pose network P(points_a, points_b) -> (B, 4, 4) a_from_b, the transform mapping b's coordinates into a's.
 
     For a pair (frame t, frame t+d) it predicts cam_t_from_cam_{t+d}: ``R @ p_b + t`` lies on ``points_a``.
-    Each cloud is centred on its centroid and encoded by a shared PointNet; an MLP on both global features
-    gives a 6D rotation (Zhou et al. 2019) and a residual translation, composed as
-    t = c_a - R c_b + dt, so a pure translation between the clouds is right from the start. The last layer
-    starts at zero, so an untrained P predicts R = I, dt = 0.
+    Each cloud is centred on its centroid and both are divided by the pair's RMS radius (one scale per
+    pair, so scenes of any size look alike and the relative scale survives); a shared PointNet (with
+    LayerNorm: per point, no batch statistics) encodes each, and an MLP on both global features gives a
+    6D rotation (Zhou et al. 2019) and a residual translation dt, composed as t = c_a - R c_b + dt * scale.
+    The last layer starts at zero, so an untrained P predicts R = I, dt = 0.
     """
 
     def __init__(self, hidden: int = 64, global_dim: int = 256):
         super().__init__()
-        self.encoder = nn.Sequential(
-            nn.Linear(3, hidden), nn.ReLU(),
-            nn.Linear(hidden, 2 * hidden), nn.ReLU(),
-            nn.Linear(2 * hidden, global_dim),
-        )
-        self.head = nn.Sequential(
-            nn.Linear(2 * global_dim, global_dim), nn.ReLU(),
-            nn.Linear(global_dim, global_dim // 2), nn.ReLU(),
-            nn.Linear(global_dim // 2, 9),
-        )
+        self.encoder = _mlp([3, hidden, 2 * hidden, global_dim])
+        self.head = _mlp([2 * global_dim, global_dim, global_dim // 2, 9])
         nn.init.zeros_(self.head[-1].weight)
         with torch.no_grad():
             self.head[-1].bias.copy_(torch.tensor(IDENTITY_6D + (0.0, 0.0, 0.0)))
@@ -209,13 +214,16 @@ class PoseNet(nn.Module):
         Returns:
             (B, 4, 4) float32 a_from_b = cam_t_from_cam_{t+d}.
         """
-        c_a = points_a.mean(dim=1)                                  # (B, 3)
-        c_b = points_b.mean(dim=1)
-        f_a = self.encoder(points_a - c_a[:, None]).max(dim=1).values
-        f_b = self.encoder(points_b - c_b[:, None]).max(dim=1).values
+        c_a = points_a.mean(dim=1, keepdim=True)                   # (B, 1, 3)
+        c_b = points_b.mean(dim=1, keepdim=True)
+        a0, b0 = points_a - c_a, points_b - c_b
+        rms = 0.5 * (a0.pow(2).sum(-1).mean(-1) + b0.pow(2).sum(-1).mean(-1)).sqrt()  # (B,)
+        size = (rms.detach().float() + 1e-6)[:, None]                # (B, 1) metres
+        f_a = self.encoder(a0 / size[..., None].to(a0.dtype)).max(dim=1).values
+        f_b = self.encoder(b0 / size[..., None].to(b0.dtype)).max(dim=1).values
         out = self.head(torch.cat([f_a, f_b], dim=-1)).float()      # (B, 9)
         R = rotation_6d_to_matrix(out[:, :6])                      # (B, 3, 3)
-        t = c_a.float() - (R @ c_b.float()[..., None])[..., 0] + out[:, 6:]
+        t = c_a[:, 0].float() - (R @ c_b[:, 0].float()[..., None])[..., 0] + out[:, 6:] * size
         a_from_b = torch.zeros(R.shape[0], 4, 4, device=R.device, dtype=R.dtype)
         a_from_b[:, :3, :3] = R
         a_from_b[:, :3, 3] = t
