@@ -140,6 +140,13 @@ def make_primitive(kind: str, params: tuple) -> Geometry:
 
 # ------------------------------------------------------------------------------------------ mesh files
 
+def _relative_hint(given) -> str:
+    if Path(given).expanduser().is_absolute():
+        return ""
+    return (f" (the relative path {str(given)!r} was resolved against the current directory; paths in a config "
+            f"file resolve against its folder when loaded with load_generate_config / resolve_paths)")
+
+
 def list_mesh_files(mesh_dir, key: str = "generate.objects.mesh_dir") -> tuple[str, ...]:
     """Mesh files (OBJ/STL/PLY/OFF/GLB/GLTF, any letter case) directly in ``mesh_dir``, sorted by name.
 
@@ -149,7 +156,7 @@ def list_mesh_files(mesh_dir, key: str = "generate.objects.mesh_dir") -> tuple[s
     """
     d = Path(mesh_dir).expanduser().resolve()
     if not d.is_dir():
-        raise FileNotFoundError(f"{key}: mesh folder {d} not found")
+        raise FileNotFoundError(f"{key}: mesh folder {d} not found{_relative_hint(mesh_dir)}")
     files = sorted(str(p) for p in d.iterdir() if p.is_file() and p.suffix.lower() in MESH_SUFFIXES)
     if not files:
         raise DataError(f"{key}: no mesh files ({'/'.join(s[1:] for s in MESH_SUFFIXES)}) in {d}")
@@ -164,7 +171,7 @@ def check_mesh_file(path, key: str = "generate.objects.mesh_files") -> str:
     """
     p = Path(path).expanduser().resolve()
     if not p.is_file():
-        raise FileNotFoundError(f"{key}: mesh file {p} not found")
+        raise FileNotFoundError(f"{key}: mesh file {p} not found{_relative_hint(path)}")
     if p.suffix.lower() not in MESH_SUFFIXES:
         raise DataError(f"{key}: {p}: unsupported mesh format {p.suffix!r} "
                         f"(expected one of {', '.join(MESH_SUFFIXES)})")

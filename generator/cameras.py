@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from synthseq.datasets.types import Camera
-from synthseq.generator.trajectories import so3_exp
+from synthseq.generator.trajectories import matmul, so3_exp
 
 
 def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
@@ -113,13 +113,13 @@ class HandheldMotion:
         roll, pitch, yaw = wave(self.rpy_amplitude_rad, self.rpy_frequency_hz, self.rpy_phase).T
         xyz = wave(self.xyz_amplitude_m, self.xyz_frequency_hz, self.xyz_phase)
         zeros = np.zeros_like(roll)
-        R = (so3_exp(np.stack([zeros, zeros, roll], -1)) @ so3_exp(np.stack([pitch, zeros, zeros], -1))
-             @ so3_exp(np.stack([zeros, yaw, zeros], -1)))
+        R = matmul(matmul(so3_exp(np.stack([zeros, zeros, roll], -1)), so3_exp(np.stack([pitch, zeros, zeros], -1))),
+                   so3_exp(np.stack([zeros, yaw, zeros], -1)))
         delta = np.zeros((len(t), 4, 4))
         delta[:, :3, :3] = R
         delta[:, :3, 3] = xyz
         delta[:, 3, 3] = 1.0
-        return np.asarray(self.base, dtype=np.float64).reshape(4, 4) @ delta
+        return matmul(np.asarray(self.base, dtype=np.float64).reshape(4, 4), delta)
 
 
 @dataclass(frozen=True)

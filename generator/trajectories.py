@@ -22,6 +22,16 @@ import numpy as np
 _MAX_TRIES = 20
 
 
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(..., i, j) @ (..., j, k) without BLAS.
+
+    numpy's ``@`` calls the BLAS library, whose kernels (FMA or not) vary with the CPU, so pose products could
+    differ in the last bit between machines; ``einsum`` without ``optimize`` uses numpy's own fixed-order
+    loops. Used for every pose product that ends up in a sequence.
+    """
+    return np.einsum("...ij,...jk->...ik", a, b)
+
+
 # ------------------------------------------------------------------------------------------ rotations
 
 def so3_exp(rotvec: np.ndarray) -> np.ndarray:
@@ -43,7 +53,7 @@ def so3_exp(rotvec: np.ndarray) -> np.ndarray:
     safe = np.where(small, 1.0, theta)
     a = np.where(small, 1.0 - theta ** 2 / 6.0, np.sin(safe) / safe)
     b = np.where(small, 0.5 - theta ** 2 / 24.0, (1.0 - np.cos(safe)) / safe ** 2)
-    return np.eye(3) + a * K + b * (K @ K)
+    return np.eye(3) + a * K + b * matmul(K, K)
 
 
 def so3_log(R: np.ndarray) -> np.ndarray:
@@ -94,6 +104,25 @@ def random_unit_vector(rng: np.random.Generator) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ splines
 
+def _solve_tridiagonal(A: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Solve A x = rhs for a diagonally dominant tridiagonal (m, m) A (Thomas algorithm, no LAPACK: the same
+    bits on every machine). rhs: (m, d)."""
+    m = len(A)
+    diag = A.diagonal().copy()
+    lower = np.concatenate([[0.0], A.diagonal(-1)])
+    upper = np.concatenate([A.diagonal(1), [0.0]])
+    y = np.array(rhs, dtype=np.float64)
+    for i in range(1, m):
+        w = lower[i] / diag[i - 1]
+        diag[i] = diag[i] - w * upper[i - 1]
+        y[i] = y[i] - w * y[i - 1]
+    x = np.empty_like(y)
+    x[-1] = y[-1] / diag[-1]
+    for i in range(m - 2, -1, -1):
+        x[i] = (y[i] - upper[i] * x[i + 1]) / diag[i]
+    return x
+
+
 def natural_cubic_spline(times: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Evaluate the natural cubic spline through (times, values) at ``query`` (clamped to the time range).
 
@@ -120,7 +149,7 @@ def natural_cubic_spline(times: np.ndarray, values: np.ndarray, query: np.ndarra
         A[idx[1:], idx[:-1]] = h[1:-1]
         A[idx[:-1], idx[1:]] = h[1:-1]
         slope = np.diff(y, axis=0) / h[:, None]
-        M[1:-1] = np.linalg.solve(A, 6.0 * np.diff(slope, axis=0))
+        M[1:-1] = _solve_tridiagonal(A, 6.0 * np.diff(slope, axis=0))
     i = np.clip(np.searchsorted(t, q, side="right") - 1, 0, n - 2)
     hi = h[i][:, None]
     a = (t[i + 1][:, None] - q[:, None]) / hi
@@ -159,7 +188,7 @@ class Trajectory:
         p = self.positions_at(times)
         theta = natural_cubic_spline(np.asarray(self.times), np.asarray(self.rotvecs), times)
         out = np.zeros((len(times), 4, 4))
-        out[:, :3, :3] = so3_exp(np.asarray(self.base_rotvec)) @ so3_exp(theta)
+        out[:, :3, :3] = matmul(so3_exp(np.asarray(self.base_rotvec)), so3_exp(theta))
         out[:, :3, 3] = p
         out[:, 3, 3] = 1.0
         return out
