@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,8 @@ from synthseq.datasets.shards import FORMAT, FORMAT_VERSION, MANIFEST, ShardWrit
 from synthseq.datasets.types import (Camera, PointSequence, backproject_depth, invert_pose, project_points,
                                      sample_fixed, transform_points)
 from synthseq.pipelines import cli
-from synthseq.pipelines.view_geometry import (FrameGeometry, LineArrays, ViewState, apply_key, axes_lines,
-                                              build_frame, frustum_lines, label_colors, look_at, PALETTE)
+from synthseq.pipelines.view_geometry import (PALETTE, ViewState, apply_key, axes_lines, build_frame, frustum_lines,
+                                              label_colors, look_at)
 
 BOX_HALF = np.array([0.15, 0.10, 0.12])  # half extents of the box, object frame, metres
 CAMERA = Camera.from_focal(120.0, 120.0, 79.5, 59.5, 160, 120)
@@ -332,10 +331,11 @@ def test_no_display_says_what_to_do(dataset, capsys, monkeypatch):
 
 
 def test_cli_subprocess_bad_sequence(dataset):
-    exe = Path(sys.executable).parent / "synthseq"
+    exe = Path(sys.executable).parent / "synthseq"  # the console script of this environment (.venv/bin)
+    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "synthseq.pipelines.cli"]
     env = dict(os.environ)
     env.pop("DISPLAY", None)
-    proc = subprocess.run([str(exe), "view", str(dataset), "--sequence", "42"], capture_output=True, text=True,
+    proc = subprocess.run(cmd + ["view", str(dataset), "--sequence", "42"], capture_output=True, text=True,
                           env=env, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
