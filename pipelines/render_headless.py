@@ -89,8 +89,12 @@ class Open3DRenderer:
             (H, W, 3) uint8 RGB.
         """
         self._set_geometry(geom)
-        self._renderer.setup_camera(np.asarray(intrinsics, np.float64), np.asarray(camera_from_world, np.float64),
-                                    self.width, self.height)
+        # Filament puts pixel centres at +0.5 (pixel x covers [x, x + 1)); OpenCV at integers. Shifting the
+        # principal point by half a pixel makes u = 80.6 land in pixel 81, as in the OpenCV model.
+        K = np.array(intrinsics, np.float64)
+        K[0, 2] += 0.5
+        K[1, 2] += 0.5
+        self._renderer.setup_camera(K, np.asarray(camera_from_world, np.float64), self.width, self.height)
         return np.array(self._renderer.render_to_image())[..., :3]
 
 

@@ -15,8 +15,8 @@ from synthseq.datasets.shards import FORMAT, FORMAT_VERSION, MANIFEST, ShardWrit
 from synthseq.datasets.types import (Camera, PointSequence, backproject_depth, invert_pose, project_points,
                                      sample_fixed, transform_points)
 from synthseq.pipelines import cli
-from synthseq.pipelines.view_geometry import (PALETTE, ViewState, apply_key, axes_lines, build_frame, frustum_lines,
-                                              label_colors, look_at)
+from synthseq.pipelines.view_geometry import (PALETTE, FrameGeometry, LineArrays, ViewState, apply_key, axes_lines,
+                                              build_frame, frustum_lines, label_colors, look_at)
 
 BOX_HALF = np.array([0.15, 0.10, 0.12])  # half extents of the box, object frame, metres
 CAMERA = Camera.from_focal(120.0, 120.0, 79.5, 59.5, 160, 120)
@@ -214,6 +214,21 @@ def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
             out[max(dy, 0):H + min(dy, 0), max(dx, 0):W + min(dx, 0)] |= \
                 mask[max(-dy, 0):H - max(dy, 0), max(-dx, 0):W - max(dx, 0)]
     return out
+
+
+@pytest.mark.parametrize("renderer", ["open3d", "software"])
+def test_renderers_use_the_opencv_pixel_convention(renderer):
+    """A point projecting to integer pixel (u, v) darkens pixel (u, v) most (OpenCV: centres at integers)."""
+    from synthseq.pipelines.render_headless import make_renderer
+
+    K = CAMERA.intrinsics
+    r = make_renderer(renderer, CAMERA.width, CAMERA.height, point_size=1, show_overlays=False)
+    for u, v in [(10, 10), (80, 60), (0, 119), (159, 0), (123, 45)]:
+        p_cam = np.array([[(u - K[0, 2]) / K[0, 0] * 2.0, (v - K[1, 2]) / K[1, 1] * 2.0, 2.0]])
+        geom = FrameGeometry(p_cam, np.zeros((1, 3)), None, np.zeros(1, np.int16), LineArrays.empty(),
+                             LineArrays.empty(), LineArrays.empty(), True, "")
+        image = r.render(geom, K, np.eye(4)).astype(int).sum(-1)
+        assert np.unravel_index(np.argmin(image), image.shape) == (v, u)
 
 
 @pytest.mark.parametrize("renderer", ["open3d", "software"])
