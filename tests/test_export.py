@@ -138,6 +138,8 @@ def test_npz_world_frame(dataset, seq, tmp_path, capsys):
         np.testing.assert_allclose(z["points"], expected, atol=1e-5)
         np.testing.assert_array_equal(z["labels"], seq.labels[1, 1, :n])
         np.testing.assert_array_equal(z["world_from_camera"], seq.camera_poses[1, 1])
+        rotated = seq.normals[1, 1, :n].astype(np.float64) @ seq.camera_poses[1, 1, :3, :3].T
+        np.testing.assert_allclose(z["normals"].astype(np.float64), rotated, atol=2e-3)
         # Back to the camera frame with the stored pose.
         back = transform_points(invert_pose(z["world_from_camera"]), z["points"].astype(np.float64))
         np.testing.assert_allclose(back, seq.points[1, 1, :n], atol=1e-5)

@@ -444,3 +444,19 @@ def test_player_updates_geometry_in_place_offscreen():
     if proc.returncode == 3:
         pytest.skip(f"no offscreen Open3D window here: {proc.stdout.strip()}")
     assert proc.returncode == 0 and "PLAYER-OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def test_match_estimate_by_time_and_align_first(box_seq):
+    from synthseq.pipelines.view_geometry import match_estimate
+
+    gt = box_seq.camera_poses[:, 0]
+    relative = invert_pose(gt[0]) @ gt  # an odometry-style estimate starting at the identity
+    stamps = box_seq.timestamps + 0.01  # within half a frame (0.05 s at 10 fps)
+    est = match_estimate(box_seq, stamps, relative, view=0)
+    np.testing.assert_allclose(est.world_from_camera, relative, atol=1e-12)
+    aligned = match_estimate(box_seq, stamps, relative, view=0, align_first=True)
+    np.testing.assert_allclose(aligned.world_from_camera, gt, atol=1e-12)
+    partial = match_estimate(box_seq, stamps[1:], relative[1:], view=0)
+    assert np.isnan(partial.world_from_camera[0]).all() and not np.isnan(partial.world_from_camera[1:]).any()
+    with pytest.raises(ValueError, match="match no frame"):
+        match_estimate(box_seq, stamps + 100.0, relative)
