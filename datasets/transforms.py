@@ -67,10 +67,8 @@ class Resample:
             idx = sample_fixed(self.num_points, n, rng)
             for k in keys:
                 if k in sample and sample[k] is not None:
-                    arr = sample[k][idx]
-                    if n == 0:
-                        arr = np.zeros((self.num_points,) + sample[k].shape[1:], sample[k].dtype)
-                    out[k] = arr
+                    arr = np.asarray(sample[k])
+                    out[k] = arr[idx] if n else np.zeros((self.num_points,) + arr.shape[1:], arr.dtype)
         return out
 
     def __repr__(self) -> str:
