@@ -271,3 +271,65 @@ def test_key_reused_for_other_geometry_is_not_rendered_stale(renderers, backend)
     small = r.render([box_mesh((0.1, 0.1, 0.1), pose, 0, "reused")], CAMERA, WORLD_FROM_CAMERA)
     large = r.render([box_mesh((0.3, 0.3, 0.1), pose, 0, "reused")], CAMERA, WORLD_FROM_CAMERA)
     assert (large.depth > 0).sum() > 5 * (small.depth > 0).sum()
+
+
+def _random_boxes(rng, count: int, key: str) -> list[RenderMesh]:
+    out = []
+    for k in range(count):
+        T = translation(*rng.uniform((-1.2, -1.2, 0.1), (1.2, 1.2, 1.5)))
+        T[:3, :3] = trimesh.transformations.random_rotation_matrix(rng.random(3))[:3, :3]
+        out.append(box_mesh(rng.uniform(0.05, 0.5, 3), T, k, f"{key}-{k}"))
+    return out
+
+
+def test_raycast_coarse_room_path_matches_per_pixel_rays():
+    """The fast path (room interpolated on a coarse grid, rays only near objects) against a ray per pixel:
+    cameras inside and outside the room, objects straddling the camera plane and leaving the image."""
+    rng = np.random.default_rng(7)
+    fast = make_renderer("raycast", nthreads=1)
+    reference = make_renderer("raycast", nthreads=1, coarse_step=0)
+    camera = Camera.from_fov(75.0, 160, 120)
+    room = room_mesh((4.0, 4.0, 2.5), key="coarse-room")
+    eyes_targets = [
+        ((1.5, -1.2, 1.4), (0.0, 0.0, 0.5)),
+        ((-1.8, 0.0, 0.3), (1.0, 0.2, 0.4)),  # low, looking along the floor
+        ((0.0, 0.0, 2.2), (0.1, 0.0, 0.0)),  # looking down
+        ((3.5, 0.0, 1.0), (0.0, 0.0, 0.5)),  # outside the room: no coarse path
+    ]
+    poses = np.stack([look_at(e, t) for e, t in eyes_targets])
+    for trial in range(3):
+        meshes = _random_boxes(rng, 6, f"coarse-{trial}") + [room]
+        # one box right at the first camera, straddling its image plane
+        meshes.append(box_mesh((0.4, 0.4, 0.4), poses[0] @ translation(0.5, 0.0, 0.05), 9, f"straddle-{trial}"))
+        a = fast.render_views(meshes, [camera] * len(poses), poses)
+        b = reference.render_views(meshes, [camera] * len(poses), poses)
+        for ra, rb in zip(a, b):
+            np.testing.assert_array_equal(ra.instance, rb.instance)
+            np.testing.assert_allclose(ra.depth, rb.depth, rtol=2e-6, atol=1e-6)
+        # the fast path was taken: inside the room far fewer rays than pixels; outside, one per pixel
+        fast.render(meshes[:3] + [room], camera, poses[0])
+        assert fast.last_rays_cast < 0.6 * camera.width * camera.height
+        fast.render(meshes, camera, poses[3])
+        assert fast.last_rays_cast == camera.width * camera.height
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_room_pixels_lie_on_the_room_planes(renderers, backend):
+    """Ground truth is geometry: every background pixel, back-projected and moved to the world, lies on the
+    floor or a wall (the raycast backend interpolates most of these pixels)."""
+    camera = Camera.from_fov(70.0, 160, 120)
+    size = (4.0, 3.0, 2.5)
+    world_from_camera = look_at((-1.2, 0.7, 1.6), (1.0, -0.3, 0.6))
+    box = box_mesh((0.3, 0.3, 0.3), translation(0.5, 0.0, 0.15), 0, "plane-box")
+    res = renderers(backend).render([box, room_mesh(size, key="plane-room")], camera, world_from_camera)
+    points, pixels = backproject_depth(res.depth, camera.intrinsics)
+    world = transform_points(world_from_camera, points.astype(np.float64))
+    room = res.instance[pixels[:, 0], pixels[:, 1]] == -1
+    assert room.mean() > 0.8
+    half = np.array(size) / 2
+    dist = np.min(
+        np.stack([np.abs(world[room, 2]), np.abs(world[room, 2] - size[2]),
+                  np.abs(np.abs(world[room, 0]) - half[0]), np.abs(np.abs(world[room, 1]) - half[1])]),
+        axis=0,
+    )
+    assert dist.max() < 2e-4, dist.max()  # 0.2 mm: float32 depth at ~4 m, and GL's 24-bit depth buffer
