@@ -13,6 +13,7 @@ key ends in ``_deg``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,7 +272,10 @@ class GenerateConfig:
 
 
 def _check_geometry(cfg: GenerateConfig) -> None:
-    """Cross-field checks: objects fit in their region and in the room, cameras are inside the room."""
+    """Cross-field checks: objects fit in their region and in the room, cameras are inside the room (errors);
+    cameras outside the objects' reach (a warning: objects could pass through a camera)."""
+    import logging
+
     o, r, c = cfg.objects, cfg.room, cfg.cameras
     # The largest object's bounding sphere has radius <= sqrt(3)/2 * size (half the diagonal of a cube).
     radius = 0.5 * 3 ** 0.5 * o.size[1]
@@ -284,6 +288,17 @@ def _check_geometry(cfg: GenerateConfig) -> None:
         raise ConfigError(
             f"generate.objects.size: objects up to {o.size[1]} m (bounding radius {radius:.3f} m) do not fit in "
             f"generate.objects.region {list(o.region)}" + (" inside generate.room.size" if r.enabled else ""))
+    reach = (half[0] ** 2 + half[1] ** 2) ** 0.5 + 0.5 * 3 ** 0.5 * o.size[1]
+    closest = []
+    if c.rig.num_views:
+        closest.append(("rig", c.rig.radius - c.rig.radius_jitter))
+    if c.handheld.enabled:
+        closest.append(("handheld", c.handheld.radius - max(c.handheld.xyz_amplitude_m)))
+    for name, rad in closest:
+        if rad <= reach:
+            logging.getLogger(__name__).warning(
+                "generate.cameras.%s: cameras as close as %.2f m to the z axis may meet objects, which reach "
+                "%.2f m from it (generate.objects.region and size)", name, rad, reach)
     if r.enabled:
         half_room = 0.5 * min(r.size[0], r.size[1])
         views = [("rig", c.rig.radius + c.rig.radius_jitter, c.rig.height, c.rig.height_jitter)] if c.rig.num_views else []
@@ -308,9 +323,10 @@ def resolve_paths(cfg: GenerateConfig, base_dir) -> GenerateConfig:
         q = Path(p).expanduser()
         return str(q if q.is_absolute() else (base / q).resolve())
 
-    objects = dataclasses.replace(cfg.objects, mesh_dir=fix(cfg.objects.mesh_dir),
-                                  mesh_files=[fix(p) for p in cfg.objects.mesh_files])
-    return dataclasses.replace(cfg, objects=objects)
+    out = copy.copy(cfg)  # not dataclasses.replace: that would run the cross-field checks (and warnings) again
+    out.objects = dataclasses.replace(cfg.objects, mesh_dir=fix(cfg.objects.mesh_dir),
+                                      mesh_files=[fix(p) for p in cfg.objects.mesh_files])
+    return out
 
 
 def load_generate_config(path, overrides: list[str] | None = None) -> GenerateConfig:

@@ -163,3 +163,20 @@ def test_no_object_intersects_the_room(kind, meshes_dir):
             assert np.abs(world[..., 0]).max() <= sx / 2 - 0.02 + 1e-9, obj.name  # inside the walls
             assert np.abs(world[..., 1]).max() <= sy / 2 - 0.02 + 1e-9, obj.name
             assert world[..., 2].max() <= sz - 0.02 + 1e-9, obj.name
+
+
+def test_config_round_trips_through_a_plain_dict(meshes_dir):
+    import json
+
+    from synthseq.config import to_dict
+
+    for name in ("tiny.yaml", "default.yaml"):
+        cfg = load_generate_config(CONFIGS / name)
+        data = json.loads(json.dumps(to_dict(cfg)))  # what the build writes into config.yaml and every shard
+        assert from_dict(GenerateConfig, data, "generate") == cfg
+
+
+def test_cameras_within_reach_of_objects_warn(caplog):
+    with caplog.at_level("WARNING", logger="synthseq.generator.config"):
+        _cfg({"objects": {"region": [2.0, 2.0, 1.5], "size": [0.2, 0.4]}, "cameras": {"rig": {"radius": 1.2}}})
+    assert any("generate.cameras.rig: cameras as close as 1.00 m" in r.getMessage() for r in caplog.records)

@@ -143,3 +143,19 @@ def test_default_config_sequence(meshes_dir):
     assert seq.points.shape == (30, 5, 2048, 3) and seq.num_objects == 10
     assert np.all(seq.num_valid > 2048)
     assert seconds < 60, seconds
+
+
+def test_optional_arrays_off(tiny_cfg):
+    cfg = load_generate_config(CONFIGS / "tiny.yaml", ["generate.store.normals=false", "generate.store.depth=false",
+                                                       "generate.store.instance=false", "generate.num_frames=1"])
+    seq = generate_sequence(make_spec(cfg, 0, 0))
+    assert seq.normals is None and seq.depth is None and seq.instance is None
+    assert seq.points.shape[:2] == (1, 2) and seq.labels is not None
+
+
+def test_no_room_background_is_invalid(tiny_cfg):
+    cfg = load_generate_config(CONFIGS / "tiny.yaml", ["generate.room.enabled=false", "generate.num_frames=2"])
+    seq = generate_sequence(make_spec(cfg, 0, 1))
+    seen = seq.num_valid > 0
+    assert seen.any() and np.all(seq.labels[seen] >= 0)  # only objects are hit; empty pixels are invalid
+    assert np.all(seq.num_valid < 80 * 60)
