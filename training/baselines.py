@@ -71,6 +71,8 @@ def preprocess(points: np.ndarray, voxel_m: float = VOXEL_M, features: bool = Fa
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(_check_cloud("points", points)))
     if voxel_m > 0:
         pcd = pcd.voxel_down_sample(voxel_m)
+    if len(pcd.points) < 3:  # nothing to register; callers check the size
+        return pcd, None
     radius = 2.0 * (voxel_m if voxel_m > 0 else VOXEL_M)
     pcd.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=radius, max_nn=30))
     # Orient normals towards the camera (origin of the camera frame) so both clouds agree on the side.
