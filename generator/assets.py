@@ -26,7 +26,7 @@ Geometry = tuple  # (vertices (M, 3) float64, faces (F, 3) int64)
 
 # Loaded-and-normalised files kept per process (each at most a few MB). Bounded: memory stays flat.
 MESH_CACHE_SIZE = 32
-_mesh_cache: "OrderedDict[str, Geometry]" = OrderedDict()
+_mesh_cache: "OrderedDict[str, tuple]" = OrderedDict()  # path -> (vertices, faces, radius)
 
 _SPHERE_SUBDIVISIONS = 2  # 320 faces
 _SECTIONS = 24
@@ -226,11 +226,8 @@ def normalize_geometry(vertices: np.ndarray, faces: np.ndarray, size: float = 1.
     return v, inverse.reshape(faces.shape).astype(np.int64)
 
 
-def unit_mesh(path) -> Geometry:
-    """The mesh file at ``path`` normalised to unit largest extent, from the per-process LRU cache.
-
-    The arrays are read-only and shared: scale them into new arrays, never in place.
-    """
+def _cached_unit_mesh(path) -> tuple:
+    """(vertices, faces, bounding radius) of the unit-size normalised mesh file, through the LRU cache."""
     key = str(Path(path).resolve())
     hit = _mesh_cache.get(key)
     if hit is not None:
@@ -239,11 +236,20 @@ def unit_mesh(path) -> Geometry:
     vertices, faces = normalize_geometry(*load_mesh(key), size=1.0)
     vertices.setflags(write=False)
     faces.setflags(write=False)
-    hit = (vertices, faces)
+    hit = (vertices, faces, float(np.sqrt((vertices ** 2).sum(axis=1).max())))
     _mesh_cache[key] = hit
     while len(_mesh_cache) > MESH_CACHE_SIZE:
         _mesh_cache.popitem(last=False)
     return hit
+
+
+def unit_mesh(path) -> Geometry:
+    """The mesh file at ``path`` normalised to unit largest extent, from the per-process LRU cache.
+
+    The arrays are read-only and shared: scale them into new arrays, never in place.
+    """
+    vertices, faces, _ = _cached_unit_mesh(path)
+    return vertices, faces
 
 
 def clear_mesh_cache() -> None:
@@ -253,8 +259,7 @@ def clear_mesh_cache() -> None:
 
 def mesh_radius(path) -> float:
     """Bounding-sphere radius about the bbox centre of the unit-size normalised mesh at ``path``."""
-    vertices, _ = unit_mesh(path)
-    return float(np.sqrt((vertices ** 2).sum(axis=1).max()))
+    return _cached_unit_mesh(path)[2]
 
 
 def safe_name(text: str) -> str:
