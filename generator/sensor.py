@@ -183,8 +183,17 @@ def _normal_table() -> np.ndarray:
     inv_cdf = NormalDist().inv_cdf
     table = np.array([inv_cdf((i + 0.5) / 65536.0) for i in range(65536)], dtype=np.float64)
     table /= table.std()
+    table = table.astype(np.float32)
     table.setflags(write=False)
-    return table.astype(np.float32)
+    return table
+
+
+@functools.lru_cache(maxsize=8)
+def _rounded_normal_table(sigma: float) -> np.ndarray:
+    """(65536,) int32 ``rint(sigma * q)`` for the quantiles q of :func:`_normal_table`: pixel shifts."""
+    table = np.rint(_normal_table().astype(np.float64) * sigma).astype(np.int32)
+    table.setflags(write=False)
+    return table
 
 
 def standard_normal16(rng: np.random.Generator, shape: tuple) -> np.ndarray:
@@ -238,22 +247,31 @@ def apply_sensor(
     # 1. Lateral noise: read each pixel from a randomly shifted neighbour (depth and instance together).
     sigma_px = cfg.lateral_sigma_px * camera.fx / cfg.focal_px
     if sigma_px > 0:
-        shift = np.rint(standard_normal16(rng, (2, H, W)) * np.float32(sigma_px)).astype(np.int32)
-        shift_v, shift_u = shift[0], shift[1]
-        rows = np.clip(np.arange(H, dtype=np.int32)[:, None] + shift_v, 0, H - 1)
-        cols = np.clip(np.arange(W, dtype=np.int32)[None, :] + shift_u, 0, W - 1)
-        flat = (rows * W + cols).ravel()
+        draws = rng.integers(0, 1 << 16, size=(2, H, W), dtype=np.uint16)
+        shift = _rounded_normal_table(float(sigma_px)).take(draws)  # rint(N(0, sigma_px)), int32
+        rows = shift[0]
+        rows += np.arange(H, dtype=np.int32)[:, None]
+        np.clip(rows, 0, H - 1, out=rows)
+        cols = shift[1]
+        cols += np.arange(W, dtype=np.int32)[None, :]
+        np.clip(cols, 0, W - 1, out=cols)
+        rows *= W
+        rows += cols
+        flat = rows.ravel()
         z = z.ravel().take(flat).reshape(H, W)
         inst = inst.ravel().take(flat).reshape(H, W)
         if edges is not None:
             edges = edges.ravel().take(flat).reshape(H, W)
 
     valid = z > 0
-    # 2. Axial noise (Nguyen et al. 2012).
+    # 2. Axial noise (Nguyen et al. 2012): z + N(0, 1) * scale * (0.0012 + 0.0019 (z - 0.4)^2).
     if cfg.axial_noise_scale > 0:
-        noise = standard_normal16(rng, (H, W))
-        z = np.where(valid, z + noise * (cfg.axial_noise_scale * axial_sigma_m(z)).astype(np.float32), 0.0)
-        z = z.astype(np.float32, copy=False)
+        sigma = z - np.float32(0.4)
+        sigma *= sigma
+        sigma *= np.float32(0.0019 * cfg.axial_noise_scale)
+        sigma += np.float32(0.0012 * cfg.axial_noise_scale)
+        sigma *= standard_normal16(rng, (H, W))
+        z = z + sigma
         valid &= z > 0
     # 3. Disparity quantisation.
     if cfg.disparity_subpixel > 0:
