@@ -42,17 +42,18 @@ class ToyPairs:
         nan_at: index of a sample whose points are NaN (a corrupt frame).
         orientation_deg: the object's orientation in frame t varies by up to this angle (a scene seen from
             roughly one side, as in a capture).
+        depth_range: (low, high) metres of the object's depth in frame t.
     """
 
     def __init__(self, num_pairs: int = 32, num_points: int = 128, seed: int = 0, max_angle_deg: float = 30.0,
                  offset=(0.0, 0.0, 0.0), noise: float = 0.0, nan_at: int | None = None,
-                 orientation_deg: float = 45.0):
+                 orientation_deg: float = 45.0, depth_range=(1.5, 2.5)):
         rng = np.random.default_rng(seed)
         self.samples = []
         for i in range(num_pairs):
             a_from_obj = np.eye(4)
             a_from_obj[:3, :3] = random_rotation(rng, np.deg2rad(orientation_deg))
-            a_from_obj[:3, 3] = [rng.uniform(-0.2, 0.2), rng.uniform(-0.2, 0.2), rng.uniform(1.5, 2.5)]
+            a_from_obj[:3, 3] = [rng.uniform(-0.2, 0.2), rng.uniform(-0.2, 0.2), rng.uniform(*depth_range)]
             b_from_a = np.eye(4)
             b_from_a[:3, :3] = random_rotation(rng, np.deg2rad(max_angle_deg))
             b_from_a[:3, 3] = rng.uniform(-0.1, 0.1, size=3)
