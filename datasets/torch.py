@@ -111,13 +111,28 @@ class _LazyShards:
             self.readers[file_index] = r
         return r
 
-    def small_arrays(self, seq_index: int, seq: dict) -> dict:
-        """num_valid, camera_poses, object_poses (whole arrays, read once per process)."""
+    def small_arrays(self, seq_index: int, seq: dict, k_max: int) -> dict:
+        """Per-sequence arrays read once per process, with the inverses every sample needs precomputed:
+        num_valid (T, V); world_from_camera / camera_from_world (T, V, 4, 4) (absent without poses);
+        world_from_object / object_from_world (T, K_max, 4, 4) padded with identity; object_valid (K_max,)."""
         out = self.small.get(seq_index)
         if out is None:
             r = self.reader(seq["file"])
             g = r._group(seq["key"])
-            out = {n: g[n][()] for n in ("num_valid", "camera_poses", "object_poses") if n in g}
+            out = {"num_valid": g["num_valid"][()]}
+            if "camera_poses" in g:
+                out["world_from_camera"] = g["camera_poses"][()]
+                out["camera_from_world"] = invert_pose(out["world_from_camera"])
+            T = out["num_valid"].shape[0]
+            w_from_o = np.tile(np.eye(4), (T, k_max, 1, 1))
+            valid = np.zeros(k_max, dtype=bool)
+            if "object_poses" in g and g["object_poses"].shape[1]:
+                K = g["object_poses"].shape[1]
+                w_from_o[:, :K] = g["object_poses"][()]
+                valid[:K] = True
+            out["world_from_object"] = w_from_o
+            out["object_from_world"] = invert_pose(w_from_o)
+            out["object_valid"] = valid
             self.small[seq_index] = out
         return out
 
@@ -161,6 +176,10 @@ class _ShardDataset(Dataset):
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
+    def _needs_rng(self, seq: dict) -> bool:
+        """Whether a sample draws random numbers (creating a Generator costs ~40 us; skip it when not)."""
+        return self.transform is not None or (self.num_points is not None and self.num_points != seq["N"])
+
     @property
     def shards(self) -> _LazyShards:
         if self._shards is None or self._shards.pid != os.getpid():
@@ -179,18 +198,23 @@ class _ShardDataset(Dataset):
         self._shards = None
 
     def _read_points(self, seq_index: int, frames: list[int], view: int):
-        """(F, N, 3) float32 points and (F, N) int64 labels of ``frames`` (sorted, distinct) of one view,
-        in one hyperslab read per array."""
+        """(F, N, 3) float32 points and (F, N) int64 labels of ``frames`` of one view.
+
+        One integer-indexed read per frame and array: h5py's strided hyperslab (``ds[t:t+d+1:d, v]``) is
+        ~20x slower than two plain reads (measured: 480 vs 11,400 pairs/s, bench/bench_dataset.py).
+        """
         seq = self.index.seqs[seq_index]
         ds = self.shards.dataset(seq_index, seq, "points")
-        sel = _frame_selection(frames)
-        pts = np.asarray(ds[sel, view], dtype=np.float32)
+        pts = np.empty((len(frames), seq["N"], 3), np.float32)
+        for i, t in enumerate(frames):
+            pts[i] = ds[t, view]
         if seq["has_labels"]:
-            lab = self.shards.dataset(seq_index, seq, "labels")[sel, view].astype(np.int64)
+            lds = self.shards.dataset(seq_index, seq, "labels")
+            lab = np.empty((len(frames), seq["N"]), np.int64)
+            for i, t in enumerate(frames):
+                lab[i] = lds[t, view]
         else:
             lab = np.full(pts.shape[:2], BACKGROUND_LABEL, dtype=np.int64)
-        if pts.ndim == 2:  # one frame selected by integer
-            pts, lab = pts[None], lab[None]
         return pts, lab
 
     def _subsample(self, points, labels, num_valid: int, rng):
@@ -201,26 +225,6 @@ class _ShardDataset(Dataset):
         n = min(int(num_valid), len(points))
         idx = sample_fixed(self.num_points, n, rng)
         return points[idx], labels[idx]
-
-
-def _frame_selection(frames: list[int]):
-    """An h5py selection for sorted distinct frames: an int, or a strided slice (one hyperslab)."""
-    if len(frames) == 1:
-        return slice(frames[0], frames[0] + 1)
-    step = frames[1] - frames[0]
-    if all(b - a == step for a, b in zip(frames, frames[1:])):
-        return slice(frames[0], frames[-1] + 1, step)
-    return list(frames)
-
-
-def _object_poses_padded(world_from_object: np.ndarray | None, k_max: int, t: int):
-    out = np.tile(np.eye(4), (k_max, 1, 1))
-    valid = np.zeros(k_max, dtype=bool)
-    if world_from_object is not None and world_from_object.shape[1]:
-        K = world_from_object.shape[1]
-        out[:K] = world_from_object[t]
-        valid[:K] = True
-    return out, valid
 
 
 # --------------------------------------------------------------------------------------------- frames
@@ -265,15 +269,16 @@ class SyntheticFrames(_ShardDataset):
             raise IndexError(f"index {index} out of range for {len(self.items)} frames")
         si, v, t = (int(x) for x in self.items[index])
         seq = self.index.seqs[si]
-        rng = self._rng(index)
-        small = self.shards.small_arrays(si, seq)
+        rng = self._rng(index) if self._needs_rng(seq) else None
+        small = self.shards.small_arrays(si, seq, self.index.k_max)
         pts, lab = self._read_points(si, [t], v)
         nv = int(small["num_valid"][t, v])
         points, labels = self._subsample(pts[0], lab[0], nv, rng)
-        has_pose = "camera_poses" in small
-        w_from_c = small["camera_poses"][t, v] if has_pose else np.eye(4)
-        w_from_o, valid = _object_poses_padded(small.get("object_poses"), self.index.k_max, t)
-        c_from_o = invert_pose(w_from_c) @ w_from_o
+        has_pose = "world_from_camera" in small
+        w_from_c = small["world_from_camera"][t, v] if has_pose else np.eye(4)
+        c_from_w = small["camera_from_world"][t, v] if has_pose else np.eye(4)
+        valid = small["object_valid"]
+        c_from_o = c_from_w @ small["world_from_object"][t]
         c_from_o[~valid] = np.eye(4)
         K = self.shards.dataset(si, seq, "intrinsics")[v]
         sample = dict(points=points, labels=labels, num_valid=nv,
@@ -365,24 +370,21 @@ class SyntheticPairs(_ShardDataset):
             raise IndexError(f"index {index} out of range for {len(self.items)} pairs")
         si, v, t, d, k = (int(x) for x in self.items[index])
         seq = self.index.seqs[si]
-        rng = self._rng(index)
-        small = self.shards.small_arrays(si, seq)
+        rng = self._rng(index) if (k >= 0 or self._needs_rng(seq)) else None
+        small = self.shards.small_arrays(si, seq, self.index.k_max)
         pts, lab = self._read_points(si, [t, t + d], v)
         nv_a, nv_b = int(small["num_valid"][t, v]), int(small["num_valid"][t + d, v])
-        has_pose = "camera_poses" in small
+        has_pose = "world_from_camera" in small
+        valid = small["object_valid"]
         if has_pose:
-            w_from_a = small["camera_poses"][t, v]
-            w_from_b = small["camera_poses"][t + d, v]
-            a_from_w = invert_pose(w_from_a)
+            a_from_w = small["camera_from_world"][t, v]
+            w_from_b = small["world_from_camera"][t + d, v]
             a_from_b = a_from_w @ w_from_b
-        else:
-            a_from_b = np.eye(4)
-        obj_a, valid = _object_poses_padded(small.get("object_poses"), self.index.k_max, t)
-        obj_b, _ = _object_poses_padded(small.get("object_poses"), self.index.k_max, t + d)
-        if has_pose:
-            object_a_from_b = a_from_w @ obj_a @ invert_pose(obj_b) @ w_from_b
+            # inv(C_t) @ O_k(t) @ inv(O_k(t+d)) @ C_{t+d}, batched over K_max.
+            object_a_from_b = (a_from_w @ small["world_from_object"][t]) @ (small["object_from_world"][t + d] @ w_from_b)
             object_a_from_b[~valid] = np.eye(4)
         else:
+            a_from_b = np.eye(4)
             object_a_from_b = np.tile(np.eye(4), (self.index.k_max, 1, 1))
         sample = dict(gap=d, has_pose=has_pose, sequence=seq["key"], view=v, frame=t,
                       object_a_from_b=object_a_from_b.astype(np.float32), object_valid=valid)
