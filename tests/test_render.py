@@ -333,3 +333,25 @@ def test_room_pixels_lie_on_the_room_planes(renderers, backend):
         axis=0,
     )
     assert dist.max() < 2e-4, dist.max()  # 0.2 mm: float32 depth at ~4 m, and GL's 24-bit depth buffer
+
+
+def test_importing_the_backends_imports_no_heavy_dependency():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, synthseq.generator, synthseq.generator.render, synthseq.generator.render.raycast, "
+        "synthseq.generator.render.pyrender, synthseq.generator.sensor\n"
+        "heavy = [m for m in ('open3d', 'pyrender', 'OpenGL', 'torch', 'ray') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(("backend", "module", "package"), [("raycast", "open3d", "open3d-cpu"), ("pyrender", "pyrender", "pyrender==0.1.45")])
+def test_missing_backend_dependency_names_the_pip_package(monkeypatch, backend, module, package):
+    import sys
+
+    monkeypatch.setitem(sys.modules, module, None)  # what Python does for a package that is not installed
+    with pytest.raises(ImportError, match=package):
+        make_renderer(backend)
