@@ -82,32 +82,25 @@ class RaycastRenderer:
         self.last_rays_cast = 0  # rays cast by the last render_views call (for tests and benchmarks)
         self._o3d = _import_open3d()
         self.nthreads = int(nthreads)
-        # key -> (the caller's vertices, faces, then (M, 3) float64 object-frame vertices, (F, 3) uint32 faces)
-        self._geometry: OrderedDict[str, tuple] = OrderedDict()
+        self._geometry: OrderedDict[str, _Geometry] = OrderedDict()
         self._rays: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     # -- caches ---------------------------------------------------------------------------------------------
 
-    def _cached_geometry(self, mesh: RenderMesh) -> tuple[np.ndarray, np.ndarray]:
-        """(M, 3) float64 object-frame vertices and (F, 3) uint32 faces of ``mesh``, cached by key (LRU)."""
+    def _cached_geometry(self, mesh: RenderMesh) -> "_Geometry":
+        """``mesh``'s geometry prepared for casting (float64 vertices, uint32 faces, convex shell, hull
+        points; object frame), cached by key (LRU)."""
         entry = self._geometry.get(mesh.key)
-        if entry is not None and same_geometry(mesh, entry[0], entry[1]):
+        if entry is not None and same_geometry(mesh, entry.source_vertices, entry.source_faces):
             self._geometry.move_to_end(mesh.key)
-            if mesh.vertices is not entry[0] or mesh.faces is not entry[1]:  # equal contents, new arrays
-                entry = (mesh.vertices, mesh.faces, entry[2], entry[3])
-                self._geometry[mesh.key] = entry
-            return entry[2], entry[3]
-        vertices = np.ascontiguousarray(mesh.vertices, dtype=np.float64)
-        faces = np.ascontiguousarray(mesh.faces, dtype=np.uint32)
-        if vertices.ndim != 2 or vertices.shape[1] != 3:
-            raise ValueError(f"RenderMesh {mesh.key!r}: vertices must be (M, 3), got {vertices.shape}")
-        if faces.ndim != 2 or faces.shape[1] != 3:
-            raise ValueError(f"RenderMesh {mesh.key!r}: faces must be (F, 3), got {faces.shape}")
-        self._geometry[mesh.key] = (mesh.vertices, mesh.faces, vertices, faces)
+            entry.source_vertices, entry.source_faces = mesh.vertices, mesh.faces  # equal contents
+            return entry
+        entry = _Geometry(mesh)
+        self._geometry[mesh.key] = entry
         self._geometry.move_to_end(mesh.key)
         if len(self._geometry) > _MAX_GEOMETRY_CACHE:
             self._geometry.popitem(last=False)
-        return vertices, faces
+        return entry
 
     def _cached_directions(self, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
         """(W,) x/z of every column and (H,) y/z of every row, float32."""
@@ -133,20 +126,21 @@ class RaycastRenderer:
         scene = o3d.t.geometry.RaycastingScene()
         frame = _Frame(scene)
         for mesh in meshes:
-            vertices, faces = self._cached_geometry(mesh)
-            if len(faces) == 0 or len(vertices) == 0:
+            geometry = self._cached_geometry(mesh)
+            if len(geometry.faces) == 0 or len(geometry.vertices) == 0:
                 continue
             world_from_object = np.asarray(mesh.world_from_object, dtype=np.float64)
-            world_vertices = vertices @ world_from_object[:3, :3].T + world_from_object[:3, 3]
+            R, t = world_from_object[:3, :3], world_from_object[:3, 3]
+            world_vertices = geometry.vertices @ R.T + t
             geometry_id = scene.add_triangles(
-                o3d.core.Tensor(world_vertices.astype(np.float32)), o3d.core.Tensor(faces)
+                o3d.core.Tensor(world_vertices.astype(np.float32)), o3d.core.Tensor(geometry.faces)
             )
             # add_triangles numbers geometries 0, 1, 2, ... in order; keep the check cheap but honest.
             if geometry_id != len(frame.instance_of_geometry):
                 raise RuntimeError(f"Open3D returned geometry id {geometry_id}, expected {len(frame.instance_of_geometry)}")
             frame.instance_of_geometry.append(int(mesh.instance_id))
-            frame.world_vertices.append(world_vertices)
-            frame.shells.append(_convex_shell(world_vertices, faces) if len(faces) <= _MAX_SHELL_FACES else None)
+            frame.hull_points.append(geometry.hull_points @ R.T + t)
+            frame.shells.append(None if geometry.shell is None else geometry.shell.transformed(R, t))
         frame.lut = np.asarray(frame.instance_of_geometry + [-1], dtype=np.int16)
         return frame
 
@@ -321,23 +315,24 @@ _MAX_SHELL_FACES = 64  # meshes with more faces never take the coarse path (the 
 
 
 class _Frame:
-    """One scene state: the Open3D scene, geometry id -> instance id, world vertices, convex shells."""
+    """One scene state: the Open3D scene, geometry id -> instance id, world hull points, convex shells."""
 
     def __init__(self, scene):
         self.scene = scene
         self.instance_of_geometry: list[int] = []
         self.shells: list = []
-        self.world_vertices: list[np.ndarray] = []
+        self.hull_points: list[np.ndarray] = []
         self._stacked: dict = {}
 
     def stacked_vertices(self, shell_id: int):
-        """World vertices of every geometry but ``shell_id`` in one array, and each geometry's start index."""
+        """World convex-hull vertices of every geometry but ``shell_id`` in one array, and each geometry's
+        start index (the projection of a mesh in front of the camera lies in the hull of these points')."""
         hit = self._stacked.get(shell_id)
         if hit is None:
-            keep = [g for g in range(len(self.world_vertices)) if g != shell_id]
+            keep = [g for g in range(len(self.hull_points)) if g != shell_id]
             if keep:
-                starts = np.cumsum([0] + [len(self.world_vertices[g]) for g in keep[:-1]])
-                hit = (np.concatenate([self.world_vertices[g] for g in keep]), starts)
+                starts = np.cumsum([0] + [len(self.hull_points[g]) for g in keep[:-1]])
+                hit = (np.concatenate([self.hull_points[g] for g in keep]), starts)
             else:
                 hit = (np.zeros((0, 3)), np.zeros(0, dtype=np.int64))
             self._stacked[shell_id] = hit
@@ -356,18 +351,54 @@ class _ConvexShell:
     def encloses(self, point: np.ndarray, margin: float = 1e-6) -> bool:
         return bool(np.all(self.normals @ point - self.offsets > margin))
 
+    def transformed(self, R: np.ndarray, t: np.ndarray) -> "_ConvexShell":
+        """The shell moved by the rigid transform x -> R x + t."""
+        normals = self.normals @ R.T
+        return _ConvexShell(normals, self.offsets + normals @ t)
 
-def _convex_shell(world_vertices: np.ndarray, faces: np.ndarray) -> "_ConvexShell | None":
+
+class _Geometry:
+    """One mesh prepared for casting, object frame: float64 vertices, uint32 faces, the convex-shell test
+    (meshes of <= _MAX_SHELL_FACES faces) and the vertices of its convex hull (for projected bounds)."""
+
+    def __init__(self, mesh: RenderMesh):
+        self.source_vertices, self.source_faces = mesh.vertices, mesh.faces
+        self.vertices = np.ascontiguousarray(mesh.vertices, dtype=np.float64)
+        self.faces = np.ascontiguousarray(mesh.faces, dtype=np.uint32)
+        if self.vertices.ndim != 2 or self.vertices.shape[1] != 3:
+            raise ValueError(f"RenderMesh {mesh.key!r}: vertices must be (M, 3), got {self.vertices.shape}")
+        if self.faces.ndim != 2 or self.faces.shape[1] != 3:
+            raise ValueError(f"RenderMesh {mesh.key!r}: faces must be (F, 3), got {self.faces.shape}")
+        empty = len(self.faces) == 0 or len(self.vertices) == 0
+        self.shell = None
+        if not empty and len(self.faces) <= _MAX_SHELL_FACES:
+            self.shell = _convex_shell(self.vertices, self.faces)
+        self.hull_points = self.vertices if empty else _hull_points(self.vertices[np.unique(self.faces)])
+
+
+def _hull_points(points: np.ndarray) -> np.ndarray:
+    """The vertices of the convex hull of (M, 3) points (all of them when the hull is degenerate/small)."""
+    if len(points) <= 64:
+        return points
+    try:
+        from scipy.spatial import ConvexHull
+
+        return points[ConvexHull(points).vertices]
+    except Exception:  # flat or degenerate point sets (qhull errors): every point is still correct
+        return points
+
+
+def _convex_shell(vertices: np.ndarray, faces: np.ndarray) -> "_ConvexShell | None":
     """The mesh as a convex shell, or None when it is not one (or has degenerate faces)."""
-    tri = world_vertices[faces]
+    tri = vertices[faces]
     normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     lengths = np.linalg.norm(normals, axis=1)
     if np.any(lengths < 1e-12):
         return None
     normals = normals / lengths[:, None]
     offsets = np.einsum("fi,fi->f", normals, tri[:, 0])
-    signed = world_vertices @ normals.T - offsets  # (M, F)
-    scale = max(1e-9, float(np.ptp(world_vertices, axis=0).max()))
+    signed = vertices @ normals.T - offsets  # (M, F)
+    scale = max(1e-9, float(np.ptp(vertices, axis=0).max()))
     tol = 1e-7 * scale
     inside_pos = np.all(signed >= -tol, axis=0)
     inside_neg = np.all(signed <= tol, axis=0)
