@@ -167,6 +167,8 @@ class HandheldConfig:
 
     def __post_init__(self):
         self.frequency_hz = _range(self.frequency_hz, "generate.cameras.handheld.frequency_hz", positive=False)
+        if self.frequency_hz[0] < 0:
+            raise ConfigError(f"generate.cameras.handheld.frequency_hz: expected values >= 0, got {list(self.frequency_hz)}")
         check_bounds(self, "generate.cameras.handheld")
 
 

@@ -49,6 +49,9 @@ def _cfg(data: dict | None = None) -> GenerateConfig:
     ({"objects": {"mesh_ratio": 1.5}}, ConfigError, r"^generate\.objects\.mesh_ratio: expected a value <= 1"),
     ({"trajectories": {"kind": "teleport"}}, ConfigError, r"^generate\.trajectories\.kind: expected one of"),
     ({"cameras": {"rig": {"radius": 3.5}}}, ConfigError, r"^generate\.cameras\.rig: cameras .* must stay inside"),
+    ({"cameras": {"handheld": {"frequency_hz": [-1, 1]}}}, ConfigError,
+     r"^generate\.cameras\.handheld\.frequency_hz: expected values >= 0"),
+    ({"trajectories": {"num_keyframes": 1}}, ConfigError, r"^generate\.trajectories\.num_keyframes: expected a value >= 2"),
 ])
 def test_bad_config_one_clear_line(data, error, message):
     with pytest.raises(error, match=message) as info:
