@@ -26,7 +26,7 @@ def _pose(R, t):
     return T
 
 
-def _corner_scene(rng, n=20000):
+def _corner_scene(rng, n=12000):
     """A room corner (floor + two walls) with a box and a ball: enough structure to pin all 6 DoF."""
     k = n // 6
     floor = np.column_stack([rng.uniform(-1.5, 1.5, k), np.full(k, 1.0), rng.uniform(1.0, 4.0, k)])

@@ -56,13 +56,26 @@ def _check_cloud(name: str, points) -> np.ndarray:
     return p[np.any(p != 0.0, axis=1)]
 
 
+def normal_radius(pcd, voxel_m: float = VOXEL_M) -> float:
+    """Search radius for normals: 2 voxels, or 3x the median point spacing for clouds sparser than the voxel
+    grid (synthetic shards store only N points per frame; a 4 cm radius finds no neighbours there)."""
+    base = 2.0 * (voxel_m if voxel_m > 0 else VOXEL_M)
+    spacing = float(np.median(np.asarray(pcd.compute_nearest_neighbor_distance())))
+    if np.isfinite(spacing) and spacing > 0.75 * base:
+        return 3.0 * spacing
+    return base
+
+
 def preprocess(points: np.ndarray, voxel_m: float = VOXEL_M, features: bool = False):
     """Voxel down-sample a cloud and estimate normals (and FPFH features).
+
+    Normals use a hybrid search (2 voxels, 30 neighbours; see ``normal_radius`` for sparse clouds) and are
+    oriented towards the camera centre, the origin of the cloud's frame.
 
     Args:
         points: (N, 3) float, metres; zero rows (padding) and non-finite rows are dropped.
         voxel_m: voxel size; 0 keeps every point.
-        features: also compute FPFH (radius 5 voxels, 100 neighbours).
+        features: also compute FPFH (radius 5 voxels or 2.5 normal radii, whichever is larger; 100 neighbours).
 
     Returns:
         (open3d.geometry.PointCloud with normals, open3d.pipelines.registration.Feature or None).
@@ -73,14 +86,15 @@ def preprocess(points: np.ndarray, voxel_m: float = VOXEL_M, features: bool = Fa
         pcd = pcd.voxel_down_sample(voxel_m)
     if len(pcd.points) < 3:  # nothing to register; callers check the size
         return pcd, None
-    radius = 2.0 * (voxel_m if voxel_m > 0 else VOXEL_M)
+    radius = normal_radius(pcd, voxel_m)
     pcd.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=radius, max_nn=30))
     # Orient normals towards the camera (origin of the camera frame) so both clouds agree on the side.
     pcd.orient_normals_towards_camera_location(np.zeros(3))
     fpfh = None
     if features:
         fpfh = o3d.pipelines.registration.compute_fpfh_feature(
-            pcd, o3d.geometry.KDTreeSearchParamHybrid(radius=5.0 * (voxel_m or VOXEL_M), max_nn=100))
+            pcd, o3d.geometry.KDTreeSearchParamHybrid(radius=max(5.0 * (voxel_m or VOXEL_M), 2.5 * radius),
+                                                      max_nn=100))
     return pcd, fpfh
 
 
