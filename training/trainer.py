@@ -466,8 +466,8 @@ def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, devi
     elif metrics_path.exists():
         metrics_path.unlink()
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=trainer.step if resume else None)
-    log.info("training %d steps (%d per epoch) on %s, %d synthetic pairs, %d real pairs -> %s",
-             total_steps, steps_per_epoch, dev, len(synthetic), len(real) if real else 0, run_dir)
+    log.info("training steps %d..%d (%d per epoch) on %s, %d synthetic pairs, %d real pairs -> %s",
+             trainer.step, total_steps, steps_per_epoch, dev, len(synthetic), len(real) if real else 0, run_dir)
 
     def checkpoint(metrics):
         save_checkpoint(trainer.state_dict(config_dict, metrics), ckpt_path)

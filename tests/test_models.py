@@ -1,0 +1,103 @@
+"""Tests of training/models.py: shapes, conventions (P(a, b) -> a_from_b), set invariance, initial behaviour."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from synthseq.training.config import ModelConfig  # noqa: E402
+from synthseq.training.losses import transform_points  # noqa: E402
+from synthseq.training.models import (Discriminator, PoseNet, Refiner, ResnetBlockFC,  # noqa: E402
+                                      build_models, rotation_6d_to_matrix)
+
+torch.set_num_threads(1)
+
+
+def clouds(B=3, N=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(B, N, 3, generator=g) * 0.5 + torch.tensor([0.0, 0.0, 2.0])
+
+
+def test_build_models_from_config_sizes():
+    m = build_models(ModelConfig(zdim=4, g_hidden=8, g_global=16, d_hidden=8, d_blocks=3, d_norm="none",
+                                 p_hidden=8, p_global=16))
+    assert isinstance(m["G"], Refiner) and m["G"].zdim == 4
+    assert isinstance(m["D"], Discriminator) and len(m["D"].blocks) == 3
+    assert not any(isinstance(x, torch.nn.BatchNorm1d) for x in m["D"].modules())
+    assert any(isinstance(x, torch.nn.BatchNorm1d) for x in build_models(ModelConfig())["D"].modules())
+    assert isinstance(m["P"], PoseNet)
+
+
+def test_refiner_shapes_latent_and_near_identity_start():
+    torch.manual_seed(0)
+    G = Refiner(zdim=6, hidden=16, global_dim=32)
+    x = clouds()
+    out = G(x, generator=torch.Generator().manual_seed(1))
+    assert out.points.shape == x.shape and out.offsets.shape == x.shape
+    assert out.mu.shape == out.logvar.shape == out.z.shape == (3, 6)
+    assert torch.allclose(out.points, x + out.offsets)
+    assert float(out.offsets.detach().abs().max()) < 0.01  # an untrained G barely moves points (GT stays valid)
+    # z is stochastic (reparameterised), and a given z is used as is
+    again = G(x, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(out.z, again.z)
+    z = torch.zeros(3, 6)
+    assert torch.equal(G(x, z=z).z, z)
+    # the reparameterised sample carries gradients to mu/logvar
+    out.z.sum().backward()
+    assert G.q_head.weight.grad is not None and G.q_head.weight.grad.abs().sum() > 0
+
+
+def test_discriminator_logits_features_and_point_order_invariance():
+    torch.manual_seed(0)
+    D = Discriminator(hidden=16, blocks=2, norm="batch").eval()
+    x = clouds()
+    logits, f = D(x, return_features=True)
+    assert logits.shape == (3,) and f.shape == (3, 16)
+    assert torch.allclose(D.features(x), f)
+    perm = torch.randperm(x.shape[1])
+    assert torch.allclose(D(x[:, perm]), logits, atol=1e-5)
+
+
+def test_resnet_block_fc_shapes():
+    blk = ResnetBlockFC(8, 12, norm="none")
+    assert blk(torch.rand(2, 5, 8)).shape == (2, 5, 12)
+    with pytest.raises(ValueError, match="norm"):
+        ResnetBlockFC(8, norm="group")
+
+
+def test_pose_net_convention_and_initial_prediction():
+    """P(points_a, points_b) -> a_from_b maps b's coordinates into a's; untrained: R = I, centroids matched."""
+    torch.manual_seed(0)
+    P = PoseNet(hidden=16, global_dim=32).eval()
+    a = clouds(B=2)
+    shift = torch.tensor([0.1, -0.2, 0.3])
+    b = a - shift  # frame b sees the same points moved by -shift: a_from_b is a translation by +shift
+    a_from_b = P(a, b)
+    assert a_from_b.shape == (2, 4, 4) and a_from_b.dtype == torch.float32
+    assert torch.allclose(a_from_b[:, :3, :3], torch.eye(3).expand(2, 3, 3), atol=1e-6)
+    assert torch.allclose(a_from_b[:, :3, 3], shift.expand(2, 3), atol=1e-5)
+    assert torch.allclose(transform_points(a_from_b, b), a, atol=1e-5)
+    assert torch.equal(a_from_b[:, 3], torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(2, 4))
+    # outputs are rigid transforms for any weights
+    for p in P.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    R = P(a, b)[:, :3, :3]
+    assert torch.allclose(R.transpose(1, 2) @ R, torch.eye(3).expand(2, 3, 3), atol=1e-5)
+    assert torch.allclose(torch.linalg.det(R), torch.ones(2), atol=1e-5)
+
+
+def test_pose_net_point_order_invariance_and_batch_independence():
+    torch.manual_seed(0)
+    P = PoseNet(hidden=16, global_dim=32).eval()
+    for p in P.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    a, b = clouds(B=3, seed=1), clouds(B=3, seed=2)
+    out = P(a, b)
+    perm = torch.randperm(a.shape[1])
+    assert torch.allclose(P(a[:, perm], b[:, perm]), out, atol=1e-5)
+    assert torch.allclose(P(a[:1], b[:1]), out[:1], atol=1e-5)  # LayerNorm: no batch statistics
+
+
+def test_rotation_6d_identity():
+    assert torch.allclose(rotation_6d_to_matrix(torch.tensor([1.0, 0, 0, 0, 1, 0])), torch.eye(3))
