@@ -20,9 +20,11 @@ boundary:
   while the ray caster hits both sides; every triangle is uploaded twice, once per winding, so that open
   meshes (teapot.stl) and rooms of either orientation render the same in both backends.
 
-Depth precision: a 24-bit depth buffer with znear n, zfar f resolves z to about z^2 (f - n) / (f n 2^24),
-and pyrender's float32 linearisation adds ~z^2 / n * 6e-8; with the defaults (n = 0.05 m, f = 20 m) both
-stay below 0.05 mm at 5 m.
+Depth precision: a 24-bit depth buffer with znear n, zfar f resolves z to about z^2 (f - n) / (f n 2^24);
+pyrender's float32 linearisation and llvmpipe's float32 interpolation add a few such steps. Measured on
+fronto-parallel planes with the defaults (n = 0.1 m, f = 20 m): <= 4 um to 2 m, 31 um at 4 m, 57 um at
+6 m, 92 um at 8 m (n = 0.05 m doubles these). Nearer than ``znear_m`` is clipped: the Kinect model drops
+everything under 0.4 m anyway.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class PyrenderRenderer:
 
     name = "pyrender"
 
-    def __init__(self, znear_m: float = 0.05, zfar_m: float = 20.0):
+    def __init__(self, znear_m: float = 0.1, zfar_m: float = 20.0):
         if not (0 < znear_m < zfar_m):
             raise ValueError(f"PyrenderRenderer: expected 0 < znear_m < zfar_m, got {znear_m}, {zfar_m}")
         self._pyrender = _import_pyrender()
