@@ -302,3 +302,57 @@ def test_bad_config_values_give_one_clear_line(tmp_path, capsys, setting, messag
 def test_train_data_not_set_is_one_clear_line(tmp_path, capsys):
     rc, err = _cli(capsys, "tiny", "--out", str(tmp_path))
     assert rc == 1 and len(err) == 1 and "train.data: not set" in err[0], err
+
+
+KILLED_RUN = """
+import sys
+sys.path.insert(0, {tests!r})
+import torch
+torch.set_num_threads(1)
+from test_trainer import tiny_cfg
+from toy_pairs import ToyPairs
+from synthseq.training.trainer import train
+train(tiny_cfg(epochs=100000, checkpoint_interval=2, log_interval=1), {run!r},
+      synthetic=ToyPairs(16, 64, seed=0), real=ToyPairs(16, 64, seed=1, offset=(0.0, 0.0, 0.05)))
+"""
+
+
+def test_resume_after_kill_9_continues_from_last_checkpoint(tmp_path, toy):
+    """A run killed with SIGKILL mid-training resumes from its last checkpoint and then matches an
+    uninterrupted run step for step."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from synthseq.training.checkpoint import load_checkpoint
+    from synthseq.training.trainer import train
+
+    run = tmp_path / "killed"
+    code = KILLED_RUN.format(tests=str(Path(__file__).parent), run=str(run))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = run / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if ckpt.exists() and load_checkpoint(ckpt)["step"] >= 4:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    done = load_checkpoint(ckpt)["step"]
+    assert done >= 4 and done % 2 == 0
+    target = done + 3
+    syn, real = ToyPairs(16, 64, seed=0), ToyPairs(16, 64, seed=1, offset=(0.0, 0.0, 0.05))
+    cfg = tiny_cfg(max_steps=target, checkpoint_interval=2, log_interval=1)
+    train(cfg, run, synthetic=syn, real=real, resume=True)
+    train(cfg, tmp_path / "straight", synthetic=syn, real=real)
+    _assert_same_state(load_checkpoint(run), load_checkpoint(tmp_path / "straight"))
+    steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines() if l]
+    assert steps == list(range(1, target + 1))  # rows past the checkpoint were dropped, then rewritten
