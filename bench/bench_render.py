@@ -1,7 +1,7 @@
 """Raw depth rendering rate (view-frames/s) of each backend on the default config's scenes, plus the sensor cost.
 
     .venv/bin/python bench/bench_render.py                       # both backends, 320x240 and 640x480
-    .venv/bin/python bench/bench_render.py --backends raycast --sizes 320x240 --threads 1
+    .venv/bin/python bench/bench_render.py --backends raycast raycast-ref --sizes 320x240 --threads 1
 
 The scenes are the default config's (pipelines/configs/default.yaml: ~10 objects, primitives and real meshes,
 a room, 4 rig views + a handheld view): the first ``--sequences`` sequences of seed 0, every frame, every view,
@@ -68,7 +68,9 @@ def scaled(camera, width: int, height: int):
 def bench_backend(name: str, frames, width: int, height: int, threads: int | None, repeat: int) -> dict:
     from synthseq.generator.render import make_renderer
 
-    options = {"nthreads": threads} if (name == "raycast" and threads is not None) else {}
+    options = {"nthreads": threads} if (name.startswith("raycast") and threads is not None) else {}
+    if name == "raycast-ref":  # one ray per pixel, no coarse room path: the reference the fast path must equal
+        name, options["coarse_step"] = "raycast", 0
     renderer = make_renderer(name, **options)
     try:
         cams = {}
@@ -121,11 +123,13 @@ def bench_sensor(cfg, frames, repeat: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=REPO / "pipelines" / "configs" / "default.yaml")
-    ap.add_argument("--backends", nargs="+", default=["raycast", "pyrender"])
+    ap.add_argument("--backends", nargs="+", default=["raycast", "pyrender"],
+                    help="raycast, pyrender, or raycast-ref (a ray per pixel, no coarse room path)")
     ap.add_argument("--sizes", nargs="+", default=["320x240", "640x480"])
     ap.add_argument("--sequences", type=int, default=2, help="sequences of the config to render")
     ap.add_argument("--frames", type=int, default=10, help="frames per sequence (default 10)")
-    ap.add_argument("--threads", type=int, default=None, help="raycast threads (default: all cores)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[0, 1],
+                    help="raycast cast_rays threads to try (0 = all cores; default: 0 and 1)")
     ap.add_argument("--repeat", type=int, default=2, help="timed passes; the fastest is reported")
     args = ap.parse_args(argv)
 
@@ -141,10 +145,11 @@ def main(argv=None) -> int:
     for name in args.backends:
         for size in args.sizes:
             w, h = (int(x) for x in size.lower().split("x"))
-            r = bench_backend(name, frames, w, h, args.threads, args.repeat)
-            threads = (args.threads if args.threads is not None else "all") if name == "raycast" else "llvmpipe"
-            print(f"| {name} | {w}x{h} | {threads} | {r['view_frames']} | {r['seconds']:.2f} | "
-                  f"{r['vf_per_s']:.1f} | {1000 / r['vf_per_s']:.2f} | {r['cpu_ms_per_view']:.2f} |", flush=True)
+            for threads in (args.threads if name.startswith("raycast") else [None]):
+                r = bench_backend(name, frames, w, h, threads, args.repeat)
+                label = ("all" if threads == 0 else threads) if name.startswith("raycast") else "llvmpipe"
+                print(f"| {name} | {w}x{h} | {label} | {r['view_frames']} | {r['seconds']:.2f} | "
+                      f"{r['vf_per_s']:.1f} | {1000 / r['vf_per_s']:.2f} | {r['cpu_ms_per_view']:.2f} |", flush=True)
     s = bench_sensor(cfg, frames, args.repeat)
     print(f"\napply_sensor ({s['model']}, {s['size']}): {s['ms_per_view']:.2f} CPU ms/view")
     return 0
