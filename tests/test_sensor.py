@@ -204,3 +204,11 @@ def test_sensor_config_from_string_mapping_and_errors():
         sensor_config_from({"max_depth_m": 0.3}, "x.sensor")
     with pytest.raises(ConfigError, match=r"^generate.sensor: expected a model name"):
         sensor_config_from(3)
+
+
+def test_sensor_config_round_trips_through_a_plain_dict():
+    from synthseq.config import to_dict
+
+    cfg = sensor_config_from({"model": "kinect", "lateral_sigma_px": 0.5, "edge_width_px": 2})
+    assert sensor_config_from(to_dict(cfg)) == cfg
+    assert sensor_config_from(to_dict(sensor_config_from("ideal"))).model == "ideal"
