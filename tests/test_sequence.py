@@ -159,3 +159,30 @@ def test_no_room_background_is_invalid(tiny_cfg):
     seen = seq.num_valid > 0
     assert seen.any() and np.all(seq.labels[seen] >= 0)  # only objects are hit; empty pixels are invalid
     assert np.all(seq.num_valid < 80 * 60)
+
+
+def test_same_arrays_in_another_process(tiny_cfg):
+    """No dependence on the process (hash salt, import order, caches): a fresh interpreter gives the same bytes."""
+    import hashlib
+
+    def digest(seq):
+        h = hashlib.sha256()
+        for name in _ARRAYS:
+            h.update(np.ascontiguousarray(getattr(seq, name)).tobytes())
+        return h.hexdigest()
+
+    code = (
+        "import hashlib, numpy as np\n"
+        "from synthseq.generator.config import load_generate_config\n"
+        "from synthseq.generator.sequence import make_spec, generate_sequence\n"
+        f"cfg = load_generate_config({str(CONFIGS / 'tiny.yaml')!r}, ['generate.cameras.handheld.enabled=true',"
+        " 'generate.sensor=kinect'])\n"
+        "seq = generate_sequence(make_spec(cfg, 9, 4))\n"
+        "h = hashlib.sha256()\n"
+        f"for name in {_ARRAYS!r}:\n"
+        "    h.update(np.ascontiguousarray(getattr(seq, name)).tobytes())\n"
+        "print(h.hexdigest())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "PYTHONHASHSEED": "123"})
+    cfg = dataclasses.replace(tiny_cfg, sensor="kinect")
+    assert out.stdout.strip() == digest(generate_sequence(make_spec(cfg, 9, 4)))
