@@ -368,3 +368,18 @@ def test_depth_precision_on_planes_across_the_scene_range(renderers, backend):
         assert np.all(res.depth > 0)
         tolerance = 2e-5 + 2.5e-6 * z**2  # 0.18 mm at 8 m
         assert np.abs(res.depth - z).max() < tolerance, (z, np.abs(res.depth - z).max())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_geometry_placed_twice(renderers, backend):
+    """One key (one geometry) at two poses in one scene: both drawn, each with its own instance id."""
+    camera = Camera.from_fov(60.0, 160, 120)
+    left = box_mesh((0.2, 0.2, 0.2), WORLD_FROM_CAMERA @ translation(-0.3, 0.0, 1.5), 1, "twice")
+    right = RenderMesh(left.vertices, left.faces, WORLD_FROM_CAMERA @ translation(0.3, 0.0, 1.5), 2, "twice")
+    r = renderers(backend)
+    res = r.render([left, right], camera, WORLD_FROM_CAMERA)
+    cols = {k: np.nonzero(res.instance == k)[1] for k in (1, 2)}
+    assert len(cols[1]) > 100 and len(cols[2]) > 100
+    assert cols[1].max() < camera.cx < cols[2].min()
+    # and back to one: the second copy is not drawn
+    assert 2 not in r.render([left], camera, WORLD_FROM_CAMERA).instance

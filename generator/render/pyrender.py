@@ -77,24 +77,26 @@ class PyrenderRenderer:
         self._camera_node = None
         self._camera_key = None
         self._offscreen = None
-        # key -> (node, the caller's vertices, faces); insertion order = least recently used first
+        # key -> (pyrender Mesh, its nodes, the caller's vertices, faces); least recently used first
         self._nodes: OrderedDict[str, tuple] = OrderedDict()
         self._material = pyrender.MetallicRoughnessMaterial()
 
     # -- scene state ----------------------------------------------------------------------------------------
 
-    def _node_for(self, mesh: RenderMesh):
-        """The scene node holding ``mesh``'s geometry (GL buffers uploaded once per key; LRU-bounded)."""
+    def _nodes_for(self, mesh: RenderMesh) -> list:
+        """The scene nodes showing ``mesh``'s geometry (GL buffers uploaded once per key; LRU-bounded).
+
+        Several nodes can share one key's buffers: a scene may place the same geometry more than once.
+        """
         pyrender = self._pyrender
         entry = self._nodes.get(mesh.key)
-        if entry is not None and not same_geometry(mesh, entry[1], entry[2]):
-            self._scene.remove_node(entry[0])  # key reused for other geometry: never draw stale shapes
-            del self._nodes[mesh.key]
+        if entry is not None and not same_geometry(mesh, entry[2], entry[3]):
+            self._drop(mesh.key)  # key reused for other geometry: never draw stale shapes
             entry = None
         if entry is not None:
-            self._nodes[mesh.key] = (entry[0], mesh.vertices, mesh.faces)
+            self._nodes[mesh.key] = (entry[0], entry[1], mesh.vertices, mesh.faces)
             self._nodes.move_to_end(mesh.key)
-            return entry[0]
+            return entry[1]
         vertices = np.ascontiguousarray(mesh.vertices, dtype=np.float32)
         faces = np.ascontiguousarray(mesh.faces, dtype=np.uint32)
         if vertices.ndim != 2 or vertices.shape[1] != 3:
@@ -106,32 +108,41 @@ class PyrenderRenderer:
         # per winding, so that open meshes and either room orientation look the same in both backends.
         faces = np.concatenate([faces, faces[:, ::-1]], axis=0)
         primitive = pyrender.Primitive(positions=vertices, indices=faces, material=self._material, mode=4)
-        node = self._scene.add(pyrender.Mesh(primitives=[primitive]), name=mesh.key)
-        self._nodes[mesh.key] = (node, mesh.vertices, mesh.faces)
+        gl_mesh = pyrender.Mesh(primitives=[primitive])
+        nodes = [self._scene.add(gl_mesh, name=mesh.key)]
+        self._nodes[mesh.key] = (gl_mesh, nodes, mesh.vertices, mesh.faces)
         while len(self._nodes) > _MAX_MESH_CACHE:
-            _, (old, _, _) = self._nodes.popitem(last=False)
-            self._scene.remove_node(old)  # the GL buffers go at the next render (pyrender's _update_context)
-        return node
+            self._drop(next(iter(self._nodes)))
+        return nodes
+
+    def _drop(self, key: str) -> None:
+        """Forget a key; its GL buffers are freed at the next render (pyrender's ``_update_context``)."""
+        _, nodes, _, _ = self._nodes.pop(key)
+        for node in nodes:
+            self._scene.remove_node(node)
 
     def _set_scene(self, meshes: list[RenderMesh]) -> tuple[dict, np.ndarray]:
-        """Pose the meshes of this call, hide the other cached ones; returns seg colours and the id LUT."""
+        """Pose the meshes of this call; returns the seg colour of each node to draw and the code -> id LUT.
+
+        Nodes left out of the returned map are not drawn by the SEG pass (cached meshes not in this scene).
+        """
         seg_node_map = {}
         instance_of_code = [-1]  # code 0 = background
-        visible = set()
+        used: dict[str, int] = {}
         for mesh in meshes:
             if len(mesh.faces) == 0 or len(mesh.vertices) == 0:
                 continue
-            node = self._node_for(mesh)
+            nodes = self._nodes_for(mesh)
+            i = used.get(mesh.key, 0)
+            used[mesh.key] = i + 1
+            if i == len(nodes):  # the same geometry once more in this scene: another node, same buffers
+                nodes.append(self._scene.add(self._nodes[mesh.key][0], name=f"{mesh.key}#{i}"))
+            node = nodes[i]
             self._scene.set_pose(node, np.asarray(mesh.world_from_object, dtype=np.float64))
-            node.mesh.is_visible = True
-            visible.add(mesh.key)
             code = len(instance_of_code)
             # 24-bit colour code, exact through an RGBA8 target (pyrender divides by 255, GL rounds back).
             seg_node_map[node] = np.array([code & 255, (code >> 8) & 255, (code >> 16) & 255], dtype=np.float64)
             instance_of_code.append(int(mesh.instance_id))
-        for key, (node, _, _) in self._nodes.items():
-            if key not in visible:
-                node.mesh.is_visible = False
         return seg_node_map, np.asarray(instance_of_code, dtype=np.int16)
 
     def _set_camera(self, camera: Camera, world_from_camera: np.ndarray) -> None:
@@ -212,9 +223,8 @@ class PyrenderRenderer:
                 self._offscreen.delete()
             finally:
                 self._offscreen = None
-        for node, _, _ in self._nodes.values():
-            self._scene.remove_node(node)
-        self._nodes.clear()
+        for key in list(self._nodes):
+            self._drop(key)
 
     def __del__(self):
         try:
