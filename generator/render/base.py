@@ -70,6 +70,12 @@ class Renderer(Protocol):
         """Render ``meshes`` seen from a camera with OpenCV axes at ``world_from_camera`` (4, 4)."""
         ...
 
+    def render_views(self, meshes: list[RenderMesh], cameras: list[Camera], world_from_cameras) -> list[RenderResult]:
+        """Render V views of one scene state, (V, 4, 4) ``world_from_cameras`` (OpenCV axes): the scene is
+        built/posed once and shared by the views (both backends have it; callers may fall back to
+        ``render`` per view for a third-party renderer without it)."""
+        ...
+
     def close(self) -> None:
         """Release GL contexts / buffers."""
         ...
