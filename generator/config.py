@@ -52,6 +52,10 @@ class ObjectsConfig:
         mesh_ratio: probability that an object is a mesh file rather than a primitive (when meshes are given).
         size: [low, high] target size in metres: the largest bounding-box extent of each object.
         region: (x, y, z) extents in metres of the box the objects move in: x, y centred on 0, z from 0 up.
+        separate: keep objects apart: an object's trajectory is redrawn (up to ``placement_tries`` times) while
+            its bounding sphere meets an earlier object's at any frame; after the last try the trajectory with
+            the largest clearance is kept (best effort: dense scenes may still touch). There is no physics.
+        placement_tries: trajectories drawn per object when ``separate`` is on.
     """
 
     count: Union[int, tuple[int, int]] = 3
@@ -61,6 +65,8 @@ class ObjectsConfig:
     mesh_ratio: float = bounded(0.5, ge=0.0, le=1.0)
     size: tuple[float, float] = (0.2, 0.5)
     region: tuple[float, float, float] = bounded((2.0, 2.0, 1.5), gt=0)
+    separate: bool = True
+    placement_tries: int = bounded(10, ge=1)
 
     def __post_init__(self):
         self.count = _range(self.count, "generate.objects.count", integer=True)

@@ -127,6 +127,17 @@ def object_bounds(cfg: GenerateConfig, radius: float) -> tuple[np.ndarray, np.nd
     return np.minimum(lo, mid), np.maximum(hi, mid)
 
 
+def _clearance(positions: np.ndarray, radius: float, centres: list, radii: list) -> float:
+    """Smallest gap in metres, over frames and earlier objects, between bounding spheres (negative = overlap).
+
+    Args:
+        positions: (T, 3) the new object's origin. centres: earlier objects' (T, 3). radii: their radii.
+    """
+    others = np.stack(centres)  # (J, T, 3)
+    gaps = np.sqrt(((others - positions[None]) ** 2).sum(-1)) - (np.asarray(radii)[:, None] + radius)
+    return float(gaps.min())
+
+
 def make_spec(cfg: GenerateConfig, root_seed: int, index: int) -> SceneSpec:
     """Draw the scene of sequence ``index``: objects, their trajectories, the cameras. Cheap and deterministic.
 
@@ -154,6 +165,8 @@ def make_spec(cfg: GenerateConfig, root_seed: int, index: int) -> SceneSpec:
     K = int(rng.integers(o.count[0], o.count[1] + 1))
     times = np.arange(cfg.num_frames, dtype=np.float64) / cfg.fps
     objects, trajectories = [], []
+    centres: list[np.ndarray] = []  # (T, 3) per placed object, for ``objects.separate``
+    radii: list[float] = []
     for k in range(K):
         size = float(rng.uniform(o.size[0], o.size[1]))
         use_mesh = bool(files) and (not o.primitives or rng.random() < o.mesh_ratio)
@@ -171,8 +184,21 @@ def make_spec(cfg: GenerateConfig, root_seed: int, index: int) -> SceneSpec:
         objects.append(ObjectSpec(name=name, shape=shape, params=params, path=path, size=size, radius=radius))
         lo, hi = object_bounds(cfg, radius)
         t = cfg.trajectories
-        trajectories.append(sample_trajectory(t.kind, lo, hi, times, t.speed, t.angular_speed_deg,
-                                              t.num_keyframes, rng))
+        best, best_clearance = None, -np.inf
+        for _ in range(o.placement_tries if o.separate else 1):
+            traj = sample_trajectory(t.kind, lo, hi, times, t.speed, t.angular_speed_deg, t.num_keyframes, rng)
+            if not o.separate or not centres:
+                best = traj
+                break
+            clearance = _clearance(traj.positions_at(times), radius, centres, radii)
+            if clearance > best_clearance:
+                best, best_clearance = traj, clearance
+            if clearance >= 0:
+                break
+        trajectories.append(best)
+        if o.separate:
+            centres.append(best.positions_at(times))
+            radii.append(radius)
     cameras = sample_camera_spec(cfg.cameras, rng)
     return SceneSpec(
         name=f"{int(index):06d}", index=int(index), root_seed=int(root_seed), seed=seed,

@@ -183,3 +183,15 @@ def test_cameras_within_reach_of_objects_warn(caplog):
     with caplog.at_level("WARNING", logger="synthseq.generator.config"):
         _cfg({"objects": {"region": [2.0, 2.0, 1.5], "size": [0.2, 0.4]}, "cameras": {"rig": {"radius": 1.2}}})
     assert any("generate.cameras.rig: cameras as close as 1.00 m" in r.getMessage() for r in caplog.records)
+
+
+def test_objects_are_kept_apart_when_there_is_room():
+    cfg = _cfg({"num_frames": 20, "objects": {"count": 4, "size": [0.2, 0.3], "region": [2.0, 2.0, 1.5]}})
+    for index in range(10):
+        spec = make_spec(cfg, 0, index)
+        centres = spec.object_poses()[:, :, :3, 3]  # (T, K, 3)
+        radii = np.array([o.radius for o in spec.objects])
+        for a in range(spec.num_objects):
+            for b in range(a):
+                gap = np.linalg.norm(centres[:, a] - centres[:, b], axis=-1) - radii[a] - radii[b]
+                assert gap.min() >= 0, (index, a, b)
