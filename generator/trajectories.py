@@ -14,6 +14,7 @@ object never jumps.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -126,6 +127,9 @@ def _solve_tridiagonal(A: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 def natural_cubic_spline(times: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Evaluate the natural cubic spline through (times, values) at ``query`` (clamped to the time range).
 
+    The spline is linear in the values: it is evaluated as ``W @ values`` with the (m, n) weights ``W`` of
+    (times, query) cached (every object of a sequence shares its keyframe and frame times).
+
     Args:
         times: (n,) strictly increasing knot times, n >= 1.
         values: (n, d) knot values.
@@ -134,6 +138,22 @@ def natural_cubic_spline(times: np.ndarray, values: np.ndarray, query: np.ndarra
     Returns:
         (m, d) float64. n = 1: constant; n = 2: linear; n >= 3: C2 cubic with zero end curvature.
     """
+    W = _spline_weights(tuple(np.asarray(times, dtype=np.float64).tolist()),
+                        tuple(np.asarray(query, dtype=np.float64).tolist()))
+    return np.einsum("mn,nd->md", W, np.asarray(values, dtype=np.float64))
+
+
+@functools.lru_cache(maxsize=64)
+def _spline_weights(times: tuple, query: tuple) -> np.ndarray:
+    """(m, n) read-only weights of the natural cubic spline with knots ``times`` evaluated at ``query``."""
+    W = _natural_cubic_spline_direct(np.asarray(times), np.eye(len(times)), np.asarray(query))
+    W.setflags(write=False)
+    return W
+
+
+def _natural_cubic_spline_direct(times: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """The textbook evaluation of :func:`natural_cubic_spline` (second derivatives at the knots, then the
+    cubic of each interval): (n,), (n, d), (m,) -> (m, d)."""
     t = np.asarray(times, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
     q = np.clip(np.asarray(query, dtype=np.float64), t[0], t[-1])

@@ -115,3 +115,15 @@ def test_unknown_kind():
     with pytest.raises(ValueError, match="unknown trajectory kind 'teleport'"):
         sample_trajectory("teleport", [0, 0, 0], [1, 1, 1], np.arange(3) / 30, (0.1, 0.2), (1.0, 2.0), 4,
                           np.random.default_rng(0))
+
+
+def test_cached_spline_weights_match_the_direct_evaluation():
+    from synthseq.generator.trajectories import _natural_cubic_spline_direct
+
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 3, 6):
+        t = np.sort(rng.uniform(0, 3, size=n)) + np.arange(n)
+        y = rng.normal(size=(n, 3))
+        q = np.linspace(t[0] - 0.5, t[-1] + 0.5, 57)
+        np.testing.assert_allclose(natural_cubic_spline(t, y, q), _natural_cubic_spline_direct(t, y, q),
+                                   rtol=1e-12, atol=1e-12)
