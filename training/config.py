@@ -114,7 +114,8 @@ class EvaluateConfig:
     methods: list[Literal["ours", "ours_icp", "icp", "fpfh_ransac_icp"]] | None = None  # None = all that apply
     num_points: int = bounded(1024, gt=0)            # N for P when no checkpoint says otherwise
     use_ema: bool = False                            # evaluate the EMA teacher instead of the student P
-    max_depth_m: float | None = bounded(None, gt=0)  # depth limit of the baselines' dense clouds
+    max_depth_m: float | None = bounded(3.0, gt=0)   # depth limit of the baselines' dense clouds (Open3D's
+    #                                                  depth_trunc default; Kinect v1 depth past ~4 m is coarse)
     voxel_m: float = bounded(0.02, gt=0)             # baselines' voxel size (FPFH radius 5x, normals 2x)
     max_correspondence_m: float = bounded(0.05, gt=0)  # point-to-plane ICP correspondence distance
     synthetic_sequences: int | None = bounded(8, gt=0)  # synthetic sequences evaluated at most (view 0)

@@ -8,9 +8,11 @@ What each method sees (also written into report.md):
   its default options: no depth limit, no voxel grid; synthetic frames: the stored points resampled to N).
   Raw camera-frame metres: P centres each cloud itself (training/models.py), no other normalisation.
 - ``ours_icp``: P's estimate refined by point-to-plane ICP on the dense clouds below.
-- ``icp`` and ``fpfh_ransac_icp``: the dense cloud - every valid depth pixel back-projected (depth up to
-  ``max_depth_m`` when set), voxelised at ``voxel_m`` (2 cm) inside the baseline; synthetic shards without
-  depth images fall back to their stored points.
+- ``icp`` and ``fpfh_ransac_icp``: the dense cloud - every valid depth pixel back-projected, depth up to
+  ``max_depth_m`` (default 3 m, Open3D's ``depth_trunc`` default: Kinect v1 depth past ~4 m comes in
+  steps of 10+ cm and slows RANSAC by 10x), voxelised at ``voxel_m`` (2 cm) inside the baseline; synthetic
+  shards without depth images fall back to their stored points (N per frame; normals then use a radius of
+  3x the point spacing, see ``baselines.normal_radius``).
 
 Pairs: at gap d, frames (t, t + d). At gap 1 the pairs are the consecutive block (0, 1) ... (K - 1, K), so
 the chained frame-to-frame estimates form a trajectory over frames 0..K whose evo_rpe at ``--delta 1``
