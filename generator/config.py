@@ -63,7 +63,7 @@ class ObjectsConfig:
     mesh_dir: str | None = None
     mesh_files: list[str] = field(default_factory=list)
     mesh_ratio: float = bounded(0.5, ge=0.0, le=1.0)
-    size: tuple[float, float] = (0.2, 0.5)
+    size: Union[float, tuple[float, float]] = (0.2, 0.5)
     region: tuple[float, float, float] = bounded((2.0, 2.0, 1.5), gt=0)
     separate: bool = True
     placement_tries: int = bounded(10, ge=1)
@@ -111,8 +111,8 @@ class TrajectoryConfig:
 
     kind: Literal["spline", "constant_velocity"] = "spline"
     num_keyframes: int = bounded(4, ge=2)
-    speed: tuple[float, float] = (0.05, 0.4)
-    angular_speed_deg: tuple[float, float] = (10.0, 60.0)
+    speed: Union[float, tuple[float, float]] = (0.05, 0.4)
+    angular_speed_deg: Union[float, tuple[float, float]] = (10.0, 60.0)
 
     def __post_init__(self):
         self.speed = _range(self.speed, "generate.trajectories.speed", positive=False)
@@ -169,7 +169,7 @@ class HandheldConfig:
     look_at: tuple[float, float, float] = (0.0, 0.0, 0.6)
     rpy_amplitude_deg: tuple[float, float, float] = bounded((12.0, 12.0, 12.0), ge=0, le=90)
     xyz_amplitude_m: tuple[float, float, float] = bounded((0.1, 0.1, 0.1), ge=0)
-    frequency_hz: tuple[float, float] = (0.25, 0.5)
+    frequency_hz: Union[float, tuple[float, float]] = (0.25, 0.5)
 
     def __post_init__(self):
         self.frequency_hz = _range(self.frequency_hz, "generate.cameras.handheld.frequency_hz", positive=False)
