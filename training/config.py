@@ -35,7 +35,7 @@ class ModelConfig:
     d_blocks: int = bounded(2, ge=1)            # ResnetBlockFC blocks in D
     d_norm: Literal["batch", "none"] = "batch"  # normalisation inside D's blocks
     p_hidden: int = bounded(64, gt=0)           # pose network per-point width
-    p_global: int = bounded(256, gt=0)          # pose network global feature width
+    p_global: int = bounded(128, gt=0)          # pose network global feature width
 
 
 @dataclass

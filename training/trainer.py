@@ -320,7 +320,8 @@ class Trainer:
             scalars.update(self.g_step(x_real, refined, gen, step))
             times["time_G"] = self._sync_time(t0)
             refined_a, refined_b = refined.points[:B].detach().float(), refined.points[B:].detach().float()
-            self._last_refined = (synth["points_a"][0], refined_a[0], real["points_a"][0])
+        self._last_refined = (synth["points_a"][0], synth["points_a"][0] if refined_a is None else refined_a[0],
+                              None if real is None else real["points_a"][0])
         t0 = time.perf_counter()
         scalars.update(self.p_step(synth, real, refined_a, refined_b, gen, step))
         times["time_P"] = self._sync_time(t0)
@@ -356,7 +357,8 @@ class Trainer:
 # ----------------------------------------------------------------------------------------------- logging
 
 def save_sample_figure(path, synthetic, refined, real, step: int):
-    """Three 3D scatter plots (synthetic, refined, real), each (N, 3) camera frame; writes a PNG, returns the figure."""
+    """Three 3D scatter plots (synthetic, refined, real), each (N, 3) camera frame (real may be None: no
+    real data); writes a PNG, returns the figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -365,6 +367,9 @@ def save_sample_figure(path, synthetic, refined, real, step: int):
     fig = plt.figure(figsize=(12, 4))
     for i, (title, pts) in enumerate((("synthetic", synthetic), ("refined", refined), ("real", real))):
         ax = fig.add_subplot(1, 3, i + 1, projection="3d")
+        if pts is None:
+            ax.set_title(f"{title}: none")
+            continue
         p = pts.detach().float().cpu().numpy()
         # camera frame (x right, y down, z forward) shown with z as depth and -y up
         ax.scatter(p[:, 0], p[:, 2], -p[:, 1], s=1, c=p[:, 2], cmap="viridis")
@@ -442,7 +447,7 @@ def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, devi
     dev = resolve_device(device or tcfg.device)
     trainer = Trainer(tcfg, dev)
     if resume:
-        state = load_checkpoint(ckpt_path, map_location=dev)
+        state = load_checkpoint(ckpt_path, map_location="cpu")  # RNG states must stay CPU tensors
         saved_model = state["config"]["train"].get("model")
         if saved_model != to_dict(tcfg.model):
             raise ConfigError(f"train.model: differs from the checkpoint's ({saved_model}); "
