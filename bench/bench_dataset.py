@@ -65,15 +65,19 @@ def bench_raw(ds, order: np.ndarray) -> dict:
     import h5py
 
     files = {i: h5py.File(f, "r") for i, f in enumerate(ds.index.files)}
+    handles = {}  # (points, labels) h5py Datasets per sequence, looked up once as the Dataset does
     nbytes = 0
     t0 = time.perf_counter()
     for i in order:
         si, v, t, d, _ = (int(x) for x in ds.items[i])
-        s = ds.index.seqs[si]
-        g = files[s["file"]]["sequences"][s["key"]]
+        if si not in handles:
+            s = ds.index.seqs[si]
+            g = files[s["file"]]["sequences"][s["key"]]
+            handles[si] = (g["points"], g["labels"])
+        points, labels = handles[si]
         for f in (t, t + d):
-            p = g["points"][f, v]
-            lab = g["labels"][f, v]
+            p = points[f, v]
+            lab = labels[f, v]
             nbytes += p.nbytes + lab.nbytes
     dt = time.perf_counter() - t0
     for f in files.values():
@@ -82,7 +86,6 @@ def bench_raw(ds, order: np.ndarray) -> dict:
 
 
 def bench_loader(ds, order: np.ndarray, workers: int, batch_size: int) -> dict:
-    import torch
     from torch.utils.data import DataLoader, Subset
 
     from synthseq.datasets.torch import collate_pairs
@@ -94,11 +97,25 @@ def bench_loader(ds, order: np.ndarray, workers: int, batch_size: int) -> dict:
     next(it)  # worker start-up and first batch excluded
     n = 0
     t0 = time.perf_counter()
+    c0 = time.process_time()
     for batch in it:
         n += batch["points_a"].shape[0]
     dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     del it
-    return {"pairs_per_s": n / dt, "pairs": n, "workers": workers, "batch_size": batch_size}
+    out = {"pairs_per_s": n / dt, "pairs": n, "workers": workers, "batch_size": batch_size}
+    if workers == 0:  # CPU time of this process per pair: what one free core would sustain
+        out["cpu_us_per_pair"] = 1e6 * cpu / n
+    return out
+
+
+def _median_of(runs: list[dict]) -> dict:
+    rates = sorted(r["pairs_per_s"] for r in runs)
+    out = dict(runs[0])
+    out.update(pairs_per_s=float(np.median(rates)), min=rates[0], max=rates[-1], repeats=len(runs))
+    if "cpu_us_per_pair" in runs[0]:
+        out["cpu_us_per_pair"] = float(np.median([r["cpu_us_per_pair"] for r in runs]))
+    return out
 
 
 def bench_step(ds, order: np.ndarray, workers: int, batch_size: int, steps: int) -> dict:
@@ -159,6 +176,7 @@ def main(argv=None) -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--step-batch-size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--repeats", type=int, default=3, help="runs per measurement (the median is reported)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -182,13 +200,18 @@ def main(argv=None) -> None:
     order = rng.permutation(len(ds))[: args.pairs]
     results = {"num_points": args.num_points, "dataset_pairs": len(ds), "cpu_count": os.cpu_count(),
                "loadavg_1min": os.getloadavg()[0]}
-    results["raw_h5py"] = bench_raw(ds, order)
-    log.info("raw h5py:      %8.0f pairs/s  (%.0f MB/s)", results["raw_h5py"]["pairs_per_s"], results["raw_h5py"]["MB_per_s"])
+    bench_raw(ds, order[:500])  # warm the page cache
+    results["raw_h5py"] = _median_of([bench_raw(ds, order) for _ in range(args.repeats)])
+    log.info("raw h5py:      %8.0f pairs/s  (%.0f MB/s; min %.0f, max %.0f over %d runs)",
+             results["raw_h5py"]["pairs_per_s"], results["raw_h5py"]["MB_per_s"], results["raw_h5py"]["min"],
+             results["raw_h5py"]["max"], args.repeats)
     for w in (0, 2):
-        r = bench_loader(ds, order, w, args.batch_size)
+        r = _median_of([bench_loader(ds, order, w, args.batch_size) for _ in range(args.repeats)])
         results[f"dataset_workers{w}"] = r
-        log.info("dataset w=%d:   %8.0f pairs/s  (batch %d)", w, r["pairs_per_s"], args.batch_size)
-    r = bench_step(ds, order, 2, args.step_batch_size, args.steps)
+        extra = f", {r['cpu_us_per_pair']:.0f} CPU-us/pair" if "cpu_us_per_pair" in r else ""
+        log.info("dataset w=%d:   %8.0f pairs/s  (batch %d; min %.0f, max %.0f%s)", w, r["pairs_per_s"],
+                 args.batch_size, r["min"], r["max"], extra)
+    r = bench_step(ds, np.resize(order, args.step_batch_size * (args.steps + 2)), 2, args.step_batch_size, args.steps)
     results["train_step"] = r
     log.info("train step:    %.1f ms/step (compute %.1f ms), waiting on data %.1f%% of the time (B=%d, 2 workers)",
              r["step_ms"], r["compute_ms"], 100 * r["wait_fraction"], args.step_batch_size)

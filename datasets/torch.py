@@ -44,9 +44,8 @@ from synthseq.errors import DataError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SyntheticFrames", "SyntheticPairs", "RealPairs", "collate_pairs", "collate_frames", "collate"]
+__all__ = ["SyntheticFrames", "SyntheticPairs", "RealPairs", "Batch", "collate_pairs", "collate_frames", "collate"]
 
-_EYE4 = np.eye(4, dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------- index
@@ -102,7 +101,8 @@ class _LazyShards:
         self.pid = os.getpid()
         self.readers: dict[int, ShardReader] = {}
         self.small: dict[int, dict] = {}
-        self.big: dict[tuple[int, str], object] = {}
+        self.big: dict[tuple, object] = {}
+        self.mmaps: dict[int, object] = {}
 
     def reader(self, file_index: int) -> ShardReader:
         r = self.readers.get(file_index)
@@ -143,7 +143,80 @@ class _LazyShards:
             self.big[(seq_index, name)] = ds
         return ds
 
+    def frame_reader(self, seq_index: int, seq: dict, name: str):
+        """A function ``read(t, v) -> array`` returning ``dataset[t, v]`` (a view; copy it before keeping).
+
+        Fast path: the shard stores points/labels uncompressed, one chunk per frame (see shards.py), so a
+        (t, v) slice is a fixed byte range of the file; it is read from a per-process memory map at the
+        offset HDF5 reports for the chunk (``get_chunk_info_by_coord``, once per frame). That removes
+        h5py's ~35 us per-read overhead (bench/bench_dataset.py). Any other layout (filters, other
+        chunking, non-native byte order) uses plain h5py slicing, and the fast path checks itself against
+        h5py on its first read.
+        """
+        key = (seq_index, name, "reader")
+        fn = self.big.get(key)
+        if fn is None:
+            ds = self.dataset(seq_index, seq, name)
+            fn = self._fast_reader(seq["file"], ds) or (lambda t, v, ds=ds: ds[t, v])
+            self.big[key] = fn
+        return fn
+
+    def _fast_reader(self, file_index: int, ds):
+        try:
+            dtype = ds.dtype
+            if (ds.ndim < 2 or not dtype.isnative or dtype.hasobject
+                    or ds.compression is not None or ds.shuffle or ds.fletcher32 or ds.scaleoffset is not None
+                    or (ds.chunks is not None and tuple(ds.chunks) != (1,) + tuple(ds.shape[1:]))):
+                return None
+            mm = self._mmap(file_index)
+            row_shape = tuple(ds.shape[2:])
+            count = int(np.prod(row_shape, dtype=np.int64))
+            row_bytes = count * dtype.itemsize
+            V = int(ds.shape[1])
+            if ds.chunks is None:
+                base = ds.id.get_offset()
+                if base is None:
+                    return None
+                offsets = base + np.arange(ds.shape[0], dtype=np.int64) * (V * row_bytes)
+            else:
+                offsets = np.full(ds.shape[0], -1, dtype=np.int64)
+            zero = (0,) * (ds.ndim - 1)
+
+            def read(t, v):
+                off = offsets[t]
+                if off < 0:
+                    info = ds.id.get_chunk_info_by_coord((t,) + zero)
+                    if info.byte_offset is None or info.size != V * row_bytes:
+                        return ds[t, v]  # unallocated chunk (fill value) or unexpected size
+                    off = offsets[t] = info.byte_offset
+                return np.frombuffer(mm, dtype, count=count, offset=int(off) + v * row_bytes).reshape(row_shape)
+
+            if ds.shape[0] and V and not np.array_equal(read(0, 0), ds[0, 0]):
+                log.warning("%s: memory-mapped read of %s disagrees with h5py; using h5py", self.files[file_index], ds.name)
+                return None
+            return read
+        except Exception as e:  # noqa: BLE001 - any surprise in the fast path falls back to h5py
+            log.debug("fast reads disabled for %s: %s", ds.name, e)
+            return None
+
+    def _mmap(self, file_index: int):
+        mm = self.mmaps.get(file_index)
+        if mm is None:
+            import mmap
+
+            with open(self.files[file_index], "rb") as f:
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self.mmaps[file_index] = mm
+        return mm
+
     def close(self) -> None:
+        self.big.clear()
+        for mm in self.mmaps.values():
+            try:
+                mm.close()
+            except BufferError:  # an array still views it; it is unmapped when that array goes
+                pass
+        self.mmaps.clear()
         for r in self.readers.values():
             try:
                 r.close()
@@ -204,15 +277,15 @@ class _ShardDataset(Dataset):
         ~20x slower than two plain reads (measured: 480 vs 11,400 pairs/s, bench/bench_dataset.py).
         """
         seq = self.index.seqs[seq_index]
-        ds = self.shards.dataset(seq_index, seq, "points")
+        read = self.shards.frame_reader(seq_index, seq, "points")
         pts = np.empty((len(frames), seq["N"], 3), np.float32)
         for i, t in enumerate(frames):
-            pts[i] = ds[t, view]
+            pts[i] = read(t, view)
         if seq["has_labels"]:
-            lds = self.shards.dataset(seq_index, seq, "labels")
+            read = self.shards.frame_reader(seq_index, seq, "labels")
             lab = np.empty((len(frames), seq["N"]), np.int64)
             for i, t in enumerate(frames):
-                lab[i] = lds[t, view]
+                lab[i] = read(t, view)
         else:
             lab = np.full(pts.shape[:2], BACKGROUND_LABEL, dtype=np.int64)
         return pts, lab
@@ -498,12 +571,42 @@ class RealPairs(Dataset):
 
 # --------------------------------------------------------------------------------------------- collate
 
-def collate(samples: list[dict]) -> dict:
+class Batch(dict):
+    """The dict ``collate`` returns. Its tensors are views into ONE flat uint8 buffer, and pickling it (a
+    DataLoader worker sending it to the main process) sends that single buffer: torch moves every tensor
+    it pickles into its own shared-memory segment, a fixed ~1-2 ms per tensor, which made 13 small
+    tensors per batch cost more than reading the data (bench/bench_dataset.py). Behaves as a plain dict."""
+
+    _flat = None
+    _layout: tuple = ()
+
+    def __reduce__(self):
+        views = dict(self._layout and {k: v for k, *v in self._layout})
+        if self._flat is None or any(self.get(k) is not views[k][-1] for k in views):
+            return (Batch, (dict(self),))  # changed since collate: pickle tensor by tensor
+        rest = {k: v for k, v in self.items() if k not in views}
+        layout = tuple((k, off, dtype, shape) for k, off, dtype, shape, _ in self._layout)
+        return (_rebuild_batch, (self._flat, layout, rest, list(self.keys())))
+
+
+def _rebuild_batch(flat, layout, rest, order) -> Batch:
+    out = dict(rest)
+    for key, off, dtype, shape in layout:
+        n = int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()
+        out[key] = flat[off:off + n].view(dtype).view(shape)
+    batch = Batch((k, out[k]) for k in order)
+    batch._flat = flat
+    batch._layout = tuple((k, off, dtype, shape, batch[k]) for k, off, dtype, shape in layout)
+    return batch
+
+
+def collate(samples: list[dict]) -> Batch:
     """Stack a list of sample dicts into a batch dict.
 
     Arrays become tensors with a leading B (``points_a`` -> (B, N, 3) float32, ``a_from_b`` -> (B, 4, 4),
     ``object_a_from_b`` -> (B, K_max, 4, 4), ``labels_a`` -> (B, N) int64); ints, floats and bools become
-    (B,) tensors (``gap`` int64, ``has_pose`` bool); strings stay lists.
+    (B,) tensors (``gap`` int64, ``has_pose`` bool); strings stay lists. The tensors share one buffer
+    (see ``Batch``); treat them as read-only views or ``.clone()`` one to keep it beyond the batch.
 
     Raises:
         ValueError: the samples have different keys, or arrays of different shapes (e.g. clouds of
@@ -511,8 +614,8 @@ def collate(samples: list[dict]) -> dict:
     """
     if not samples:
         raise ValueError("collate: empty batch")
-    keys = samples[0].keys()
-    out = {}
+    keys = list(samples[0].keys())
+    arrays, rest = {}, {}
     for key in keys:
         try:
             values = [s[key] for s in samples]
@@ -520,26 +623,51 @@ def collate(samples: list[dict]) -> dict:
             raise ValueError(f"collate: key {key!r} missing from some samples") from None
         first = values[0]
         if isinstance(first, str):
-            out[key] = list(values)
+            rest[key] = list(values)
         elif isinstance(first, (bool, np.bool_)):
-            out[key] = torch.tensor([bool(x) for x in values], dtype=torch.bool)
+            arrays[key] = np.array([bool(x) for x in values], dtype=bool)
         elif isinstance(first, (int, np.integer)):
-            out[key] = torch.tensor([int(x) for x in values], dtype=torch.int64)
+            arrays[key] = np.array([int(x) for x in values], dtype=np.int64)
         elif isinstance(first, (float, np.floating)) and np.ndim(first) == 0:
-            out[key] = torch.tensor([float(x) for x in values], dtype=torch.float32)
+            arrays[key] = np.array([float(x) for x in values], dtype=np.float32)
         elif isinstance(first, np.ndarray):
             shapes = {v.shape for v in values}
             if len(shapes) != 1:
                 raise ValueError(f"collate: {key!r} has different shapes in one batch {sorted(shapes)} "
                                  "(set num_points on the Dataset to get equal N)")
-            out[key] = torch.from_numpy(np.stack(values))
+            arrays[key] = np.stack(values)
         elif isinstance(first, torch.Tensor):
-            out[key] = torch.stack(values)
+            rest[key] = torch.stack(values)
         elif first is None:
-            out[key] = None
+            rest[key] = None
         else:
-            out[key] = list(values)
-    return out
+            rest[key] = list(values)
+    # One flat buffer, each array at an 8-byte aligned offset.
+    offsets, total = {}, 0
+    for key, arr in arrays.items():
+        offsets[key] = total
+        total += -(-arr.nbytes // 8) * 8
+    flat = torch.empty(total, dtype=torch.uint8)
+    flat_np = flat.numpy()
+    layout = []
+    out = {}
+    for key, arr in arrays.items():
+        off = offsets[key]
+        flat_np[off:off + arr.nbytes] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+        dtype = _TORCH_DTYPES[arr.dtype]
+        out[key] = flat[off:off + arr.nbytes].view(dtype).view(arr.shape)
+        layout.append((key, off, dtype, tuple(arr.shape), out[key]))
+    out.update(rest)
+    batch = Batch((k, out[k]) for k in keys)
+    batch._flat = flat
+    batch._layout = tuple(layout)
+    return batch
+
+
+_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
+                 np.dtype(np.int64): torch.int64, np.dtype(np.int32): torch.int32, np.dtype(np.int16): torch.int16,
+                 np.dtype(np.uint8): torch.uint8, np.dtype(np.int8): torch.int8, np.dtype(bool): torch.bool,
+                 np.dtype(np.float16): torch.float16}
 
 
 collate_pairs = collate
