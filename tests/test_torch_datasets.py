@@ -210,7 +210,7 @@ def test_collate_pairs(toy_root):
     assert b["labels_a"].dtype == torch.int64 and b["gap"].dtype == torch.int64
     assert b["has_pose"].dtype == torch.bool and b["sequence"] == ["000000"] * 5
     # Pickling (what a DataLoader worker does) sends one buffer and rebuilds the same dict.
-    import torch.multiprocessing.reductions  # noqa: F401 - registers the shared-memory tensor reducers
+    from torch.multiprocessing import reductions  # noqa: F401 - registers the shared-memory tensor reducers
     from multiprocessing.reduction import ForkingPickler
 
     for blob in (pickle.dumps(b), bytes(ForkingPickler.dumps(b))):
