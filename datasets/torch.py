@@ -21,10 +21,16 @@ Pose conventions of every pair sample (numpy arrays; ``collate_pairs`` stacks th
 
 The trainer must not use ``a_from_b`` of real pairs (``RealPairs``): it is there for evaluation only.
 
-HDF5 files are opened lazily in the process that reads (each DataLoader worker opens its own handles;
-the Dataset pickles without any h5py object, so ``fork`` and ``spawn`` both work). Sampling is
-deterministic: sample ``i`` draws from ``np.random.default_rng([seed, epoch, i])``, so the same seed gives
-the same samples with any number of workers (``set_epoch`` varies it between epochs).
+HDF5 files are opened lazily in the process that reads (each DataLoader worker opens its own handles and
+memory maps; the Dataset pickles without any h5py object, so ``fork`` and ``spawn`` both work). Every
+shard's size and sha256 are checked against ``manifest.json`` when the Dataset is built, and
+``ShardReader`` checks ``format_version``. Sampling is deterministic: sample ``i`` draws from
+``np.random.default_rng([seed, epoch, i])``, so the same seed gives the same samples with any number of
+workers (``set_epoch`` varies it between epochs).
+
+Speed (bench/bench_dataset.py): a (t, v) cloud is read from a memory map at the byte offset HDF5 reports
+for its chunk (uncompressed, one chunk per frame, as ``ShardWriter`` stores points/labels), and
+``collate`` packs a batch into one buffer so a worker ships one shared-memory segment per batch.
 """
 
 from __future__ import annotations
