@@ -50,6 +50,8 @@ class ObjectsConfig:
         mesh_dir: a folder of mesh files (OBJ/STL/PLY/OFF/GLB/GLTF, not recursive), or null.
         mesh_files: individual mesh files (added to those of ``mesh_dir``).
         mesh_ratio: probability that an object is a mesh file rather than a primitive (when meshes are given).
+        static_ratio: probability that an object is static, resting on the floor (z = 0) in its canonical
+            orientation turned by a random yaw, like furniture and clutter in a real capture; the others fly.
         size: [low, high] target size in metres: the largest bounding-box extent of each object.
         region: (x, y, z) extents in metres of the box the objects move in: x, y centred on 0, z from 0 up.
         separate: keep objects apart: an object's trajectory is redrawn (up to ``placement_tries`` times) while
@@ -63,6 +65,7 @@ class ObjectsConfig:
     mesh_dir: str | None = None
     mesh_files: list[str] = field(default_factory=list)
     mesh_ratio: float = bounded(0.5, ge=0.0, le=1.0)
+    static_ratio: float = bounded(0.0, ge=0.0, le=1.0)
     size: Union[float, tuple[float, float]] = (0.2, 0.5)
     region: tuple[float, float, float] = bounded((2.0, 2.0, 1.5), gt=0)
     separate: bool = True

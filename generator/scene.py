@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from synthseq.generator.assets import (ObjectSpec, check_mesh_file, list_mesh_files, mesh_radius, primitive_radius,
-                                       safe_name, sample_primitive)
+                                       resting_height, safe_name, sample_primitive)
 from synthseq.generator.cameras import CameraSpec, sample_camera_spec
 from synthseq.generator.config import GenerateConfig
 from synthseq.generator.trajectories import Trajectory, sample_trajectory
@@ -138,6 +138,14 @@ def _clearance(positions: np.ndarray, radius: float, centres: list, radii: list)
     return float(gaps.min())
 
 
+def resting_trajectory(lo, hi, height: float, rng: np.random.Generator) -> Trajectory:
+    """A static pose on the floor: origin at a random (x, y) in [lo, hi], z = ``height``, random yaw."""
+    x, y = rng.uniform(np.asarray(lo)[:2], np.asarray(hi)[:2])
+    yaw = float(rng.uniform(-np.pi, np.pi))
+    return Trajectory(times=(0.0,), positions=((float(x), float(y), float(height)),), rotvecs=((0.0, 0.0, 0.0),),
+                      base_rotvec=(0.0, 0.0, yaw), kind="static")
+
+
 def make_spec(cfg: GenerateConfig, root_seed: int, index: int) -> SceneSpec:
     """Draw the scene of sequence ``index``: objects, their trajectories, the cameras. Cheap and deterministic.
 
@@ -184,9 +192,16 @@ def make_spec(cfg: GenerateConfig, root_seed: int, index: int) -> SceneSpec:
         objects.append(ObjectSpec(name=name, shape=shape, params=params, path=path, size=size, radius=radius))
         lo, hi = object_bounds(cfg, radius)
         t = cfg.trajectories
+        # Drawn only when used, so that configs without static objects keep their random streams.
+        static = o.static_ratio > 0 and bool(rng.random() < o.static_ratio)
+        height = resting_height(objects[-1]) if static else 0.0
         best, best_clearance = None, -np.inf
         for _ in range(o.placement_tries if o.separate else 1):
-            traj = sample_trajectory(t.kind, lo, hi, times, t.speed, t.angular_speed_deg, t.num_keyframes, rng)
+            if static:
+                traj = resting_trajectory(lo, hi, height, rng)
+            else:
+                traj = sample_trajectory(t.kind, lo, hi, times, t.speed, t.angular_speed_deg, t.num_keyframes,
+                                         rng)
             if not o.separate or not centres:
                 best = traj
                 break

@@ -195,3 +195,20 @@ def test_objects_are_kept_apart_when_there_is_room():
             for b in range(a):
                 gap = np.linalg.norm(centres[:, a] - centres[:, b], axis=-1) - radii[a] - radii[b]
                 assert gap.min() >= 0, (index, a, b)
+
+
+def test_static_objects_rest_on_the_floor(meshes_dir):
+    cfg = _cfg({"num_frames": 5, "objects": {"count": 6, "static_ratio": 1.0, "mesh_dir": str(meshes_dir)}})
+    for index in range(3):
+        spec = make_spec(cfg, 0, index)
+        poses = spec.object_poses()
+        for k, obj in enumerate(spec.objects):
+            assert spec.trajectories[k].kind == "static"
+            np.testing.assert_array_equal(poses[0, k], poses[-1, k])
+            np.testing.assert_allclose(poses[0, k, 2, :3], [0, 0, 1], atol=1e-12)  # yaw only: upright
+            v, _ = object_geometry(obj)
+            lowest = (v @ poses[0, k, :3, :3].T + poses[0, k, :3, 3])[:, 2].min()
+            assert -1e-9 <= lowest <= 0.01 * obj.size, (obj.name, lowest)
+    mixed = make_spec(_cfg({"objects": {"count": 20, "static_ratio": 0.5}}), 0, 0)
+    kinds = [t.kind for t in mixed.trajectories]
+    assert 3 <= kinds.count("static") <= 17
