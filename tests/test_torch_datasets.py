@@ -365,3 +365,15 @@ def test_generator_pairs_object_poses_map_points_onto_meshes(tmp_path):
                 assert wrong_dist.max() > 5e-3, "the inverted object pose should leave the mesh"
             checked += 1
     assert checked > 10
+
+
+def test_real_pairs_over_tum_folder(tum_xyz_pair_dir):
+    ds = RealPairs(tum_xyz_pair_dir, gaps=(1,), num_points=256, seed=0)
+    assert len(ds) == 1
+    s = ds[0]
+    assert s["points_a"].shape == (256, 3) and s["has_pose"] is True and s["gap"] == 1
+    assert s["sequence"] == str(tum_xyz_pair_dir)
+    # PROVENANCE.md: relative motion 2.14 deg, t = (-0.0044, 0.0072, 0.0392) m.
+    np.testing.assert_allclose(s["a_from_b"][:3, 3], [-0.0044, 0.0072, 0.0392], atol=3e-4)
+    again = RealPairs(tum_xyz_pair_dir, gaps=(1,), num_points=256, seed=0)[0]
+    np.testing.assert_array_equal(again["points_b"], s["points_b"])
