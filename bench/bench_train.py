@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -68,11 +69,13 @@ def main(argv=None) -> int:
     r_iter = iter(make_loader(real, cfg, 1, 0, n_steps))
     rows = []
     for i in range(n_steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         s, r = next(s_iter), next(r_iter)
         t_data = time.perf_counter() - t0
         _, times = trainer.train_step(s, r)
-        times.update(time_data=t_data, time_step=time.perf_counter() - t0)
+        # process CPU time (all threads) beside wall time: on a shared machine wall time includes waiting
+        # for other people's processes, CPU time does not
+        times.update(time_data=t_data, time_step=time.perf_counter() - t0, time_cpu_step=time.process_time() - c0)
         if i >= args.warmup:
             rows.append(times)
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
@@ -86,7 +89,9 @@ def main(argv=None) -> int:
         "params": {k: sum(p.numel() for p in m.parameters()) for k, m in
                    (("G", trainer.G), ("D", trainer.D), ("P", trainer.P))},
     }
-    for k in ("data_ms", "D_ms", "G_ms", "P_ms", "step_ms", "samples_per_s", "peak_rss_mb"):
+    result["load_avg_1min"] = round(os.getloadavg()[0], 2)
+    for k in ("data_ms", "D_ms", "G_ms", "P_ms", "step_ms", "cpu_step_ms", "samples_per_s", "peak_rss_mb",
+              "load_avg_1min"):
         if k in result:
             print(f"{k:>14}: {result[k]}")
     print(json.dumps(result))

@@ -78,6 +78,7 @@ class TrainConfig:
     translation_weight: float = bounded(1.0, ge=0)   # relative weight of |t - t_gt| (metres) vs radians
     alignment_weight: float = bounded(1.0, ge=0)     # truncated Chamfer on real pairs
     alignment_trunc: float = bounded(0.1, gt=0)      # Chamfer truncation distance, metres
+    alignment_points: int = bounded(512, ge=0)       # points per cloud in that Chamfer (0: all); cost ~ n^2
     consistency_weight: float = bounded(0.1, ge=0)   # student vs EMA teacher on real pairs
     consistency_jitter: float = bounded(0.005, ge=0)  # std (m) of the noise on the student's real inputs
     ema_decay: float = bounded(0.999, ge=0, lt=1)

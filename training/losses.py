@@ -36,8 +36,9 @@ def pairwise_sq_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances, (B, N, 3) x (B, M, 3) -> (B, N, M), clamped at 0."""
     x = x.float()
     y = y.float()
-    d = (x * x).sum(-1)[:, :, None] + (y * y).sum(-1)[:, None, :] - 2.0 * x @ y.transpose(1, 2)
-    return d.clamp_min(0.0)
+    # baddbmm: |y|^2 - 2 x.y in one fused call, then |x|^2 in place
+    d = torch.baddbmm((y * y).sum(-1)[:, None, :], x, y.transpose(1, 2), alpha=-2.0)
+    return d.add_((x * x).sum(-1)[:, :, None]).clamp_min_(0.0)
 
 
 def chamfer_distance(x: torch.Tensor, y: torch.Tensor, trunc: float | None = None,

@@ -274,7 +274,9 @@ class Trainer:
                 pred_r = self.P(sa, sb)
                 with torch.no_grad():
                     teacher = self.P_ema(ra, rb)
-            align = L.alignment_loss(pred_r, ra, rb, cfg.alignment_trunc)
+            # the clouds are random samples already, so their first k points are a random subset
+            k = cfg.alignment_points or ra.shape[1]
+            align = L.alignment_loss(pred_r, ra[:, :k], rb[:, :k], cfg.alignment_trunc)
             cons = L.consistency_loss(pred_r, teacher, cfg.translation_weight)
             loss = loss + cfg.alignment_weight * align + cfg.consistency_weight * cons
             terms.update(P_align=align, P_consistency=cons)
