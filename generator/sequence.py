@@ -138,7 +138,10 @@ def sample_view(depth: np.ndarray, instance: np.ndarray, K: np.ndarray, num_poin
 def _scene_meshes(spec: SceneSpec, geometries, room, object_poses_t: np.ndarray) -> list:
     from synthseq.generator.render.base import RenderMesh
 
-    meshes = [RenderMesh(vertices=v, faces=f, world_from_object=object_poses_t[k], instance_id=k, key=obj.name)
+    # Render cache keys carry the seed: the same object name in another build (another config, same index)
+    # is other geometry.
+    meshes = [RenderMesh(vertices=v, faces=f, world_from_object=object_poses_t[k], instance_id=k,
+                         key=f"{obj.name}@{spec.seed:x}")
               for k, (obj, (v, f)) in enumerate(zip(spec.objects, geometries))]
     if room is not None:
         meshes.append(room)
