@@ -135,14 +135,19 @@ def sample_view(depth: np.ndarray, instance: np.ndarray, K: np.ndarray, num_poin
     return points, labels, normals, M
 
 
-def _scene_meshes(spec: SceneSpec, geometries, room, object_poses_t: np.ndarray) -> list:
+def _render_key(obj) -> str:
+    """Renderer cache key of an object: its name plus a digest of its ObjectSpec, which determines its geometry
+    (the same name from another build - another config, same index - is other geometry)."""
+    import hashlib
+
+    return f"{obj.name}@{hashlib.sha1(repr(obj).encode()).hexdigest()[:12]}"
+
+
+def _scene_meshes(geometries, keys, room, object_poses_t: np.ndarray) -> list:
     from synthseq.generator.render.base import RenderMesh
 
-    # Render cache keys carry the seed: the same object name in another build (another config, same index)
-    # is other geometry.
-    meshes = [RenderMesh(vertices=v, faces=f, world_from_object=object_poses_t[k], instance_id=k,
-                         key=f"{obj.name}@{spec.seed:x}")
-              for k, (obj, (v, f)) in enumerate(zip(spec.objects, geometries))]
+    meshes = [RenderMesh(vertices=v, faces=f, world_from_object=object_poses_t[k], instance_id=k, key=key)
+              for k, ((v, f), key) in enumerate(zip(geometries, keys))]
     if room is not None:
         meshes.append(room)
     return meshes
@@ -173,6 +178,7 @@ def generate_sequence(spec: SceneSpec, renderer=None) -> PointSequence:
     try:
         T, V, N, K = spec.num_frames, spec.num_views, spec.num_points, spec.num_objects
         geometries = [object_geometry(o) for o in spec.objects]
+        keys = [_render_key(o) for o in spec.objects]
         room = None
         if spec.room_size is not None:
             rv, rf = room_geometry(spec.room_size, spec.room_ceiling)
@@ -195,7 +201,7 @@ def generate_sequence(spec: SceneSpec, renderer=None) -> PointSequence:
         render_views = getattr(renderer, "render_views", None)
         cameras = [camera] * V
         for t in range(T):
-            meshes = _scene_meshes(spec, geometries, room, object_poses[t])
+            meshes = _scene_meshes(geometries, keys, room, object_poses[t])
             if render_views is not None:
                 results = render_views(meshes, cameras, camera_poses[t])
             else:
