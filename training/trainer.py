@@ -132,16 +132,17 @@ def check_data_paths(cfg: TrainConfig, data: bool = True) -> None:
             raise ConfigError(f"train.real[{i}]: capture not found: {p}")
 
 
-def datasets_from_config(cfg: TrainConfig):
-    """The synthetic and real pair datasets named by ``train.data`` / ``train.real`` (real None if empty)."""
+def datasets_from_config(cfg: TrainConfig, synthetic: bool = True, real: bool = True):
+    """The pair datasets named by the config: (``SyntheticPairs(train.data)`` or None,
+    ``RealPairs(train.real)`` or None when ``train.real`` is empty); paths are checked first."""
     from synthseq.datasets.torch import RealPairs, SyntheticPairs
 
-    check_data_paths(cfg)
-    synthetic = SyntheticPairs(cfg.data, gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed)
-    real = None
-    if cfg.real:
-        real = RealPairs(list(cfg.real), gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed)
-    return synthetic, real
+    check_data_paths(cfg, data=synthetic)
+    syn_ds = SyntheticPairs(cfg.data, gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed) if synthetic else None
+    real_ds = None
+    if real and cfg.real:
+        real_ds = RealPairs(list(cfg.real), gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed)
+    return syn_ds, real_ds
 
 
 def resolve_device(name: str) -> torch.device:
@@ -425,18 +426,12 @@ def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, devi
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoints" / CHECKPOINT_NAME
 
-    # data
-    if synthetic is None:
-        synthetic, cfg_real = datasets_from_config(tcfg)
-        real = cfg_real if real is None else (real or None)
-    elif real is None:
-        if tcfg.real:
-            from synthseq.datasets.torch import RealPairs
-
-            check_data_paths(tcfg, data=False)
-            real = RealPairs(list(tcfg.real), gaps=tcfg.gaps, num_points=tcfg.num_points, seed=tcfg.seed)
-    else:
-        real = real or None
+    # data: given datasets, or the ones the config names (real=False: none)
+    if synthetic is None or real is None:
+        syn_ds, real_ds = datasets_from_config(tcfg, synthetic=synthetic is None, real=real is None)
+        synthetic = syn_ds if synthetic is None else synthetic
+        real = real_ds if real is None else real
+    real = real or None
     if len(synthetic) == 0:
         raise DataError(f"{tcfg.data or 'synthetic dataset'}: no frame pairs (gaps {tcfg.gaps})")
     if real is not None and len(real) == 0:
