@@ -124,13 +124,13 @@ class HandheldMotion:
 
 @dataclass(frozen=True)
 class CameraSpec:
-    """Every camera of a sequence as plain data: shared intrinsics, static poses and an optional handheld view.
+    """Every camera of a sequence as plain data: shared intrinsics, static poses and optional handheld views.
 
     Args:
         width, height: image size, pixels.
         fx, fy, cx, cy: intrinsics, pixels.
         static_poses: V_s tuples of 16 floats, world_from_camera (row-major).
-        handheld: the moving camera (the last view), or None.
+        handheld: the moving cameras (the last views), possibly none.
     """
 
     width: int
@@ -140,11 +140,11 @@ class CameraSpec:
     cx: float
     cy: float
     static_poses: tuple = ()
-    handheld: HandheldMotion | None = None
+    handheld: tuple = ()
 
     @property
     def num_views(self) -> int:
-        return len(self.static_poses) + int(self.handheld is not None)
+        return len(self.static_poses) + len(self.handheld)
 
     def camera(self) -> Camera:
         """The shared pinhole camera."""
@@ -156,8 +156,8 @@ class CameraSpec:
         out = np.zeros((T, self.num_views, 4, 4))
         if self.static_poses:
             out[:, : len(self.static_poses)] = np.asarray(self.static_poses, dtype=np.float64).reshape(-1, 4, 4)
-        if self.handheld is not None:
-            out[:, -1] = self.handheld.poses(times)
+        for i, motion in enumerate(self.handheld):
+            out[:, len(self.static_poses) + i] = motion.poses(times)
         return out
 
 
@@ -178,17 +178,18 @@ def sample_camera_spec(cfg, rng: np.random.Generator) -> CameraSpec:
         height = rig.height + rng.uniform(-rig.height_jitter, rig.height_jitter, size=V)
         poses = rig_poses(V, radius, height, rig.look_at, az0)
         static = tuple(tuple(float(x) for x in p.ravel()) for p in poses)
-    handheld = None
+    handheld = []
     h = cfg.handheld
-    if h.enabled:
+    for _ in range(h.num_views if h.enabled else 0):
         az = float(rng.uniform(0.0, 2.0 * math.pi))
         base = look_at((h.radius * math.cos(az), h.radius * math.sin(az), h.height), h.look_at)
-        f = lambda: tuple(float(x) for x in rng.uniform(h.frequency_hz[0], h.frequency_hz[1], size=3))  # noqa: E731
-        ph = lambda: tuple(float(x) for x in rng.uniform(0.0, 2.0 * math.pi, size=3))  # noqa: E731
-        handheld = HandheldMotion(
+        # Draw order (fixed: it is part of what a seed means): rpy frequencies, rpy phases, xyz ones.
+        draws = [tuple(float(x) for x in rng.uniform(lo, hi, size=3))
+                 for lo, hi in (h.frequency_hz, (0.0, 2.0 * math.pi), h.frequency_hz, (0.0, 2.0 * math.pi))]
+        handheld.append(HandheldMotion(
             base=tuple(float(x) for x in base.ravel()),
             rpy_amplitude_rad=tuple(math.radians(a) for a in h.rpy_amplitude_deg),
-            rpy_frequency_hz=f(), rpy_phase=ph(),
+            rpy_frequency_hz=draws[0], rpy_phase=draws[1],
             xyz_amplitude_m=tuple(float(a) for a in h.xyz_amplitude_m),
-            xyz_frequency_hz=f(), xyz_phase=ph())
-    return CameraSpec(cfg.width, cfg.height, fx, fy, cx, cy, static, handheld)
+            xyz_frequency_hz=draws[2], xyz_phase=draws[3]))
+    return CameraSpec(cfg.width, cfg.height, fx, fy, cx, cy, static, tuple(handheld))

@@ -158,7 +158,8 @@ class HandheldConfig:
     19..38 deg/s per axis, like fr1/rpy (about 40 deg/s on average).
 
     Args:
-        enabled: add the camera as the last view.
+        enabled: add the handheld camera(s) as the last view(s).
+        num_views: how many handheld cameras (each with its own base azimuth and shake).
         radius, height: base position (azimuth drawn per sequence).
         look_at: point the base pose looks at.
         rpy_amplitude_deg: (roll, pitch, yaw) amplitudes: about the optical axis z, the x axis, the y axis.
@@ -167,6 +168,7 @@ class HandheldConfig:
     """
 
     enabled: bool = False
+    num_views: int = bounded(1, ge=1)
     radius: float = bounded(2.5, gt=0)
     height: float = 1.5
     look_at: tuple[float, float, float] = (0.0, 0.0, 0.6)
@@ -193,7 +195,7 @@ class CamerasConfig:
         fov_deg: horizontal field of view in degrees (used when ``fx`` is null).
         fx, fy, cx, cy: pinhole intrinsics in pixels, or null.
         rig: the static views.
-        handheld: the moving view (last view when enabled).
+        handheld: the moving view(s) (the last views when enabled).
     """
 
     width: int = bounded(80, gt=0)
@@ -208,14 +210,14 @@ class CamerasConfig:
 
     def __post_init__(self):
         check_bounds(self, "generate.cameras")
-        if self.rig.num_views + int(self.handheld.enabled) == 0:
+        if self.num_views == 0:
             raise ConfigError("generate.cameras: no views: set rig.num_views > 0 or handheld.enabled: true")
         if (self.fy is not None) and self.fx is None:
             raise ConfigError("generate.cameras.fx: required when fy is given")
 
     @property
     def num_views(self) -> int:
-        return self.rig.num_views + int(self.handheld.enabled)
+        return self.rig.num_views + (self.handheld.num_views if self.handheld.enabled else 0)
 
     def intrinsics(self) -> tuple[float, float, float, float]:
         """(fx, fy, cx, cy) in pixels."""

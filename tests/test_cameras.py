@@ -82,8 +82,8 @@ def test_handheld_motion_rates_like_tum_fr1():
     rates = []
     for seed in range(5):
         spec = sample_camera_spec(cfg, np.random.default_rng(seed))
-        assert spec.num_views == 1 and spec.static_poses == ()
-        hh: HandheldMotion = spec.handheld
+        assert spec.num_views == 1 and spec.static_poses == () and len(spec.handheld) == 1
+        hh: HandheldMotion = spec.handheld[0]
         times = np.arange(0, 10.0, 1 / 30)
         poses = spec.poses(times)[:, 0]
         base = np.asarray(hh.base).reshape(4, 4)
@@ -97,3 +97,16 @@ def test_handheld_motion_rates_like_tum_fr1():
         assert np.all((peak_axis >= 18.8) & (peak_axis <= 37.8))
     rates = np.concatenate(rates)
     assert 15.0 < np.mean(rates) < 50.0 and rates.max() < 90.0
+
+
+def test_several_handheld_cameras_follow_the_rig():
+    cfg = from_dict(CamerasConfig, {"rig": {"num_views": 2}, "handheld": {"enabled": True, "num_views": 3}},
+                    "generate.cameras")
+    assert cfg.num_views == 5
+    spec = sample_camera_spec(cfg, np.random.default_rng(0))
+    poses = spec.poses(np.arange(10) / 30.0)
+    assert poses.shape == (10, 5, 4, 4)
+    np.testing.assert_array_equal(poses[0, :2], poses[-1, :2])  # static first
+    for v in range(2, 5):
+        assert not np.allclose(poses[0, v], poses[-1, v])       # then the moving ones, each its own
+    assert not np.allclose(poses[:, 2], poses[:, 3])
