@@ -621,7 +621,7 @@ def collate(samples: list[dict]) -> Batch:
     if not samples:
         raise ValueError("collate: empty batch")
     keys = list(samples[0].keys())
-    arrays, rest = {}, {}
+    arrays, stacks, rest = {}, {}, {}
     for key in keys:
         try:
             values = [s[key] for s in samples]
@@ -641,7 +641,8 @@ def collate(samples: list[dict]) -> Batch:
             if len(shapes) != 1:
                 raise ValueError(f"collate: {key!r} has different shapes in one batch {sorted(shapes)} "
                                  "(set num_points on the Dataset to get equal N)")
-            arrays[key] = np.stack(values)
+            stacks[key] = values  # stacked straight into the batch buffer below
+            arrays[key] = _Spec((len(values),) + first.shape, first.dtype)
         elif isinstance(first, torch.Tensor):
             rest[key] = torch.stack(values)
         elif first is None:
@@ -654,12 +655,20 @@ def collate(samples: list[dict]) -> Batch:
         offsets[key] = total
         total += -(-arr.nbytes // 8) * 8
     flat = torch.empty(total, dtype=torch.uint8)
+    if torch.utils.data.get_worker_info() is not None:
+        # In a DataLoader worker the batch is pickled to the main process: allocate it in shared memory
+        # now so that pickling does not copy it there again.
+        flat.share_memory_()
     flat_np = flat.numpy()
     layout = []
     out = {}
     for key, arr in arrays.items():
         off = offsets[key]
-        flat_np[off:off + arr.nbytes] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+        dest = flat_np[off:off + arr.nbytes].view(arr.dtype).reshape(arr.shape)
+        if key in stacks:
+            np.stack(stacks[key], out=dest)
+        else:
+            dest[...] = arr
         dtype = _TORCH_DTYPES[arr.dtype]
         out[key] = flat[off:off + arr.nbytes].view(dtype).view(arr.shape)
         layout.append((key, off, dtype, tuple(arr.shape), out[key]))
@@ -668,6 +677,15 @@ def collate(samples: list[dict]) -> Batch:
     batch._flat = flat
     batch._layout = tuple(layout)
     return batch
+
+
+class _Spec:
+    """Shape and dtype of an array still to be stacked (duck-types what the layout code reads)."""
+
+    def __init__(self, shape, dtype):
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
 
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
