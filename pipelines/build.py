@@ -107,11 +107,12 @@ def _first_difference(a, b, path: str = "") -> str:
 
 # ----------------------------------------------------------------------------------------- the task
 
-def build_shard(job: ShardJob, out_dir: str, config_json: dict) -> dict:
+def build_shard(job: ShardJob, out_dir: str, config_json: dict, threads: int = 1) -> dict:
     """Render every sequence of one shard and write it atomically. Runs inside a Ray worker.
 
     Returns:
         A small summary: file, sequence_ids, bytes, sha256, num_sequences, view_frames, seconds.
+        ``threads`` is the CPU count reserved for this task (given to the ray-casting renderer).
 
     Raises:
         BuildError: naming the sequence id and seed that failed.
@@ -128,7 +129,8 @@ def build_shard(job: ShardJob, out_dir: str, config_json: dict) -> dict:
         with ShardWriter(path, config=config_json) as writer:
             for seq_index, spec in zip(job.sequence_indices, job.specs):
                 if renderer is None:
-                    renderer = make_renderer(spec.renderer)
+                    options = {"nthreads": threads} if spec.renderer == "raycast" else {}
+                    renderer = make_renderer(spec.renderer, **options)
                 try:
                     seq = generate_sequence(spec, renderer=renderer)
                 except Exception as e:  # any failure of one sequence is reported with its id and seed
@@ -257,17 +259,21 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
         started_here = True
     try:
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
-        window = cfg.build.workers or cluster_cpus
-        task = ray.remote(num_cpus=1, max_retries=cfg.build.max_retries,
+        window = min(cfg.build.workers or cluster_cpus, len(todo))
+        # Each task reserves an equal share of the CPUs and renders with that many threads, so one worker
+        # on a 2-core machine uses both cores and two workers do not compete for them.
+        threads = max(1, cluster_cpus // window) if not address else 1
+        task = ray.remote(num_cpus=threads, max_retries=cfg.build.max_retries,
                           retry_exceptions=[BuildError])(build_shard)
         config_json = json.loads(json.dumps(shard_config(cfg)))
-        _drive(task, todo, str(out.resolve()), config_json, window, progress, done, save_manifest, on_shard)
+        _drive(task, todo, str(out.resolve()), config_json, window, threads, progress, done, save_manifest,
+               on_shard)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _drive(task, todo, out_dir, config_json, window, progress, done, save_manifest, on_shard) -> None:
+def _drive(task, todo, out_dir, config_json, window, threads, progress, done, save_manifest, on_shard) -> None:
     """Submit at most ``window`` shard tasks at a time and collect them with ``ray.wait``."""
     import ray
     from tqdm import tqdm
@@ -282,7 +288,7 @@ def _drive(task, todo, out_dir, config_json, window, progress, done, save_manife
         while pending or in_flight:
             while pending and len(in_flight) < window:
                 job = pending.pop(0)
-                in_flight[task.remote(job, out_dir, config_json)] = job
+                in_flight[task.remote(job, out_dir, config_json, threads)] = job
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in ready:
                 job = in_flight.pop(ref)

@@ -72,13 +72,36 @@ def load_config(path=None, overrides: list[str] | None = None) -> Config:
     """
     from synthseq.errors import ConfigError
 
-    data = {} if path is None else load_yaml(resolve_config_path(path))
+    data = {} if path is None else _resolve_mesh_paths(load_yaml(resolve_config_path(path)),
+                                                       resolve_config_path(path).resolve().parent)
     data = apply_overrides(data, overrides or [])
     try:
         return from_dict(Config, data)
     except ConfigError as e:
         where = f"{resolve_config_path(path)}: " if path is not None else ""
         raise ConfigError(f"{where}{e}") from None
+
+
+def _resolve_mesh_paths(data: dict, base: Path) -> dict:
+    """Make the relative mesh paths written in a config file (generate.objects.mesh_dir / mesh_files)
+    absolute against the file's folder, as users of a config file expect. Paths given with ``--set`` are
+    applied afterwards and stay relative to the current directory."""
+    objects = (data.get("generate") or {}).get("objects") if isinstance(data.get("generate"), dict) else None
+    if not isinstance(objects, dict):
+        return data
+
+    def fix(p):
+        if not isinstance(p, str):
+            return p
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base / q).resolve())
+
+    objects = dict(objects)
+    if "mesh_dir" in objects:
+        objects["mesh_dir"] = fix(objects["mesh_dir"])
+    if isinstance(objects.get("mesh_files"), list):
+        objects["mesh_files"] = [fix(p) for p in objects["mesh_files"]]
+    return {**data, "generate": {**data["generate"], "objects": objects}}
 
 
 def config_to_dict(cfg: Config) -> dict:
