@@ -280,7 +280,7 @@ class _ShardDataset(Dataset):
         """(F, N, 3) float32 points and (F, N) int64 labels of ``frames`` of one view.
 
         One integer-indexed read per frame and array: h5py's strided hyperslab (``ds[t:t+d+1:d, v]``) is
-        ~20x slower than two plain reads (measured: 480 vs 11,400 pairs/s, bench/bench_dataset.py).
+        ~20x slower than two plain reads (measured on the 2-core dev machine: 480 vs 11,400 pairs/s).
         """
         seq = self.index.seqs[seq_index]
         read = self.shards.frame_reader(seq_index, seq, "points")
