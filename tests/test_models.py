@@ -101,3 +101,16 @@ def test_pose_net_point_order_invariance_and_batch_independence():
 
 def test_rotation_6d_identity():
     assert torch.allclose(rotation_6d_to_matrix(torch.tensor([1.0, 0, 0, 0, 1, 0])), torch.eye(3))
+
+
+def test_refiner_offsets_are_bounded_by_max_offset():
+    torch.manual_seed(0)
+    G = Refiner(zdim=4, hidden=16, global_dim=16, max_offset=0.05)
+    for p in G.parameters():
+        torch.nn.init.normal_(p, std=2.0)  # a G that wants to move points by metres
+    out = G(clouds())
+    assert float(out.offsets.detach().abs().max()) <= 0.05 + 1e-6
+    assert float(out.offsets.detach().abs().max()) > 0.04
+    unbounded = Refiner(zdim=4, hidden=16, global_dim=16, max_offset=None)
+    unbounded.load_state_dict(G.state_dict())
+    assert float(unbounded(clouds()).offsets.detach().abs().max()) > 0.1

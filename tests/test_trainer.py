@@ -17,7 +17,8 @@ from toy_pairs import ToyPairs  # noqa: E402
 
 torch.set_num_threads(1)
 
-TINY_MODEL = dict(zdim=8, g_hidden=32, g_global=64, d_hidden=32, d_blocks=1, p_hidden=32, p_global=64)
+TINY_MODEL = dict(zdim=8, g_hidden=32, g_global=64, max_offset=0.1, d_hidden=32, d_blocks=1, p_hidden=32,
+                  p_global=64)
 
 
 def tiny_cfg(**overrides) -> TrainConfig:

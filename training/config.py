@@ -31,6 +31,7 @@ class ModelConfig:
     zdim: int = bounded(16, gt=0)               # refiner latent size
     g_hidden: int = bounded(64, gt=0)           # refiner per-point width
     g_global: int = bounded(128, gt=0)          # refiner global feature width
+    max_offset: float | None = bounded(0.05, gt=0)  # refiner offsets soft-bounded to this (m); null: unbounded
     d_hidden: int = bounded(64, gt=0)           # discriminator width (also the size of f_D)
     d_blocks: int = bounded(2, ge=1)            # ResnetBlockFC blocks in D
     d_norm: Literal["batch", "none"] = "batch"  # normalisation inside D's blocks

@@ -98,11 +98,15 @@ class Refiner(nn.Module):
     A PointNet encoder gives per-point features and a max-pooled global feature; the global feature
     parameterises q(z | x_s); a per-point decoder maps [per-point, global, z] to a 3D offset. The last layer
     starts near zero, so an untrained G is (almost) the identity and the synthetic ground truth stays valid.
+    Offsets are soft-bounded, offsets = max_offset * tanh(raw / max_offset) (about raw when small), so that
+    no refinement moves a point by more than ``max_offset`` metres whatever D asks for: a refiner models
+    sensor effects, not scene content, and the synthetic poses must stay valid. None: unbounded.
     """
 
-    def __init__(self, zdim: int = 16, hidden: int = 64, global_dim: int = 128):
+    def __init__(self, zdim: int = 16, hidden: int = 64, global_dim: int = 128, max_offset: float | None = 0.05):
         super().__init__()
         self.zdim = zdim
+        self.max_offset = max_offset
         self.point_mlp = nn.Sequential(nn.Linear(3, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.global_fc = nn.Linear(hidden, global_dim)
         self.q_head = nn.Linear(global_dim, 2 * zdim)
@@ -136,6 +140,8 @@ class Refiner(nn.Module):
         N = x.shape[1]
         dec_in = torch.cat([feats, glob[:, None].expand(-1, N, -1), z[:, None].to(feats.dtype).expand(-1, N, -1)], -1)
         offsets = self.decoder(dec_in).to(x.dtype)
+        if self.max_offset:
+            offsets = self.max_offset * torch.tanh(offsets / self.max_offset)
         return Refined(x + offsets, offsets, mu, logvar, z)
 
 
@@ -234,7 +240,8 @@ class PoseNet(nn.Module):
 def build_models(model_cfg) -> dict[str, nn.Module]:
     """The networks of a ``train.model`` config: {"G": Refiner, "D": Discriminator, "P": PoseNet}."""
     return {
-        "G": Refiner(zdim=model_cfg.zdim, hidden=model_cfg.g_hidden, global_dim=model_cfg.g_global),
+        "G": Refiner(zdim=model_cfg.zdim, hidden=model_cfg.g_hidden, global_dim=model_cfg.g_global,
+                     max_offset=model_cfg.max_offset),
         "D": Discriminator(hidden=model_cfg.d_hidden, blocks=model_cfg.d_blocks, norm=model_cfg.d_norm),
         "P": PoseNet(hidden=model_cfg.p_hidden, global_dim=model_cfg.p_global),
     }
