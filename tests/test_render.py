@@ -383,3 +383,15 @@ def test_same_geometry_placed_twice(renderers, backend):
     assert cols[1].max() < camera.cx < cols[2].min()
     # and back to one: the second copy is not drawn
     assert 2 not in r.render([left], camera, WORLD_FROM_CAMERA).instance
+
+
+def test_raycast_is_bit_identical_across_thread_counts_and_calls(meshes_dir):
+    """The build promises identical arrays with 1 or 2 workers: rendering must not depend on threads."""
+    scene = real_scene(meshes_dir)
+    camera = Camera.from_fov(62.0, 160, 120)
+    poses = np.stack([look_at((1.5 * np.cos(a), 1.5 * np.sin(a), 1.3), (0.0, 0.0, 0.2)) for a in (0.3, 2.4)])
+    one = make_renderer("raycast", nthreads=1).render_views(scene, [camera] * 2, poses)
+    two = make_renderer("raycast", nthreads=2)
+    for again in (two.render_views(scene, [camera] * 2, poses), two.render_views(scene, [camera] * 2, poses)):
+        for a, b in zip(one, again):
+            assert np.array_equal(a.depth, b.depth) and np.array_equal(a.instance, b.instance)
