@@ -114,3 +114,28 @@ def test_refiner_offsets_are_bounded_by_max_offset():
     unbounded = Refiner(zdim=4, hidden=16, global_dim=16, max_offset=None)
     unbounded.load_state_dict(G.state_dict())
     assert float(unbounded(clouds()).offsets.detach().abs().max()) > 0.1
+
+
+def test_local_patches_match_a_naive_knn():
+    from synthseq.training.models import local_patches
+
+    x = clouds(B=2, N=40)
+    p = local_patches(x, num_patches=5, k=6)
+    assert p.shape == (2, 5, 6, 3)
+    for b in range(2):
+        for m in range(5):
+            d = ((x[b] - x[b, m]) ** 2).sum(-1)
+            want = x[b][d.argsort()[:6]] - x[b, m]
+            got = p[b, m]
+            assert torch.allclose(torch.sort(got.norm(dim=-1)).values, torch.sort(want.norm(dim=-1)).values, atol=1e-6)
+    assert torch.allclose(p[:, :, 0], torch.zeros(2, 5, 3))  # the centre itself comes first
+
+
+def test_patch_discriminator_shapes_and_gradients():
+    torch.manual_seed(0)
+    D = Discriminator(hidden=16, blocks=1, norm="batch", patches=8, patch_points=10)
+    x = clouds(B=3, N=60).requires_grad_(True)
+    logits, f = D(x, return_features=True)
+    assert logits.shape == (3,) and f.shape == (3, 16)
+    logits.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0

@@ -35,6 +35,8 @@ class ModelConfig:
     d_hidden: int = bounded(64, gt=0)           # discriminator width (also the size of f_D)
     d_blocks: int = bounded(2, ge=1)            # ResnetBlockFC blocks in D
     d_norm: Literal["batch", "none"] = "batch"  # normalisation inside D's blocks
+    d_patches: int = bounded(0, ge=0)           # 0: D sees whole clouds; M: M local patches per cloud
+    d_patch_points: int = bounded(32, gt=0)     # points per patch
     p_hidden: int = bounded(64, gt=0)           # pose network per-point width
     p_global: int = bounded(128, gt=0)          # pose network global feature width
 

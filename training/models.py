@@ -145,24 +145,66 @@ class Refiner(nn.Module):
         return Refined(x + offsets, offsets, mu, logvar, z)
 
 
+def local_patches(x: torch.Tensor, num_patches: int, k: int) -> torch.Tensor:
+    """The k nearest neighbours of ``num_patches`` centre points, relative to their centre.
+
+    The centres are the first ``num_patches`` points: clouds are random samples of a frame already, so
+    these are a random subset, and no random draw is needed.
+
+    Args:
+        x: (B, N, 3) clouds.
+        num_patches: M centres (at most N).
+        k: points per patch (at most N), the centre included.
+
+    Returns:
+        (B, M, k, 3) patch points minus their centre; differentiable w.r.t. ``x``.
+    """
+    B, N, _ = x.shape
+    M, k = min(num_patches, N), min(k, N)
+    centres = x[:, :M]                                              # (B, M, 3)
+    with torch.no_grad():
+        idx = torch.cdist(centres.float(), x.float()).topk(k, dim=-1, largest=False).indices  # (B, M, k)
+    patches = torch.gather(x[:, None].expand(B, M, N, 3), 2, idx[..., None].expand(B, M, k, 3))
+    return patches - centres[:, :, None]
+
+
 class Discriminator(nn.Module):
     """Discriminator D: PointNet with ResnetBlockFC blocks, BatchNorm (or none), LeakyReLU -> one logit.
+
+    With ``patches=0`` D sees whole clouds. With ``patches=M`` it sees M local patches of ``patch_points``
+    neighbours each, centred (a PatchGAN for point clouds, Isola et al. 2017): it then judges local
+    geometry (sensor noise, quantisation, dropout) rather than scene layout, which a refiner bounded to a
+    few centimetres cannot change anyway; logits and features are averaged over the patches.
 
     ``features(x)`` is the intermediate feature f_D(x): the max-pooled output of the blocks, (B, hidden).
     """
 
-    def __init__(self, hidden: int = 64, blocks: int = 2, norm: str = "batch"):
+    def __init__(self, hidden: int = 64, blocks: int = 2, norm: str = "batch", patches: int = 0,
+                 patch_points: int = 32):
         super().__init__()
+        self.patches, self.patch_points = patches, patch_points
         self.fc_in = nn.Linear(3, hidden)
         self.blocks = nn.ModuleList([ResnetBlockFC(hidden, norm=norm) for _ in range(blocks)])
         self.head = nn.Sequential(nn.LeakyReLU(0.2), nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """f_D(x): (B, N, 3) -> (B, hidden)."""
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, P, 3) point sets -> (B, hidden) max-pooled block outputs."""
         h = self.fc_in(x)
         for block in self.blocks:
             h = block(h)
         return h.max(dim=1).values
+
+    def _per_set(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) -> (B, S, hidden): one feature per patch (S = M) or per cloud (S = 1)."""
+        if not self.patches:
+            return self._pooled(x)[:, None]
+        p = local_patches(x, self.patches, self.patch_points)       # (B, M, k, 3)
+        B, M, k, _ = p.shape
+        return self._pooled(p.reshape(B * M, k, 3)).reshape(B, M, -1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """f_D(x): (B, N, 3) -> (B, hidden), averaged over patches."""
+        return self._per_set(x).mean(dim=1)
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         """Logits that ``x`` is real.
@@ -174,9 +216,9 @@ class Discriminator(nn.Module):
         Returns:
             (B,) logits, or ((B,) logits, (B, hidden) features).
         """
-        f = self.features(x)
-        logits = self.head(f).squeeze(-1)
-        return (logits, f) if return_features else logits
+        f = self._per_set(x)                                        # (B, S, hidden)
+        logits = self.head(f).squeeze(-1).mean(dim=1)
+        return (logits, f.mean(dim=1)) if return_features else logits
 
 
 def _mlp(dims: list[int], layer_norm: bool = True) -> nn.Sequential:
@@ -242,6 +284,7 @@ def build_models(model_cfg) -> dict[str, nn.Module]:
     return {
         "G": Refiner(zdim=model_cfg.zdim, hidden=model_cfg.g_hidden, global_dim=model_cfg.g_global,
                      max_offset=model_cfg.max_offset),
-        "D": Discriminator(hidden=model_cfg.d_hidden, blocks=model_cfg.d_blocks, norm=model_cfg.d_norm),
+        "D": Discriminator(hidden=model_cfg.d_hidden, blocks=model_cfg.d_blocks, norm=model_cfg.d_norm,
+                           patches=model_cfg.d_patches, patch_points=model_cfg.d_patch_points),
         "P": PoseNet(hidden=model_cfg.p_hidden, global_dim=model_cfg.p_global),
     }
