@@ -121,10 +121,12 @@ def test_chamfer_matrix_matches_naive():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(3, 50, 3))
     y = rng.normal(size=(4, 40, 3)) + 0.3
-    d = metrics.chamfer_matrix(x, y, max_chunk_elems=4000)  # force chunking
+    d = metrics.chamfer_matrix(x, y)
     naive = np.array([[metrics.chamfer_naive(a, b) for b in y] for a in x])
     np.testing.assert_allclose(d, naive, rtol=1e-9, atol=1e-12)
-    assert metrics.chamfer_matrix(x[:1], x[:1])[0, 0] == pytest.approx(0.0, abs=1e-12)
+    d_sym = metrics.chamfer_matrix(x)  # upper triangle mirrored
+    np.testing.assert_allclose(d_sym, [[metrics.chamfer_naive(a, b) for b in x] for a in x], rtol=1e-9, atol=1e-12)
+    assert np.all(np.diag(d_sym) == 0.0)
 
 
 def _naive_realism(g, r):

@@ -370,13 +370,17 @@ def evaluate(checkpoint=None, real_paths: Sequence = (), synthetic_dir=None, gap
         ckpt = checkpoint_path(checkpoint)
         if not ckpt.is_file():
             raise FileNotFoundError(f"{ckpt}: no training checkpoint")
-        model, tcfg = load_pose_model(checkpoint, device=device, ema=cfg.use_ema)
+        try:
+            model, tcfg = load_pose_model(checkpoint, device=device, ema=cfg.use_ema)
+            if tcfg.use_gan:
+                refiner, _ = load_refiner(checkpoint, device=device)
+        except (RuntimeError, KeyError) as e:  # state_dict of another architecture, or a missing network
+            first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            raise DataError(f"{ckpt}: cannot load the networks with this synthseq's models ({first})") from None
         pose_model = _PoseModel(model, device)
         num_points = tcfg.num_points
         train_info = {"checkpoint": str(ckpt), "num_points": tcfg.num_points, "use_gan": tcfg.use_gan,
                       "real": list(tcfg.real), "data": tcfg.data}
-        if tcfg.use_gan:
-            refiner, _ = load_refiner(checkpoint, device=device)
     if checkpoint is None:
         notes.append("No checkpoint: classical baselines only.")
 
