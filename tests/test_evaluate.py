@@ -127,10 +127,11 @@ def test_evaluate_with_checkpoint_synthetic_set_and_realism(tum_rpy_dir, tmp_pat
     m = evaluate(tmp_path / "run", [tum_rpy_dir], synthetic_dir=data, gaps=(1,), out_dir=tmp_path / "rep",
                  max_pairs_per_gap=2, methods=["ours", "ours_icp", "icp"], config=cfg)
     assert m["train"]["num_points"] == 256
-    names = list(m["sequences"])
-    assert names[0] == "tum_fr1_rpy" and len(names) == 3  # TUM + two synthetic sequences
-    syn = m["sequences"][names[1]]
-    assert syn["kind"] == "synthetic"
+    # Real sequences one by one, the synthetic ones pooled (and per sequence in "synthetic_sequences").
+    assert list(m["sequences"]) == ["tum_fr1_rpy", "synthetic (2 sequences)"]
+    assert len(m["synthetic_sequences"]) == 2
+    syn = m["sequences"]["synthetic (2 sequences)"]
+    assert syn["kind"] == "synthetic" and syn["gaps"]["1"]["num_pairs"] == 4
     # On exact synthetic data with 1 deg / ~1 cm motion, ICP (on the stored points) and ours + ICP succeed.
     for method in ("icp", "ours_icp"):
         assert syn["gaps"]["1"]["methods"][method]["success_rate"] == 1.0

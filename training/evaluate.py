@@ -265,6 +265,31 @@ def evaluate_pairs(seq: EvalSequence, gap: int, starts: np.ndarray, methods: Seq
     return out
 
 
+def _summarize_sequence(raw_seq: dict, methods: list[str], kind: str, source: str, num_frames: int) -> dict:
+    """metrics.json entry of one sequence from ``evaluate_pairs`` results per gap (errors filled in)."""
+    entry = {"kind": kind, "source": source, "num_frames": int(num_frames), "gaps": {}}
+    for g, r in raw_seq.items():
+        gap_entry = {"num_pairs": int(len(r["starts"])), "motion": _motion_summary(r["gt"]), "methods": {}}
+        for m in methods:
+            gap_entry["methods"][m] = M.summarize_errors(r[m]["rot_deg"], r[m]["trans_cm"], r[m]["seconds"])
+        entry["gaps"][str(g)] = gap_entry
+    return entry
+
+
+def _pool(raw_seqs: list[dict], methods: list[str]) -> dict:
+    """Concatenate the per-pair results of several sequences, gap by gap."""
+    out: dict[int, dict] = {}
+    for g in sorted({g for r in raw_seqs for g in r}):
+        parts = [r[g] for r in raw_seqs if g in r]
+        pooled = {"starts": np.concatenate([p["starts"] for p in parts]),
+                  "gt": np.concatenate([p["gt"] for p in parts])}
+        for m in methods:
+            pooled[m] = {k: np.concatenate([p[m][k] for p in parts])
+                         for k in ("a_from_b", "seconds", "rot_deg", "trans_cm")}
+        out[g] = pooled
+    return out
+
+
 def _motion_summary(gt: np.ndarray) -> dict:
     rot, trans = M.relative_pose_errors(np.broadcast_to(np.eye(4), gt.shape), gt)
     return {"rot_deg_median": float(np.median(rot)), "trans_cm_median": float(np.median(trans)),
@@ -404,29 +429,37 @@ def evaluate(checkpoint=None, real_paths: Sequence = (), synthetic_dir=None, gap
     bar = progress(total) if progress is not None else None
     on_pair = (lambda: bar.update(1)) if bar is not None else None
     baseline_options = dict(voxel_m=cfg.voxel_m, max_correspondence_m=cfg.max_correspondence_m)
-    results: dict[str, dict] = {}
     raw: dict[str, dict] = {}
     try:
         for s, g, st in plan:
             if len(st) == 0:
                 continue
             r = evaluate_pairs(s, g, st, methods, pose_model, baseline_options, cfg.seed, on_pair)
-            raw.setdefault(s.name, {})[g] = r
-            entry = results.setdefault(s.name, {"kind": s.kind, "source": s.source, "num_frames": s.num_frames,
-                                                "gaps": {}})
-            gap_entry = {"num_pairs": int(len(st)), "motion": _motion_summary(r["gt"]), "methods": {}}
             for m in methods:
-                rot, trans = M.relative_pose_errors(r[m]["a_from_b"], r["gt"])
-                gap_entry["methods"][m] = M.summarize_errors(rot, trans, r[m]["seconds"])
-                r[m]["rot_deg"], r[m]["trans_cm"] = rot, trans
-            entry["gaps"][str(g)] = gap_entry
+                r[m]["rot_deg"], r[m]["trans_cm"] = M.relative_pose_errors(r[m]["a_from_b"], r["gt"])
+            raw.setdefault(s.name, {})[g] = r
     finally:
         if bar is not None:
             bar.close()
-
-    # --- trajectories (chained gap-1 estimates)
-    traj_dir = out_dir / "trajectories"
+    # Real sequences are reported one by one; synthetic ones pooled into one "synthetic" entry (their
+    # per-sequence summaries go to metrics.json's "synthetic_sequences").
+    results: dict[str, dict] = {}
+    synthetic_sequences: dict[str, dict] = {}
     for s in posed:
+        if s.name in raw:
+            target = results if s.kind == "real" else synthetic_sequences
+            target[s.name] = _summarize_sequence(raw[s.name], methods, s.kind, s.source, s.num_frames)
+    synth_raw = [raw[s.name] for s in synth if s.name in raw]
+    if synth_raw:
+        pooled = _pool(synth_raw, methods)
+        name = f"synthetic ({len(synth_raw)} sequences)"
+        raw[name] = pooled
+        results[name] = _summarize_sequence(pooled, methods, "synthetic", str(cfg.synthetic),
+                                            sum(s.num_frames for s in synth))
+
+    # --- trajectories (chained gap-1 estimates; real sequences and the first synthetic one)
+    traj_dir = out_dir / "trajectories"
+    for s in [x for x in posed if x.kind == "real"] + synth[:1]:
         r = raw.get(s.name, {}).get(1)
         if r is None:
             continue
@@ -434,8 +467,11 @@ def evaluate(checkpoint=None, real_paths: Sequence = (), synthetic_dir=None, gap
         ests = {m: r[m]["a_from_b"] for m in methods if m in TRAJECTORY_METHODS}
         folder = traj_dir / _safe_name(s.name)
         paths = M.export_tum_trajectories(folder, s.timestamps[:K + 1], s.world_from_camera[:K + 1], ests, s.name)
-        results[s.name]["trajectories"] = {k: str(Path(v).relative_to(out_dir)) for k, v in paths.items()}
-        results[s.name]["trajectory_frames"] = K + 1
+        entry = results.get(s.name) or synthetic_sequences[s.name]
+        entry["trajectories"] = {k: str(Path(v).relative_to(out_dir)) for k, v in paths.items()}
+        entry["trajectory_frames"] = K + 1
+    for s in synth:
+        raw.pop(s.name, None)  # plots show the pooled synthetic entry
 
     # --- GAN realism
     realism = _realism(cfg, seqs, synth, refiner, device, notes)
@@ -448,6 +484,7 @@ def evaluate(checkpoint=None, real_paths: Sequence = (), synthetic_dir=None, gap
         "success": {"max_rot_deg": M.SUCCESS_ROT_DEG, "max_trans_cm": M.SUCCESS_TRANS_CM},
         "train": train_info,
         "sequences": results,
+        "synthetic_sequences": synthetic_sequences,
         "realism": realism,
         "headline": headline,
         "notes": notes,
@@ -484,7 +521,7 @@ def _realism(cfg, seqs, synth, refiner, device, notes) -> dict | None:
     if len(real) < 2 or len(raw_synth) < 2:
         notes.append("GAN realism skipped: fewer than 2 frames in a set.")
         return None
-    out = {"protocol": f"PointFlow 1-NNA / MMD / COV under the Chamfer distance (numpy), "
+    out = {"protocol": f"PointFlow 1-NNA / MMD / COV under the Chamfer distance (scipy cKDTree), "
                        f"{cfg.realism_points} points per cloud, camera frame, metres (MMD in m^2)"}
     rng = np.random.default_rng(cfg.seed)
     out["raw_vs_real"] = M.realism_metrics(raw_synth, real, cfg.realism_points, cfg.realism_clouds, rng)
