@@ -81,7 +81,7 @@ def test_chained_trajectory_reproduces_frame_to_frame_estimates():
 def test_rpe_of_exported_tum_files_equals_evo(tmp_path):
     """Our RPE on the exported TUM files equals evo_rpe's (delta 1 and 3 frames, consecutive pairs)."""
     try:
-        from evo.core import metrics as evo_metrics, sync  # noqa: F401
+        from evo.core import metrics as evo_metrics
         from evo.core.metrics import PoseRelation, Unit
         from evo.tools import file_interface
     except ImportError:
