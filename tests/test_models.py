@@ -67,24 +67,45 @@ def test_resnet_block_fc_shapes():
 
 
 def test_pose_net_convention_and_initial_prediction():
-    """P(points_a, points_b) -> a_from_b maps b's coordinates into a's; untrained: R = I, centroids matched."""
+    """P(points_a, points_b) -> a_from_b maps b's coordinates into a's; untrained: the identity."""
     torch.manual_seed(0)
     P = PoseNet(hidden=16, global_dim=32).eval()
     a = clouds(B=2)
-    shift = torch.tensor([0.1, -0.2, 0.3])
-    b = a - shift  # frame b sees the same points moved by -shift: a_from_b is a translation by +shift
+    b = a - torch.tensor([0.1, -0.2, 0.3])
     a_from_b = P(a, b)
     assert a_from_b.shape == (2, 4, 4) and a_from_b.dtype == torch.float32
-    assert torch.allclose(a_from_b[:, :3, :3], torch.eye(3).expand(2, 3, 3), atol=1e-6)
-    assert torch.allclose(a_from_b[:, :3, 3], shift.expand(2, 3), atol=1e-5)
-    assert torch.allclose(transform_points(a_from_b, b), a, atol=1e-5)
-    assert torch.equal(a_from_b[:, 3], torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(2, 4))
+    assert torch.allclose(a_from_b, torch.eye(4).expand(2, 4, 4), atol=1e-6)
     # outputs are rigid transforms for any weights
     for p in P.parameters():
         torch.nn.init.normal_(p, std=0.3)
-    R = P(a, b)[:, :3, :3]
+    a_from_b = P(a, b)
+    R = a_from_b[:, :3, :3]
     assert torch.allclose(R.transpose(1, 2) @ R, torch.eye(3).expand(2, 3, 3), atol=1e-5)
     assert torch.allclose(torch.linalg.det(R), torch.ones(2), atol=1e-5)
+    assert torch.equal(a_from_b[:, 3], torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(2, 4))
+
+
+def test_pose_net_convention_matches_the_pair_samples():
+    """A P whose last layer is set to a known transform returns exactly it, and that transform maps
+    points_b onto points_a (the convention of SyntheticPairs / RealPairs a_from_b)."""
+    from synthseq.training.models import matrix_to_rotation_6d
+    from toy_pairs import ToyPairs
+
+    s = ToyPairs(1, 256, seed=3)[0]
+    a_from_b = torch.from_numpy(s["a_from_b"])[None]
+    pa, pb = torch.from_numpy(s["points_a"])[None], torch.from_numpy(s["points_b"])[None]
+    P = PoseNet(hidden=8, global_dim=16).eval()
+    with torch.no_grad():
+        c = torch.cat([pa - pa.mean(1, keepdim=True), pb - pb.mean(1, keepdim=True)], 1)
+        size = float((0.5 * (c[:, :256].pow(2).sum(-1).mean() + c[:, 256:].pow(2).sum(-1).mean())).sqrt())
+        P.head[-1].bias.copy_(torch.cat([matrix_to_rotation_6d(a_from_b[0, :3, :3]), a_from_b[0, :3, 3] / size]))
+    pred = P(pa, pb)
+    assert torch.allclose(pred, a_from_b, atol=1e-4)
+    # the ground truth maps frame b's cloud onto frame a's surface (Chamfer ~ sampling density)
+    from synthseq.training.losses import chamfer_distance
+
+    assert float(chamfer_distance(transform_points(pred, pb), pa).detach()) < 0.02
+    assert float(chamfer_distance(pb, pa)) > 0.05
 
 
 def test_pose_net_point_order_invariance_and_batch_independence():
