@@ -57,6 +57,11 @@ class TrainConfig:
     gaps: list[int] = bounded([1, 5, 10], gt=0)  # frame gaps d of the (t, t+d) pairs
     num_points: int = bounded(1024, gt=0)       # points per cloud fed to the networks
     num_workers: int = bounded(0, ge=0)         # DataLoader workers
+    # synthetic pairs only: each cloud of a pair turned by its own random rotation of up to this angle about
+    # the camera centre (and shifted by up to augment_translation_m), ground truth updated
+    # (datasets.transforms.RandomRigid(independent=True)): widens the relative motions P sees
+    augment_rotation_deg: float = bounded(0.0, ge=0, le=180)
+    augment_translation_m: float = bounded(0.0, ge=0)
     # optimisation
     epochs: int = bounded(20, gt=0)             # passes over the synthetic pairs
     max_steps: int | None = bounded(None, gt=0)  # optional cap on optimisation steps

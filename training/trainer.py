@@ -132,13 +132,25 @@ def check_data_paths(cfg: TrainConfig, data: bool = True) -> None:
             raise ConfigError(f"train.real[{i}]: capture not found: {p}")
 
 
+def synthetic_transform(cfg: TrainConfig):
+    """The augmentation of synthetic pairs (``augment_rotation_deg`` / ``augment_translation_m``), or None."""
+    if cfg.augment_rotation_deg <= 0 and cfg.augment_translation_m <= 0:
+        return None
+    from synthseq.datasets.transforms import RandomRigid
+
+    return RandomRigid(cfg.augment_rotation_deg, cfg.augment_translation_m, independent=True)
+
+
 def datasets_from_config(cfg: TrainConfig, synthetic: bool = True, real: bool = True):
     """The pair datasets named by the config: (``SyntheticPairs(train.data)`` or None,
     ``RealPairs(train.real)`` or None when ``train.real`` is empty); paths are checked first."""
     from synthseq.datasets.torch import RealPairs, SyntheticPairs
 
     check_data_paths(cfg, data=synthetic)
-    syn_ds = SyntheticPairs(cfg.data, gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed) if synthetic else None
+    syn_ds = None
+    if synthetic:
+        syn_ds = SyntheticPairs(cfg.data, gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed,
+                                transform=synthetic_transform(cfg))
     real_ds = None
     if real and cfg.real:
         real_ds = RealPairs(list(cfg.real), gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed)
