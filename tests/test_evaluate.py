@@ -173,3 +173,14 @@ def test_unknown_method_and_pair_selection():
     assert pair_starts(100, 10, 3).tolist() == [0, 44, 89]
     assert pair_starts(5, 10, 3).tolist() == []
     assert pair_starts(6, 2, None).tolist() == [0, 1, 2, 3]
+
+
+def test_evaluation_modules_import_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = ("import sys, synthseq.pipelines.evaluate, synthseq.training.evaluate, synthseq.training.baselines, "
+            "synthseq.training.metrics, synthseq.training.report; "
+            "print(sorted(m for m in ('torch', 'open3d', 'matplotlib', 'scipy', 'evo') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
