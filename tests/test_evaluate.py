@@ -147,6 +147,7 @@ def test_evaluate_with_checkpoint_synthetic_set_and_realism(tum_rpy_dir, tmp_pat
         assert (tmp_path / "rep" / "trajectories" / "tum_fr1_rpy" / f).is_file()
     report = (tmp_path / "rep" / "report.md").read_text()
     assert "refined synthetic vs real" in report and "ours + ICP" in report
+    assert "## Issue 5 goals" in report and "tum_fr1_rpy, gap 1: ours + ICP succeeds on" in report
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -84,6 +84,32 @@ def _realism_table(realism: dict) -> str:
     return "\n".join(lines)
 
 
+def _goals(metrics: dict) -> list[str]:
+    """The issue-5 goals checked against this report's numbers (only those it has the data for)."""
+    out = []
+    methods = metrics["methods"]
+    for name, entry in metrics["sequences"].items():
+        if entry["kind"] != "real" or not entry["gaps"]:
+            continue
+        g = max(entry["gaps"], key=int)
+        ms = entry["gaps"][g]["methods"]
+        if "ours_icp" in ms and "icp" in ms:
+            diff = 100 * (ms["ours_icp"]["success_rate"] - ms["icp"]["success_rate"])
+            out.append(f"{name}, gap {g}: ours + ICP succeeds on {diff:+.0f} points of pairs vs ICP alone "
+                       f"(goal: >= +10) - {'met' if diff >= 10 else 'missed'}")
+        if "ours" in ms:
+            med = ms["ours"]["rot_deg"]["median"]
+            out.append(f"{name}, gap {g}: ours median rotation error {med:.2f} deg (goal: < 5) - "
+                       f"{'met' if med < 5 else 'missed'}")
+    r = metrics.get("realism") or {}
+    if "raw_vs_real" in r and "refined_vs_real" in r and "ours" in methods:
+        a, b = r["raw_vs_real"]["1nna"], r["refined_vs_real"]["1nna"]
+        closer = abs(b - 0.5) < abs(a - 0.5)
+        out.append(f"1-NNA vs real: raw synthetic {100 * a:.1f}% -> refined {100 * b:.1f}% (goal: toward 50%) - "
+                   f"{'met' if closer else 'missed'}")
+    return out
+
+
 def render_report(metrics: dict, figures: dict, out_dir) -> str:
     """report.md: what each method sees, per-sequence tables, realism, trajectories, figures, notes."""
     out_dir = Path(out_dir)
@@ -105,6 +131,9 @@ def render_report(metrics: dict, figures: dict, out_dir) -> str:
         parts.append(f"- **{LABELS.get(m, m)}**: {metrics['inputs'][m]}")
     parts += ["", "Times are wall-clock per pair on this machine, one pair at a time, preprocessing included.", ""]
     parts += ["## Headline", "", format_headline(metrics), ""]
+    goals = _goals(metrics)
+    if goals:
+        parts += ["## Issue 5 goals", ""] + [f"- {g}" for g in goals] + [""]
     for name, entry in metrics["sequences"].items():
         parts += [f"## {name} ({entry['kind']}, {entry['num_frames']} frames)", "", _sequence_table(entry, methods), ""]
         trajs = entry.get("trajectories")
