@@ -127,7 +127,9 @@ class EvaluateConfig:
     #                                                  depth_trunc default; Kinect v1 depth past ~4 m is coarse)
     voxel_m: float = bounded(0.02, gt=0)             # baselines' voxel size (FPFH radius 5x, normals 2x)
     max_correspondence_m: float = bounded(0.05, gt=0)  # point-to-plane ICP correspondence distance
-    synthetic_sequences: int | None = bounded(8, gt=0)  # synthetic sequences evaluated at most (view 0)
+    synthetic_sequences: int | None = bounded(8, gt=0)  # synthetic sequences evaluated at most
+    synthetic_view: int = -1                         # view evaluated per synthetic sequence (-1: the last,
+                                                     # the moving handheld camera in the bundled configs)
     realism_clouds: int = bounded(100, ge=2)         # clouds per set for 1-NNA / MMD / COV
     realism_points: int = bounded(512, gt=0)         # points per cloud for the Chamfer distances
     seed: int = 0                                    # point sampling, RANSAC, refiner z

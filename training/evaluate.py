@@ -140,9 +140,12 @@ def load_real_sequence(path, num_points: int, max_depth_m: float | None = None, 
     return EvalSequence(Path(path).name or str(path), "real", pts, nv, seq.timestamps, poses, dense, str(path))
 
 
-def load_synthetic_sequences(data_dir, num_points: int, max_sequences: int | None = None, view: int = 0,
+def load_synthetic_sequences(data_dir, num_points: int, max_sequences: int | None = None, view: int = -1,
                              max_depth_m: float | None = None, seed: int = 0) -> list[EvalSequence]:
     """Read up to ``max_sequences`` sequences (one view each) of a built dataset directory.
+
+    ``view`` indexes the views like a Python list: the default -1 is the last view, which is the moving
+    (handheld) camera in the bundled configs; a static rig view has identity relative poses.
 
     The stored N points are resampled to ``num_points`` (as ``SyntheticPairs`` does) for P; the baselines
     get the back-projected depth images when the shards store them, else the stored valid points.
@@ -165,7 +168,7 @@ def load_synthetic_sequences(data_dir, num_points: int, max_sequences: int | Non
             seq = readers[shard].read(key, fields=("camera_poses", "depth"))
             if seq.camera_poses is None:
                 raise DataError(f"{shard}: sequence {key}: no camera_poses (needed as ground truth)")
-            v = min(view, seq.num_views - 1)
+            v = min(view, seq.num_views - 1) if view >= 0 else max(seq.num_views + view, 0)
             rng = np.random.default_rng([seed, i])
             stored, nv = seq.points[:, v], seq.num_valid[:, v]
             pts = np.stack([stored[t, sample_fixed(num_points, min(int(nv[t]), stored.shape[1]), rng)]
@@ -414,7 +417,7 @@ def evaluate(checkpoint=None, real_paths: Sequence = (), synthetic_dir=None, gap
     synth: list[EvalSequence] = []
     if cfg.synthetic is not None:
         synth = load_synthetic_sequences(cfg.synthetic, num_points, cfg.synthetic_sequences,
-                                         max_depth_m=cfg.max_depth_m, seed=cfg.seed)
+                                         view=cfg.synthetic_view, max_depth_m=cfg.max_depth_m, seed=cfg.seed)
     for s in seqs:
         if s.world_from_camera is None:
             notes.append(f"{s.name}: no ground truth; used for the realism metrics only.")
