@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("synthseq: interrupted", file=sys.stderr)
         return 130
-    except (SynthseqError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            IsADirectoryError, PermissionError, KeyError, ImportError) as e:
+    except (SynthseqError, ValueError, OSError, KeyError, ImportError) as e:
+        # OSError covers missing/unwritable files, full disks and h5py's I/O errors.
         if debug:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
