@@ -424,3 +424,20 @@ def test_synthetic_augmentation_widens_relative_rotations_and_keeps_ground_truth
     # the augmented ground truth still maps cloud b onto cloud a
     fit = chamfer_distance(transform_points(b1["a_from_b"], b1["points_b"]), b1["points_a"])
     assert float(fit.max()) < 0.05
+
+
+def test_train_views_selects_pairs_and_rejects_empty_selection(tmp_path, capsys):
+    """train.views restricts the synthetic pairs to some views; a selection with no pairs is one clear line."""
+    from test_torch_datasets import write_toy_dataset
+
+    from synthseq.training.config import TrainConfig
+    from synthseq.training.trainer import datasets_from_config
+
+    write_toy_dataset(tmp_path / "data", num_shards=1, T=5, V=2)
+    all_views, _ = datasets_from_config(TrainConfig(data=str(tmp_path / "data"), gaps=[1]), real=False)
+    one_view, _ = datasets_from_config(TrainConfig(data=str(tmp_path / "data"), gaps=[1], views=[1]),
+                                       real=False)
+    assert len(one_view) * 2 == len(all_views)
+    assert {int(one_view[i]["view"]) for i in range(len(one_view))} == {1}
+    rc, err = _cli_run(tmp_path, capsys, "--set", "train.views=[7]", "--set", "train.max_steps=1")
+    assert rc == 1 and "train.views: no synthetic pairs" in err and len(err.strip().splitlines()) == 1

@@ -150,7 +150,10 @@ def datasets_from_config(cfg: TrainConfig, synthetic: bool = True, real: bool = 
     syn_ds = None
     if synthetic:
         syn_ds = SyntheticPairs(cfg.data, gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed,
-                                transform=synthetic_transform(cfg))
+                                views=cfg.views, transform=synthetic_transform(cfg))
+        if len(syn_ds) == 0:
+            raise ConfigError(f"train.views: no synthetic pairs in {cfg.data} for views {cfg.views} and "
+                              f"gaps {cfg.gaps}")
     real_ds = None
     if real and cfg.real:
         real_ds = RealPairs(list(cfg.real), gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed)
