@@ -79,3 +79,18 @@ class Renderer(Protocol):
     def close(self) -> None:
         """Release GL contexts / buffers."""
         ...
+
+
+def check_view_poses(world_from_cameras, num_cameras: int) -> np.ndarray:
+    """``world_from_cameras`` as a (V, 4, 4) float64 array (a single (4, 4) pose becomes V = 1).
+
+    Raises:
+        ValueError: the shape is not (num_cameras, 4, 4).
+    """
+    poses = np.asarray(world_from_cameras, dtype=np.float64)
+    if poses.ndim == 2:
+        poses = poses[None]
+    if poses.shape[1:] != (4, 4) or len(poses) != num_cameras:
+        raise ValueError(f"render_views: expected world_from_cameras of shape ({num_cameras}, 4, 4), "
+                         f"got {poses.shape}")
+    return poses

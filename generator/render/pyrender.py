@@ -36,7 +36,7 @@ from collections import OrderedDict
 import numpy as np
 
 from synthseq.datasets.types import OPENCV_FROM_OPENGL, Camera
-from synthseq.generator.render.base import RenderMesh, RenderResult, same_geometry
+from synthseq.generator.render.base import RenderMesh, RenderResult, check_view_poses, same_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -185,14 +185,7 @@ class PyrenderRenderer:
         Returns:
             V results: depth (H, W) float32 z-depth metres (0 = no hit), instance (H, W) int16 (-1 = none).
         """
-        world_from_cameras = np.asarray(world_from_cameras, dtype=np.float64)
-        if world_from_cameras.ndim == 2:
-            world_from_cameras = world_from_cameras[None]
-        if world_from_cameras.shape[1:] != (4, 4) or len(world_from_cameras) != len(cameras):
-            raise ValueError(
-                f"render_views: expected world_from_cameras of shape ({len(cameras)}, 4, 4), "
-                f"got {world_from_cameras.shape}"
-            )
+        world_from_cameras = check_view_poses(world_from_cameras, len(cameras))
         flags = self._pyrender.RenderFlags.SEG
         seg_node_map, instance_lut = self._set_scene(meshes)
         results = []

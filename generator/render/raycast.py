@@ -23,7 +23,7 @@ from collections import OrderedDict
 import numpy as np
 
 from synthseq.datasets.types import Camera
-from synthseq.generator.render.base import RenderMesh, RenderResult, same_geometry
+from synthseq.generator.render.base import RenderMesh, RenderResult, check_view_poses, same_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -228,14 +228,7 @@ class RaycastRenderer:
         Returns:
             V results: depth (H, W) float32 z-depth metres (0 = no hit), instance (H, W) int16 (-1 = none).
         """
-        world_from_cameras = np.asarray(world_from_cameras, dtype=np.float64)
-        if world_from_cameras.ndim == 2:
-            world_from_cameras = world_from_cameras[None]
-        if world_from_cameras.shape[1:] != (4, 4) or len(world_from_cameras) != len(cameras):
-            raise ValueError(
-                f"render_views: expected world_from_cameras of shape ({len(cameras)}, 4, 4), "
-                f"got {world_from_cameras.shape}"
-            )
+        world_from_cameras = check_view_poses(world_from_cameras, len(cameras))
         frame = self._build_scene(meshes)
         V = len(cameras)
         self.last_rays_cast = 0
