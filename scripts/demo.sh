@@ -52,5 +52,5 @@ if [ ${#real_args[@]} -eq 0 ]; then
 fi
 rm -rf "$REPORT"
 $BIN/synthseq evaluate --checkpoint "$RUNS/$NAME" "${real_args[@]}" --synthetic "$DATA" --gaps 1 5 10 \
-  --max-pairs "${DEMO_PAIRS:-20}" --set evaluate.synthetic_sequences=2 --out "$REPORT"
+  --max-pairs "${DEMO_PAIRS:-12}" --set evaluate.synthetic_sequences=1 --out "$REPORT"
 echo "[demo] done. Report: $REPORT/report.md  (plots in $REPORT/)"
