@@ -81,6 +81,18 @@ class Renderer(Protocol):
         ...
 
 
+class MultiViewRenderer:
+    """Base of backends that implement ``render_views``: ``render`` is its one-view case."""
+
+    def render(self, meshes: list[RenderMesh], camera: Camera, world_from_camera: np.ndarray) -> RenderResult:
+        """Render ``meshes`` from one camera with OpenCV axes at ``world_from_camera`` (4, 4).
+
+        Returns:
+            depth (H, W) float32 z-depth metres (0 = no hit), instance (H, W) int16 (-1 = none).
+        """
+        return self.render_views(meshes, [camera], np.asarray(world_from_camera)[None])[0]
+
+
 def check_view_poses(world_from_cameras, num_cameras: int) -> np.ndarray:
     """``world_from_cameras`` as a (V, 4, 4) float64 array (a single (4, 4) pose becomes V = 1).
 

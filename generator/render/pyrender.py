@@ -36,7 +36,8 @@ from collections import OrderedDict
 import numpy as np
 
 from synthseq.datasets.types import OPENCV_FROM_OPENGL, Camera
-from synthseq.generator.render.base import RenderMesh, RenderResult, check_view_poses, same_geometry
+from synthseq.generator.render.base import (MultiViewRenderer, RenderMesh, RenderResult, check_view_poses,
+                                             same_geometry)
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def _import_pyrender():
     return pyrender
 
 
-class PyrenderRenderer:
+class PyrenderRenderer(MultiViewRenderer):
     """Renders z-depth and instance images with pyrender's OpenGL offscreen renderer.
 
     Args:
@@ -200,14 +201,6 @@ class PyrenderRenderer:
                 RenderResult(depth=np.where(hit, depth, 0).astype(np.float32), instance=instance_lut[code])
             )
         return results
-
-    def render(self, meshes: list[RenderMesh], camera: Camera, world_from_camera: np.ndarray) -> RenderResult:
-        """Render ``meshes`` from one camera with OpenCV axes at ``world_from_camera`` (4, 4).
-
-        Returns:
-            depth (H, W) float32 z-depth metres (0 = no hit), instance (H, W) int16 (-1 = none).
-        """
-        return self.render_views(meshes, [camera], np.asarray(world_from_camera)[None])[0]
 
     def close(self) -> None:
         """Release the GL context and every mesh buffer."""

@@ -23,7 +23,8 @@ from collections import OrderedDict
 import numpy as np
 
 from synthseq.datasets.types import Camera
-from synthseq.generator.render.base import RenderMesh, RenderResult, check_view_poses, same_geometry
+from synthseq.generator.render.base import (MultiViewRenderer, RenderMesh, RenderResult, check_view_poses,
+                                             same_geometry)
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def camera_ray_directions(camera: Camera) -> np.ndarray:
     return out
 
 
-class RaycastRenderer:
+class RaycastRenderer(MultiViewRenderer):
     """Renders z-depth and instance images with Open3D's Embree ray caster (CPU).
 
     Args:
@@ -285,14 +286,6 @@ class RaycastRenderer:
             offset += len(flat)
             results.append(RenderResult(depth=depth.reshape(H, W), instance=instance.reshape(H, W)))
         return results
-
-    def render(self, meshes: list[RenderMesh], camera: Camera, world_from_camera: np.ndarray) -> RenderResult:
-        """Render ``meshes`` from one camera with OpenCV axes at ``world_from_camera`` (4, 4).
-
-        Returns:
-            depth (H, W) float32 z-depth metres (0 = no hit), instance (H, W) int16 (-1 = none).
-        """
-        return self.render_views(meshes, [camera], np.asarray(world_from_camera)[None])[0]
 
     def clear_cache(self) -> None:
         """Forget cached geometry (call between sequences whose mesh keys are reused for other shapes)."""
