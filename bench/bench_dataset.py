@@ -32,7 +32,7 @@ log = logging.getLogger("bench_dataset")
 
 def write_random_dataset(root: Path, num_sequences: int, T: int, V: int, N: int, K: int = 3, per_shard: int = 4) -> None:
     """Shards with the layout of a real build (points chunked per frame, labels, poses), random contents."""
-    from synthseq.datasets.shards import ShardWriter, sequence_key, sha256_file, shard_name, write_json_atomic
+    from synthseq.datasets.shards import FORMAT_VERSION, ShardWriter, sequence_key, sha256_file, shard_name, write_json_atomic
     from synthseq.datasets.types import PointSequence
 
     rng = np.random.default_rng(0)
@@ -57,7 +57,7 @@ def write_random_dataset(root: Path, num_sequences: int, T: int, V: int, N: int,
                 w.write(sequence_key(i), seq)
                 ids.append(sequence_key(i))
         shards.append({"file": path.name, "sequence_ids": ids, "bytes": path.stat().st_size, "sha256": sha256_file(path)})
-    write_json_atomic(root / "manifest.json", {"format": "synthseq", "format_version": 1, "complete": True,
+    write_json_atomic(root / "manifest.json", {"format": "synthseq", "format_version": FORMAT_VERSION, "complete": True,
                                                "shards": shards})
 
 

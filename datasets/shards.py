@@ -38,7 +38,14 @@ from synthseq.errors import DataError, FormatVersionError
 from synthseq.datasets.types import PointSequence
 
 FORMAT = "synthseq"
-FORMAT_VERSION = 1
+# 2: the N points of a (frame, view) are stored in random order (``types.sample_fixed`` no longer sorts its
+#    indices); format_version 1 stored them in raster order, so "the first k points" were the top rows of
+#    the image (issue 9). Version-1 shards and datasets are refused with a message saying to rebuild them:
+#    reading them and shuffling on load would give a different cloud order than a rebuild, so the same
+#    dataset would train differently depending on when it was built.
+FORMAT_VERSION = 2
+_OLDER_VERSIONS = {1: "its clouds are stored in raster order (top image rows first), which format_version 2 "
+                      "fixed; rebuild it with `synthseq build`"}
 MANIFEST = "manifest.json"
 
 _ARRAYS = ("points", "num_valid", "labels", "normals", "depth", "instance", "camera_poses", "object_poses",
@@ -189,7 +196,8 @@ class ShardReader:
         if version != FORMAT_VERSION:
             self._file.close()
             raise FormatVersionError(
-                f"{self.path}: shard format_version {version}, this synthseq reads format_version {FORMAT_VERSION}")
+                f"{self.path}: shard format_version {version}, this synthseq reads format_version "
+                f"{FORMAT_VERSION}{_why_old(version)}")
         self.config = json.loads(attrs.get("config", "{}"))
         self.synthseq_version = str(attrs.get("synthseq_version", ""))
 
@@ -257,6 +265,15 @@ class ShardReader:
             yield key, self.read(key)
 
 
+def _why_old(version) -> str:
+    """The reason an older format_version is refused ("; ..."), or "" for an unknown one."""
+    try:
+        reason = _OLDER_VERSIONS.get(int(version))
+    except (TypeError, ValueError):
+        reason = None
+    return f" ({reason})" if reason else ""
+
+
 def _short(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else e.__class__.__name__
 
@@ -308,7 +325,7 @@ def read_manifest(root) -> dict:
     if int(m.get("format_version", -1)) != FORMAT_VERSION:
         raise FormatVersionError(
             f"{path}: dataset format_version {m.get('format_version')}, this synthseq reads "
-            f"format_version {FORMAT_VERSION}")
+            f"format_version {FORMAT_VERSION}{_why_old(m.get('format_version'))}")
     return m
 
 

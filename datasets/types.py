@@ -246,12 +246,22 @@ def backproject_depth(depth_m: np.ndarray, intrinsics: np.ndarray) -> tuple[np.n
 
 
 def sample_fixed(num_points: int, num_valid: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices that pick exactly ``num_points`` of ``num_valid`` items: without replacement when there are
-    enough, otherwise all of them then random repeats. Returns (num_points,) int64 (empty-safe: all zeros
-    when ``num_valid`` is 0, the caller zeroes those rows)."""
+    """Indices that pick exactly ``num_points`` of ``num_valid`` items, in **random order**: without
+    replacement when there are enough, otherwise all of them (shuffled) then random repeats.
+
+    The order matters: callers index row-major pixel lists with these indices, and code downstream takes
+    "the first k points" as a random subset (the trainer's alignment subset, the discriminator's patch
+    centres). Sorted indices made stored clouds raster-ordered, so the first half of a cloud was the top
+    half of the image (issue 9; shards before format_version 2). When ``num_valid < num_points`` the first
+    ``num_valid`` rows are still every valid item once (readers rely on that), just shuffled.
+
+    Returns:
+        (num_points,) int64 (empty-safe: all zeros when ``num_valid`` is 0, the caller zeroes those rows).
+    """
     if num_valid <= 0:
         return np.zeros(num_points, dtype=np.int64)
     if num_valid >= num_points:
-        return np.sort(rng.choice(num_valid, size=num_points, replace=False))
+        # Generator.choice without replacement returns its sample shuffled (shuffle=True by default).
+        return rng.choice(num_valid, size=num_points, replace=False).astype(np.int64, copy=False)
     extra = rng.integers(0, num_valid, size=num_points - num_valid)
-    return np.concatenate([np.arange(num_valid), extra])
+    return np.concatenate([rng.permutation(num_valid), extra]).astype(np.int64, copy=False)

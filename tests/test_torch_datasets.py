@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
-from synthseq.datasets.shards import ShardWriter, sequence_key, sha256_file, shard_name  # noqa: E402
+from synthseq.datasets.shards import FORMAT_VERSION, ShardWriter, sequence_key, sha256_file, shard_name  # noqa: E402
 from synthseq.datasets.torch import (  # noqa: E402
     RealPairs,
     SyntheticFrames,
@@ -101,7 +101,7 @@ def write_toy_dataset(root, num_shards: int = 2, per_shard: int = 1, **kw) -> di
                 ids.append(sequence_key(i))
         shards.append({"file": path.name, "sequence_ids": ids, "bytes": path.stat().st_size,
                        "sha256": sha256_file(path)})
-    manifest = {"format": "synthseq", "format_version": 1, "complete": True, "shards": shards}
+    manifest = {"format": "synthseq", "format_version": FORMAT_VERSION, "complete": True, "shards": shards}
     (root / "manifest.json").write_text(json.dumps(manifest))
     return manifest
 
@@ -334,7 +334,7 @@ def test_generator_pairs_object_poses_map_points_onto_meshes(tmp_path):
     with ShardWriter(root / shard_name(0)) as w:
         w.write(sequence_key(0), seq)
     path = root / shard_name(0)
-    (root / "manifest.json").write_text(json.dumps({"format": "synthseq", "format_version": 1, "shards": [
+    (root / "manifest.json").write_text(json.dumps({"format": "synthseq", "format_version": FORMAT_VERSION, "shards": [
         {"file": path.name, "sequence_ids": [sequence_key(0)], "bytes": path.stat().st_size,
          "sha256": sha256_file(path)}]}))
     ds = SyntheticPairs(root, gaps=(1, 5))

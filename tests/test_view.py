@@ -323,9 +323,9 @@ def test_other_format_version(tmp_path, box_seq, capsys):
     rc, _, err = run_cli(["view", str(root / "shard-00000.h5"), "--screenshot", "x.png"], capsys)
     assert rc == 1 and err.count("\n") == 1
     assert "format_version 99" in err and f"format_version {FORMAT_VERSION}" in err
-    root2 = write_dataset(tmp_path / "old2", [box_seq], format_version=2)
+    root2 = write_dataset(tmp_path / "old2", [box_seq], format_version=FORMAT_VERSION + 1)
     rc, _, err = run_cli(["view", str(root2), "--screenshot", "x.png"], capsys)
-    assert rc == 1 and err.count("\n") == 1 and "format_version 2" in err
+    assert rc == 1 and err.count("\n") == 1 and f"format_version {FORMAT_VERSION + 1}" in err
 
 
 @pytest.mark.parametrize("flag, value, words", [("--frame", "3", "--frame 3 out of range"),
