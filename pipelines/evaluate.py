@@ -77,8 +77,10 @@ def run(args) -> int:
     if cfg.checkpoint is not None and not Path(cfg.checkpoint).exists():
         raise FileNotFoundError(f"--checkpoint {cfg.checkpoint}: not found (a run directory or a .pt file; "
                                 "'none' for baselines only)")
+    from synthseq.datasets.real import parse_capture_spec
+
     for p in cfg.real:
-        if not Path(p).exists():
+        if not parse_capture_spec(p).path.exists():  # PATH@START:STOP: a malformed range is a DataError
             raise FileNotFoundError(f"--real {p}: capture not found")
     if cfg.synthetic is not None and not Path(cfg.synthetic).is_dir():
         raise FileNotFoundError(f"--synthetic {cfg.synthetic}: dataset directory not found")

@@ -148,8 +148,10 @@ def load_sequence(path, sequence: str | None = None, require_id: bool = False, c
     from synthseq.datasets.shards import ShardReader
     from synthseq.errors import DataError
 
+    from synthseq.datasets.real import parse_capture_spec  # a capture may carry a range: PATH@START:STOP
+
     path = Path(path)
-    if not path.exists():
+    if not parse_capture_spec(path).path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
     if not is_dataset_source(path):
         return _load_capture(path, sequence, capture_options or {})

@@ -121,7 +121,7 @@ def load_real_sequence(path, num_points: int, max_depth_m: float | None = None, 
     Raises:
         FileNotFoundError / DataError: from ``load_capture``, naming the file.
     """
-    from synthseq.datasets.real import detect_format, load_capture
+    from synthseq.datasets.real import detect_format, load_capture, parse_capture_spec
 
     fmt = detect_format(path)
     opts = dict(num_points=num_points, seed=seed)
@@ -137,7 +137,8 @@ def load_real_sequence(path, num_points: int, max_depth_m: float | None = None, 
         full = load_capture(path, num_points=max(num_points, 50_000), seed=seed)
         dense = _dense_from_points(full.points[:, 0], full.num_valid[:, 0], max_depth_m)
     poses = None if seq.camera_poses is None else seq.camera_poses[:, 0]
-    return EvalSequence(Path(path).name or str(path), "real", pts, nv, seq.timestamps, poses, dense, str(path))
+    name = parse_capture_spec(path).display_name
+    return EvalSequence(name, "real", pts, nv, seq.timestamps, poses, dense, str(path))
 
 
 def load_synthetic_sequences(data_dir, num_points: int, max_sequences: int | None = None, view: int = -1,
@@ -368,8 +369,10 @@ def evaluate(checkpoint=None, real_paths: Sequence = (), synthetic_dir=None, gap
                               synthetic=None if synthetic_dir is None else str(synthetic_dir),
                               checkpoint=None if checkpoint is None else str(checkpoint),
                               max_pairs=max_pairs_per_gap)
+    from synthseq.datasets.real import parse_capture_spec
+
     for p in cfg.real:
-        if not Path(p).exists():
+        if not parse_capture_spec(p).path.exists():
             raise FileNotFoundError(f"{p}: real capture not found")
     if cfg.synthetic is not None and not Path(cfg.synthetic).is_dir():
         raise FileNotFoundError(f"{cfg.synthetic}: synthetic dataset directory not found")

@@ -127,8 +127,14 @@ def check_data_paths(cfg: TrainConfig, data: bool = True) -> None:
                           "--set train.data=DIR)")
     elif not Path(cfg.data).is_dir():
         raise ConfigError(f"train.data: dataset directory not found: {cfg.data}")
+    from synthseq.datasets.real import parse_capture_spec  # PATH@START:STOP frame ranges
+
     for i, p in enumerate(cfg.real):
-        if not Path(p).exists():
+        try:
+            path = parse_capture_spec(p).path
+        except ValueError as e:
+            raise ConfigError(f"train.real[{i}]: {e}", key=f"train.real[{i}]") from None
+        if not path.exists():
             raise ConfigError(f"train.real[{i}]: capture not found: {p}")
 
 

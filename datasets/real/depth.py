@@ -58,16 +58,30 @@ def read_depth_png(path) -> np.ndarray:
     return arr
 
 
-def select_frames(count: int, start: int = 0, stride: int = 1, max_frames: int | None = None) -> np.ndarray:
-    """Indices ``start, start + stride, ...`` below ``count``, at most ``max_frames`` of them.
+def select_frames(count: int, start: int = 0, stride: int = 1, max_frames: int | None = None,
+                  frame_range: tuple[int, int | None] | None = None, source="capture") -> np.ndarray:
+    """Indices of the frames to read, out of ``count``: the frame range ``[range_start, range_stop)``
+    (``PATH@START:STOP``; None: all frames), then ``start, start + stride, ...`` within it (``start`` counts
+    from the range's first frame), at most ``max_frames`` of them.
 
     Raises:
         ValueError: negative start, stride < 1, max_frames < 1.
+        DataError: a frame range outside the capture's ``count`` frames, or empty (names ``source``).
     """
     if int(start) < 0 or int(stride) < 1 or (max_frames is not None and int(max_frames) < 1):
         raise ValueError(f"frame selection: expected start >= 0, stride >= 1, max_frames >= 1 or None; got "
                          f"start={start}, stride={stride}, max_frames={max_frames}")
-    idx = np.arange(int(start), count, int(stride))
+    lo, hi = 0, count
+    if frame_range is not None:
+        lo = int(frame_range[0])
+        hi = count if frame_range[1] is None else int(frame_range[1])
+        text = f"{lo}:{'' if frame_range[1] is None else hi}"
+        if lo < 0 or (hi <= lo and lo < count):
+            raise DataError(f"{source}: empty frame range {text}")
+        if hi > count or lo >= count:
+            raise DataError(f"{source}: frame range {text} is out of bounds: the capture has {count} frames "
+                            f"(valid ranges lie within 0:{count})")
+    idx = np.arange(lo + int(start), hi, int(stride))
     return idx if max_frames is None else idx[: int(max_frames)]
 
 

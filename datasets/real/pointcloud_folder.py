@@ -107,12 +107,14 @@ def list_clouds(root) -> list[Path]:
 def read_pointcloud_folder(path, *, num_points: int = DEFAULT_NUM_POINTS, start: int = 0, stride: int = 1,
                            max_frames: int | None = None, min_depth_m: float = 0.0,
                            max_depth_m: float | None = None, voxel_size_m: float | None = None, seed: int = 0,
-                           intrinsics=None, fps: float = 30.0) -> PointSequence:
+                           intrinsics=None, fps: float = 30.0,
+                           frame_range: tuple[int, int | None] | None = None) -> PointSequence:
     """Read a folder of point clouds (or a single file) as a PointSequence (V = 1, no poses).
 
     Args:
         path: folder (files ordered by name) or one file.
-        num_points, start, stride, max_frames, voxel_size_m, seed: as ``read_tum``.
+        num_points, start, stride, max_frames, voxel_size_m, seed, frame_range: as ``read_tum`` (frame
+            indices count the files in name order).
         min_depth_m, max_depth_m: keep points with z in this range (z = the file's third coordinate).
         intrinsics: K to record instead of the nominal one (see the module docstring).
         fps: timestamps are frame index / fps.
@@ -132,7 +134,7 @@ def read_pointcloud_folder(path, *, num_points: int = DEFAULT_NUM_POINTS, start:
     if not files:
         raise FileNotFoundError(f"{root}: no point-cloud files ({', '.join(CLOUD_SUFFIXES)})")
     K = check_intrinsics(intrinsics, NOMINAL_INTRINSICS)
-    sel = select_frames(len(files), start, stride, max_frames)
+    sel = select_frames(len(files), start, stride, max_frames, frame_range, root)
     points, num_valid = [], []
     for i in sel:
         cloud = read_cloud_file(files[i])

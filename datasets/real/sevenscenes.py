@@ -91,13 +91,14 @@ def list_frames(root) -> list[tuple[int, Path]]:
 def read_7scenes(path, *, num_points: int = DEFAULT_NUM_POINTS, start: int = 0, stride: int = 1,
                  max_frames: int | None = None, min_depth_m: float = 0.0, max_depth_m: float | None = None,
                  voxel_size_m: float | None = None, seed: int = 0, intrinsics=None, poses: bool = True,
-                 keep_depth: bool = False) -> PointSequence:
+                 keep_depth: bool = False,
+                 frame_range: tuple[int, int | None] | None = None) -> PointSequence:
     """Read a 7-Scenes sequence folder as a PointSequence (V = 1).
 
     Args:
         path: folder with ``frame-XXXXXX.depth.png`` and ``frame-XXXXXX.pose.txt``.
-        num_points, start, stride, max_frames, min_depth_m, max_depth_m, voxel_size_m, seed, keep_depth:
-            as ``read_tum``.
+        num_points, start, stride, max_frames, min_depth_m, max_depth_m, voxel_size_m, seed, keep_depth,
+            frame_range: as ``read_tum`` (frame indices count the depth PNGs in frame-number order).
         intrinsics: override K ((3, 3) or (fx, fy, cx, cy)); default ``camera-intrinsics.txt`` if present,
             else fx = fy = 585, cx = 320, cy = 240.
         poses: read the pose files (each selected frame must have one); False gives camera_poses None.
@@ -121,7 +122,7 @@ def read_7scenes(path, *, num_points: int = DEFAULT_NUM_POINTS, start: int = 0, 
         K = read_intrinsics_file(root / "camera-intrinsics.txt")
     else:
         K = check_intrinsics(intrinsics, SEVENSCENES_INTRINSICS)
-    sel = select_frames(len(frames), start, stride, max_frames)
+    sel = select_frames(len(frames), start, stride, max_frames, frame_range, root)
     points, num_valid, depths, world_from_camera = [], [], [], []
     size = None
     for i in sel:

@@ -79,13 +79,16 @@ def read_tum(path, *, num_points: int = DEFAULT_NUM_POINTS, start: int = 0, stri
              voxel_size_m: float | None = None, seed: int = 0, intrinsics=None,
              depth_scale: float = TUM_DEPTH_SCALE, groundtruth: bool | str = True,
              max_time_difference: float = 0.02, missing_pose: str = "error",
-             keep_depth: bool = False) -> PointSequence:
+             keep_depth: bool = False,
+             frame_range: tuple[int, int | None] | None = None) -> PointSequence:
     """Read a TUM RGB-D folder as a PointSequence (V = 1).
 
     Args:
         path: folder with ``depth.txt`` and the PNGs it lists (``groundtruth.txt`` optional).
         num_points: N points sampled per frame (without replacement when enough are valid).
-        start, stride, max_frames: which entries of depth.txt to read.
+        start, stride, max_frames: which entries of depth.txt to read (within ``frame_range``).
+        frame_range: (start, stop) or (start, None): only entries [start, stop) of depth.txt, as
+            ``PATH@START:STOP`` gives it (``load_capture``); out of bounds is a DataError.
         min_depth_m, max_depth_m: valid depth range; voxel_size_m: voxel downsampling before sampling.
         seed: sampling seed (frame i's points depend only on (seed, i)).
         intrinsics: (3, 3) K or (fx, fy, cx, cy); default freiburg1 (``FR1_INTRINSICS``).
@@ -117,7 +120,7 @@ def read_tum(path, *, num_points: int = DEFAULT_NUM_POINTS, start: int = 0, stri
     if not list_path.is_file():
         raise FileNotFoundError(f"{list_path}: not found (a TUM RGB-D folder needs depth.txt listing the depth PNGs)")
     stamps, names = read_tum_list(list_path)
-    sel = select_frames(len(names), start, stride, max_frames)
+    sel = select_frames(len(names), start, stride, max_frames, frame_range, root)
 
     poses = None
     gt_path = None if groundtruth is False else (root / "groundtruth.txt" if groundtruth is True else Path(groundtruth))
