@@ -150,6 +150,45 @@ class RigConfig:
 
 
 @dataclass
+class MotionConfig:
+    """One handheld motion regime (``generate.cameras.handheld.motions.<name>``), drawn per view by weight.
+
+    A regime shakes the base pose like :class:`HandheldConfig` does (roll/pitch/yaw and x/y/z sinusoids) and can
+    also walk: the base moves at a constant horizontal speed, roughly sideways to the view, while it keeps
+    looking at its target (the parallax then turns the camera, as a person filming an object while walking
+    past it does). Measured on the real captures (median relative motion at frame gaps 1/5/10, 30 fps):
+    TUM fr1/rpy 2.1/10.8/22.1 deg, 0.3/1.5/2.9 cm; fr1/xyz 0.4-0.6/1.6-2.6/2.6-4.5 deg, 1.0-1.2/5.2-6.3/
+    10.3-12.2 cm; 7-Scenes redkitchen 0.3/1.2/2.0 deg, 0.5/2.5/5.1 cm.
+
+    Args:
+        weight: relative probability of this regime (0 = never).
+        rpy_amplitude_deg: (roll, pitch, yaw) shake amplitudes, degrees.
+        xyz_amplitude_m: (x, y, z) shake amplitudes in the camera frame, metres.
+        frequency_hz: [low, high] frequency of each sinusoid, drawn per axis.
+        walk_speed_m_s: [low, high] speed of the base's straight horizontal walk, m/s (0 = standing).
+        distance_m: [low, high] distance from the camera to the point it looks at (indoor scenes), metres.
+    """
+
+    weight: float = bounded(1.0, ge=0)
+    rpy_amplitude_deg: tuple[float, float, float] = bounded((12.0, 12.0, 12.0), ge=0, le=90)
+    xyz_amplitude_m: tuple[float, float, float] = bounded((0.02, 0.02, 0.02), ge=0)
+    frequency_hz: Union[float, tuple[float, float]] = (0.25, 0.5)
+    walk_speed_m_s: Union[float, tuple[float, float]] = (0.0, 0.0)
+    distance_m: Union[float, tuple[float, float]] = (0.8, 2.0)
+
+    def normalise(self, path: str) -> None:
+        """Turn scalar-or-[lo, hi] values into (lo, hi) tuples and check them; ``path`` names the regime
+        (the dataclass cannot know its own key in the ``motions`` mapping)."""
+        self.frequency_hz = _range(self.frequency_hz, f"{path}.frequency_hz", positive=False)
+        self.walk_speed_m_s = _range(self.walk_speed_m_s, f"{path}.walk_speed_m_s", positive=False)
+        self.distance_m = _range(self.distance_m, f"{path}.distance_m")
+        for key in ("frequency_hz", "walk_speed_m_s"):
+            if getattr(self, key)[0] < 0:
+                raise ConfigError(f"{path}.{key}: expected values >= 0, got {list(getattr(self, key))}")
+        check_bounds(self, path)
+
+
+@dataclass
 class HandheldConfig:
     """A moving handheld-like camera (TUM RGB-D fr1/rpy, fr1/xyz-like): a base pose looking at the scene centre,
     shaken by roll/pitch/yaw and x/y/z sinusoids with random phases.
@@ -165,6 +204,9 @@ class HandheldConfig:
         rpy_amplitude_deg: (roll, pitch, yaw) amplitudes: about the optical axis z, the x axis, the y axis.
         xyz_amplitude_m: (x, y, z) amplitudes in the camera frame, metres.
         frequency_hz: [low, high] frequency of each sinusoid, drawn per axis.
+        motions: named :class:`MotionConfig` regimes; when given, each handheld view draws one by weight and
+            uses its amplitudes, frequencies, walk and (indoor scenes) viewing distance instead of
+            ``rpy_amplitude_deg``, ``xyz_amplitude_m`` and ``frequency_hz``. Empty: the single regime above.
     """
 
     enabled: bool = False
@@ -175,12 +217,17 @@ class HandheldConfig:
     rpy_amplitude_deg: tuple[float, float, float] = bounded((12.0, 12.0, 12.0), ge=0, le=90)
     xyz_amplitude_m: tuple[float, float, float] = bounded((0.1, 0.1, 0.1), ge=0)
     frequency_hz: Union[float, tuple[float, float]] = (0.25, 0.5)
+    motions: dict[str, MotionConfig] = field(default_factory=dict)
 
     def __post_init__(self):
         self.frequency_hz = _range(self.frequency_hz, "generate.cameras.handheld.frequency_hz", positive=False)
         if self.frequency_hz[0] < 0:
             raise ConfigError(f"generate.cameras.handheld.frequency_hz: expected values >= 0, got {list(self.frequency_hz)}")
         check_bounds(self, "generate.cameras.handheld")
+        for name, motion in self.motions.items():
+            motion.normalise(f"generate.cameras.handheld.motions.{name}")
+        if self.motions and sum(m.weight for m in self.motions.values()) <= 0:
+            raise ConfigError("generate.cameras.handheld.motions: expected at least one motion with weight > 0")
 
 
 @dataclass
@@ -198,8 +245,8 @@ class CamerasConfig:
         handheld: the moving view(s) (the last views when enabled).
     """
 
-    width: int = bounded(80, gt=0)
-    height: int = bounded(60, gt=0)
+    width: int = bounded(80, gt=0, le=8192)   # 8192: a common GL_MAX_TEXTURE_SIZE; larger is a typo
+    height: int = bounded(60, gt=0, le=8192)
     fov_deg: float = bounded(60.0, gt=0, lt=180)
     fx: float | None = bounded(None, gt=0)
     fy: float | None = bounded(None, gt=0)
@@ -235,6 +282,87 @@ class CamerasConfig:
         return fx, fy, cx, cy
 
 
+FURNITURE_KINDS: tuple[str, ...] = ("table", "desk", "shelf", "cabinet", "counter", "chair")
+
+
+@dataclass
+class IndoorConfig:
+    """The ``generate.indoor`` section, used when ``generate.scene: indoor``: a furnished, cluttered room that
+    the handheld camera moves inside, like the real captures (TUM RGB-D fr1 desks, 7-Scenes kitchen).
+
+    Furniture is built from boxes and cylinders (and real chair meshes), stands free or against a wall, and
+    carries clutter on its surfaces (table and desk tops, shelf boards, cabinet and counter tops); larger
+    clutter stands on the floor. Furniture, clutter and the room are static background (label -1); the
+    ``generate.objects`` section gives the few moving objects (label k, flying above the first view's target)
+    and the pool of primitives and mesh files that clutter is drawn from. ``generate.room`` gives ``ceiling``;
+    its ``size`` is replaced by the ranges here. Each handheld view looks at a point on the furniture or its
+    clutter from ``cameras.handheld.motions.<regime>.distance_m`` away, from ``camera_height_m`` up, and is
+    kept ``camera_clearance_m`` away from every static surface and moving object along its whole path.
+
+    Args:
+        room_x, room_y: [low, high] interior extents of the room along x and y, metres (drawn per sequence).
+        room_height: [low, high] floor-to-ceiling height, metres.
+        furniture_count: [low, high] pieces of furniture per room (fewer when the room is full).
+        furniture_kinds: kinds to draw from: table, desk, shelf, cabinet, counter (a kitchen run with wall
+            cabinets above), chair.
+        furniture_meshes: stems of mesh files of ``objects.mesh_dir`` / ``mesh_files`` that are chairs (the
+            longest axis is taken as up; scaled to ``chair_mesh_height``), drawn for a chair with probability
+            ``objects.mesh_ratio``; the other mesh files are clutter.
+        chair_mesh_height: [low, high] height of a chair mesh, metres.
+        clutter_per_m2: [low, high] clutter objects per square metre of support surface (drawn per sequence).
+        clutter_size: [low, high] largest extent of clutter on surfaces, metres (log-uniform).
+        floor_clutter: [low, high] number of larger objects standing on the floor.
+        floor_clutter_size: [low, high] their largest extent, metres.
+        camera_height_m: [low, high] height of the handheld camera above the floor, metres.
+        camera_clearance_m: smallest distance from the camera to any static surface along its path, metres.
+        moving_region_m: half extents (x, y, z) of the box above the first view's target in which the moving
+            objects' origins stay, metres.
+        placement_tries: candidate camera placements per view before the room is drawn again.
+    """
+
+    room_x: Union[float, tuple[float, float]] = (3.0, 8.0)
+    room_y: Union[float, tuple[float, float]] = (3.0, 8.0)
+    room_height: Union[float, tuple[float, float]] = (2.5, 3.0)
+    furniture_count: Union[int, tuple[int, int]] = (4, 8)
+    furniture_kinds: list[str] = field(default_factory=lambda: list(FURNITURE_KINDS))
+    furniture_meshes: list[str] = field(default_factory=lambda: ["chair_model"])
+    chair_mesh_height: Union[float, tuple[float, float]] = (0.8, 1.0)
+    clutter_per_m2: Union[float, tuple[float, float]] = (6.0, 14.0)
+    clutter_size: Union[float, tuple[float, float]] = (0.03, 0.3)
+    floor_clutter: Union[int, tuple[int, int]] = (1, 4)
+    floor_clutter_size: Union[float, tuple[float, float]] = (0.25, 0.6)
+    camera_height_m: Union[float, tuple[float, float]] = (1.1, 1.7)
+    camera_clearance_m: float = bounded(0.3, ge=0)
+    moving_region_m: tuple[float, float, float] = bounded((0.6, 0.6, 0.5), gt=0)
+    placement_tries: int = bounded(60, ge=1)
+
+    def __post_init__(self):
+        p = "generate.indoor"
+        for key in ("room_x", "room_y", "room_height", "chair_mesh_height", "clutter_size", "floor_clutter_size",
+                    "camera_height_m"):
+            setattr(self, key, _range(getattr(self, key), f"{p}.{key}"))
+        for key in ("furniture_count", "floor_clutter", "clutter_per_m2"):
+            setattr(self, key, _range(getattr(self, key), f"{p}.{key}", positive=False))
+            if getattr(self, key)[0] < 0:
+                raise ConfigError(f"{p}.{key}: expected values >= 0, got {list(getattr(self, key))}")
+        for i, kind in enumerate(self.furniture_kinds):
+            if kind not in FURNITURE_KINDS:
+                raise ConfigError(f"{p}.furniture_kinds[{i}]: expected one of {', '.join(FURNITURE_KINDS)}, "
+                                  f"got {kind!r}")
+        if self.furniture_count[1] > 0 and not self.furniture_kinds:
+            raise ConfigError(f"{p}.furniture_kinds: empty, but furniture_count is {list(self.furniture_count)}")
+        if self.room_x[0] < 2.0 or self.room_y[0] < 2.0 or self.room_height[0] < 2.0:
+            raise ConfigError(f"{p}: rooms must be at least 2 m in x, y and height (room_x {list(self.room_x)}, "
+                              f"room_y {list(self.room_y)}, room_height {list(self.room_height)})")
+        if self.camera_height_m[1] + self.camera_clearance_m >= self.room_height[0]:
+            raise ConfigError(f"{p}.camera_height_m: cameras up to {self.camera_height_m[1]} m (+ clearance "
+                              f"{self.camera_clearance_m} m) do not fit under a {self.room_height[0]} m ceiling")
+        if self.camera_height_m[0] <= self.camera_clearance_m:
+            raise ConfigError(f"{p}.camera_height_m: expected heights above camera_clearance_m "
+                              f"({self.camera_clearance_m} m), got {list(self.camera_height_m)}")
+        check_bounds(self, p)
+
+
 @dataclass
 class StoreConfig:
     """Optional arrays stored with every sequence (points, labels, poses and intrinsics always are).
@@ -258,6 +386,10 @@ class GenerateConfig:
         num_frames: T frames per sequence.
         fps: frames per second (timestamps t / fps).
         num_points: N points sampled per (frame, view).
+        scene: ``objects`` (objects moving in a room, seen by a rig and/or handheld cameras: the original
+            default) or ``indoor`` (the handheld camera inside a furnished, cluttered room with a few moving
+            objects, like the real captures; see :class:`IndoorConfig`).
+        indoor: the indoor scene's room, furniture, clutter and camera placement (used when scene: indoor).
         objects, room, trajectories, cameras, store: see their classes.
         renderer: ``raycast`` (Open3D/Embree on the CPU; the default, deterministic across machines) or
             ``pyrender`` (OpenGL).
@@ -265,9 +397,11 @@ class GenerateConfig:
             :class:`synthseq.generator.sensor.SensorConfig` fields (``{model: kinect, ...}``).
     """
 
-    num_frames: int = bounded(8, gt=0)
+    num_frames: int = bounded(8, gt=0, le=100_000)
     fps: float = bounded(30.0, gt=0)
-    num_points: int = bounded(256, gt=0)
+    num_points: int = bounded(256, gt=0, le=1_048_576)
+    scene: Literal["objects", "indoor"] = "objects"
+    indoor: IndoorConfig = field(default_factory=IndoorConfig)
     objects: ObjectsConfig = field(default_factory=ObjectsConfig)
     room: RoomConfig = field(default_factory=RoomConfig)
     trajectories: TrajectoryConfig = field(default_factory=TrajectoryConfig)
@@ -290,6 +424,9 @@ def _check_geometry(cfg: GenerateConfig) -> None:
     import logging
 
     o, r, c = cfg.objects, cfg.room, cfg.cameras
+    if cfg.scene == "indoor":
+        _check_indoor(cfg)
+        return
     # The largest object's bounding sphere has radius <= sqrt(3)/2 * size (half the diagonal of a cube).
     radius = 0.5 * 3 ** 0.5 * o.size[1]
     margin = r.margin if r.enabled else 0.0
@@ -323,6 +460,19 @@ def _check_geometry(cfg: GenerateConfig) -> None:
                 raise ConfigError(
                     f"generate.cameras.{name}: cameras (radius up to {rad:g} m, height {height:g} +- {dz:g} m) "
                     f"must stay inside generate.room.size {list(r.size)}")
+
+
+def _check_indoor(cfg: GenerateConfig) -> None:
+    """Cross-field checks of an indoor scene: a room, handheld cameras only, moving objects that fit."""
+    ind, o, c = cfg.indoor, cfg.objects, cfg.cameras
+    if not cfg.room.enabled:
+        raise ConfigError("generate.room.enabled: an indoor scene needs its room (set it true)")
+    if c.rig.num_views or not c.handheld.enabled:
+        raise ConfigError("generate.cameras: an indoor scene is seen by handheld cameras only: set "
+                          "rig.num_views: 0 and handheld.enabled: true")
+    if 0.5 * 3 ** 0.5 * o.size[1] > min(ind.moving_region_m):
+        raise ConfigError(f"generate.objects.size: moving objects up to {o.size[1]} m do not fit in "
+                          f"generate.indoor.moving_region_m {list(ind.moving_region_m)} (half extents)")
 
 
 def resolve_paths(cfg: GenerateConfig, base_dir) -> GenerateConfig:

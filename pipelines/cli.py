@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import traceback
 
 # name -> (module, one-line help)
 COMMANDS = {
@@ -24,12 +26,21 @@ COMMANDS = {
 }
 
 EPILOG = """examples:
-  synthseq build synthseq/pipelines/configs/tiny.yaml --out data/tiny
+  synthseq build tiny --out data/tiny          # a bundled config by name, or a YAML path
   synthseq info data/tiny
-  synthseq train pipelines/configs/default.yaml --set train.data=data/tiny
+  synthseq train tiny --set train.data=data/tiny
   synthseq view data/tiny/shard-00000.h5 --sequence 0 --screenshot frame.png
 
-Errors are printed as one line; add --debug for the traceback."""
+Bad input is reported as one line naming its source (FILE:LINE, --set KEY or the flag) and exits 1;
+add --debug for the traceback. Anything else is a bug: the traceback is printed with a request to
+report it."""
+
+BUG_REPORT = ("this is a bug in synthseq, not a problem with your input: please report it with the "
+              "command line and the traceback above")
+
+# third-party module -> the pip extra that installs it (None: part of the base install)
+EXTRAS = {"open3d": "render", "pyrender": "render", "OpenGL": "render", "ray": "ray", "torch": "torch",
+          "tensorboard": "torch", "matplotlib": "torch"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,21 +85,68 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from synthseq.progress import quiet_open3d_on_import
+
+    quiet_open3d_on_import()  # Open3D's INFO/WARNING banners stay out of stdout and result tables
     if getattr(args, "_missing", None):
         print(f"synthseq {args.command}: not available in this build ({args._missing} missing)", file=sys.stderr)
         return 2
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe (`synthseq info ... | head`) shows up here, inside the try
+        return code
     except KeyboardInterrupt:
         print("synthseq: interrupted", file=sys.stderr)
         return 130
-    except (SynthseqError, ValueError, OSError, KeyError, ImportError) as e:
-        # OSError covers missing/unwritable files, full disks and h5py's I/O errors.
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+    except (SynthseqError, OSError) as e:
+        # Project errors are bad input; OSError covers missing/unwritable files, full disks, h5py I/O.
         if debug:
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"synthseq {args.command}: error: {msg}", file=sys.stderr)
+        print(f"synthseq {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
+    except ImportError as e:
+        hint = missing_dependency(e)
+        if hint is None or debug:
+            raise
+        print(f"synthseq {args.command}: error: {hint}", file=sys.stderr)
+        return 1
+    except Exception:
+        if debug:
+            raise
+        traceback.print_exc()
+        print(f"synthseq {args.command}: internal error: {BUG_REPORT}", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e) if not isinstance(e, KeyError) or not e.args else str(e.args[0])
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    return " ".join(lines) or type(e).__name__
+
+
+def missing_dependency(e: ImportError) -> str | None:
+    """One line for an ImportError caused by a missing optional dependency (naming the pip extra), or
+    None when the ImportError is something else (a bug)."""
+    name = (getattr(e, "name", None) or "").split(".")[0]
+    if isinstance(e, ModuleNotFoundError) and name and name != "synthseq":
+        extra = EXTRAS.get(name)
+        install = f"pip install 'synthseq[{extra}]'" if extra else "pip install synthseq (its base dependencies)"
+        return f"this command needs the Python package {name!r}, which is not installed: {install}"
+    if not name and "pip install" in str(e):  # our own lazy-import errors name the extra already
+        return _one_line(e)
+    return None
+
+
+def _silence_stdout() -> None:
+    """After the reader of our stdout went away: send the rest to /dev/null so exit does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

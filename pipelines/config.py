@@ -70,16 +70,17 @@ def load_config(path=None, overrides: list[str] | None = None) -> Config:
         ConfigError: unknown key, wrong type or value out of range, naming the full key path
             (and the file).
     """
+    from synthseq.config import locate_error
     from synthseq.errors import ConfigError
 
-    data = {} if path is None else _resolve_mesh_paths(load_yaml(resolve_config_path(path)),
-                                                       resolve_config_path(path).resolve().parent)
-    data = apply_overrides(data, overrides or [])
+    file = None if path is None else resolve_config_path(path)
+    data = {} if file is None else _resolve_mesh_paths(load_yaml(file), file.resolve().parent)
+    data = apply_overrides(data, overrides or [], defaults=to_dict(Config()))  # its errors name the override
     try:
         return from_dict(Config, data)
     except ConfigError as e:
-        where = f"{resolve_config_path(path)}: " if path is not None else ""
-        raise ConfigError(f"{where}{e}") from None
+        # Name where the bad value came from: `--set KEY=VALUE` / the flag, else FILE:LINE.
+        raise locate_error(e, overrides, file) from None
 
 
 def _resolve_mesh_paths(data: dict, base: Path) -> dict:

@@ -17,16 +17,23 @@ present, ``world_from_camera`` (4, 4), ``intrinsics`` (3, 3), ``timestamp``.
 
 Existing files are never silently replaced: if any file the export would write exists already, nothing
 is written and the command says so, unless ``--overwrite`` is given. Other files in DIR are left alone.
+The files are written into a hidden staging folder beside DIR and moved in when all are written, so a
+failed export leaves no partial files and no folder it created.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from synthseq.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +66,7 @@ def _safe(name: str) -> str:
 def export_plan(seq, fmt: str) -> dict[str, list[str]]:
     """The relative paths an export of ``seq`` writes: {"clouds": [...], "trajectories": [...], "meta": [...]}."""
     if fmt not in FORMATS:
-        raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise UsageError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     clouds = [f"clouds/{cloud_name(t, v, fmt)}" for t in range(seq.num_frames) for v in range(seq.num_views)]
     traj = []
     if seq.camera_poses is not None:
@@ -77,7 +84,7 @@ def frame_arrays(seq, frame: int, view: int, world: bool) -> dict[str, np.ndarra
         sequence has labels, "normals": (M, 3) float16 if it has normals (rotated with ``world``)}.
 
     Raises:
-        ValueError: ``world`` for a sequence without camera poses.
+        UsageError: ``world`` for a sequence without camera poses.
     """
     from synthseq.datasets.types import transform_points
 
@@ -86,7 +93,7 @@ def frame_arrays(seq, frame: int, view: int, world: bool) -> dict[str, np.ndarra
     out = {}
     if world:
         if seq.camera_poses is None:
-            raise ValueError(f"--world needs camera poses; sequence {seq.name} has none")
+            raise UsageError(f"--world needs camera poses; sequence {seq.name} has none")
         pose = seq.camera_poses[frame, view]
         points = transform_points(pose, points.astype(np.float64)).astype(np.float32)
     out["points"] = np.ascontiguousarray(points, np.float32)
@@ -155,45 +162,66 @@ def export_sequence(seq, out_dir, fmt: str = "ply", world: bool = False, overwri
 
     Raises:
         FileExistsError: some of the files exist already and ``overwrite`` is False (nothing written).
-        ValueError: ``world`` without camera poses.
+        UsageError: ``world`` without camera poses.
     """
-    from tqdm import tqdm
-
-    from synthseq.datasets.trajectory import write_tum_trajectory
-
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: exists and is not a directory")
     if world and seq.camera_poses is None:
-        raise ValueError(f"--world needs camera poses; sequence {seq.name} has none")
+        raise UsageError(f"--world needs camera poses; sequence {seq.name} has none")
     plan = export_plan(seq, fmt)
     rel = plan["clouds"] + plan["trajectories"] + plan["meta"]
     existing = [r for r in rel if (out / r).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{out}: {len(existing)} of the {len(rel)} files to write exist already (e.g. "
                               f"{existing[0]}); pass --overwrite to replace them, or choose another --out")
+    # Everything is written into a hidden staging folder beside DIR and moved in at the end, so a failure
+    # (full disk, a bad frame, Ctrl-C) leaves DIR as it was and no half-written export.
+    created = [p for p in [out, *out.parents] if not p.exists()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    try:
+        _write_export(seq, staging, plan, fmt, world, source)
+        if not out.exists():
+            os.rename(staging, out)
+        else:
+            for r in rel:
+                (out / r).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / r, out / r)
+            shutil.rmtree(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for p in created[1:]:  # the ancestors this call made (DIR itself never existed if we get here)
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
+    return [out / r for r in rel]
+
+
+def _write_export(seq, out: Path, plan: dict, fmt: str, world: bool, source: str) -> None:
+    from synthseq.datasets.trajectory import write_tum_trajectory
+    from synthseq.progress import progress
+
     (out / "clouds").mkdir(parents=True, exist_ok=True)
-    written = []
     items = [(t, v) for t in range(seq.num_frames) for v in range(seq.num_views)]
-    for (t, v), r in zip(tqdm(items, desc="export", unit="cloud", disable=None), plan["clouds"]):
+    for (t, v), r in zip(progress(items, desc="export", unit="cloud"), plan["clouds"]):
         extra = {"intrinsics": seq.intrinsics[v], "timestamp": np.float64(seq.timestamps[t])}
         if seq.camera_poses is not None:
             extra["world_from_camera"] = seq.camera_poses[t, v]
         write_cloud(out / r, frame_arrays(seq, t, v, world), fmt, extra)
-        written.append(out / r)
     trajectories = iter(plan["trajectories"])
+    if plan["trajectories"]:
+        (out / "trajectories").mkdir(parents=True, exist_ok=True)
     if seq.camera_poses is not None:
         for v in range(seq.num_views):
-            path = out / next(trajectories)
-            write_tum_trajectory(path, seq.timestamps, seq.camera_poses[:, v],
+            write_tum_trajectory(out / next(trajectories), seq.timestamps, seq.camera_poses[:, v],
                                  header=f"synthseq {seq.name}: world_from_camera of view {v}")
-            written.append(path)
     if seq.object_poses is not None:
         for k, name in enumerate(seq.object_names):
-            path = out / next(trajectories)
-            write_tum_trajectory(path, seq.timestamps, seq.object_poses[:, k],
+            write_tum_trajectory(out / next(trajectories), seq.timestamps, seq.object_poses[:, k],
                                  header=f"synthseq {seq.name}: world_from_object of object {k} ({name})")
-            written.append(path)
     meta = {
         "source": source, "sequence": seq.name, "format": fmt, "frame": "world" if world else "camera",
         "num_frames": seq.num_frames, "num_views": seq.num_views, "fps": seq.fps, "seed": seq.seed,
@@ -205,8 +233,6 @@ def export_sequence(seq, out_dir, fmt: str = "ply", world: bool = False, overwri
                        "t tx ty tz qx qy qz qw = world_from_camera / world_from_object; label -1 = background",
     }
     (out / "sequence.json").write_text(json.dumps(meta, indent=1) + "\n")
-    written.append(out / "sequence.json")
-    return written
 
 
 def run(args) -> int:

@@ -20,6 +20,7 @@ import logging
 import numpy as np
 
 from synthseq.datasets.types import transform_points
+from synthseq.errors import SynthseqError, UsageError
 from synthseq.pipelines.view_geometry import FrameGeometry, LineArrays
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,15 @@ class Open3DRenderer:
 
     def __init__(self, width: int, height: int, point_size: float = 3.0, line_width: float = 2.0,
                  show_overlays: bool = True, background=BACKGROUND):
-        import open3d as o3d
+        from synthseq.progress import quiet_open3d, stdout_to_stderr
 
+        o3d = quiet_open3d()
         self._o3d = o3d
         rendering = o3d.visualization.rendering
         self.width, self.height = int(width), int(height)
         self.show_overlays = show_overlays
-        self._renderer = rendering.OffscreenRenderer(self.width, self.height)
+        with stdout_to_stderr():  # Filament prints its engine banner on stdout
+            self._renderer = rendering.OffscreenRenderer(self.width, self.height)
         scene = self._renderer.scene
         scene.set_background([c / 255.0 for c in background] + [1.0])
         # Tone mapping and FXAA would shift label colours and blur the background edge.
@@ -197,10 +200,10 @@ def make_renderer(kind: str, width: int, height: int, point_size: float = 3.0, l
 
     Raises:
         ImportError: ``open3d`` asked for and not installed (names the pip extra).
-        RuntimeError: ``open3d`` asked for and its renderer does not start.
+        SynthseqError: ``open3d`` asked for and its renderer does not start.
     """
     if kind not in ("auto", "open3d", "software"):
-        raise ValueError(f"renderer: expected auto, open3d or software, got {kind!r}")
+        raise UsageError(f"renderer: expected auto, open3d or software, got {kind!r}")
     kw = dict(point_size=point_size, line_width=line_width, show_overlays=show_overlays)
     if kind == "software":
         return SoftwareRenderer(width, height, **kw)
@@ -212,7 +215,8 @@ def make_renderer(kind: str, width: int, height: int, point_size: float = 3.0, l
         log.warning("open3d is not installed; rendering with the software fallback")
     except RuntimeError as e:
         if kind == "open3d":
-            raise
+            raise SynthseqError(f"--renderer open3d: Open3D's offscreen renderer did not start ({e}); "
+                                "try --renderer software") from e
         log.warning("Open3D's offscreen renderer did not start (%s); rendering with the software fallback",
                     str(e).splitlines()[0] if str(e) else type(e).__name__)
     return SoftwareRenderer(width, height, **kw)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from synthseq.errors import SynthseqError, UsageError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_POINT_SIZE = 3.0
@@ -48,6 +50,7 @@ def configure_parser(parser) -> None:
     parser.add_argument("--point-size", type=float, default=DEFAULT_POINT_SIZE, help="point size in pixels")
     parser.add_argument("--points-only", action="store_true",
                         help="headless: draw only the points (no axes, frustums, trajectories, caption)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --screenshot/--gif file")
     parser.add_argument("--renderer", choices=("auto", "open3d", "software"), default="auto",
                         help="headless renderer: Open3D OffscreenRenderer, the numpy fallback, or the first "
                              "that starts (default)")
@@ -110,8 +113,23 @@ def is_dataset_source(path) -> bool:
     return (path / MANIFEST).is_file()
 
 
+MAX_POINT_SIZE = 64.0
+MAX_CAPTURE_POINTS = 2_000_000   # per frame: a 640x480 depth image has 307,200 pixels
+
+
+def _check_range(flag: str, value, lo, hi) -> None:
+    if value is not None and not lo <= value <= hi:
+        raise UsageError(f"{flag}: expected a value between {lo:g} and {hi:g}, got {value:g}")
+
+
 def capture_options(args) -> dict:
-    """load_capture options from the CLI flags --num-points/--max-frames (only those given)."""
+    """load_capture options from the CLI flags --num-points/--max-frames (only those given).
+
+    Raises:
+        UsageError: a value outside its limits (--num-points 1..2,000,000, --max-frames >= 1).
+    """
+    _check_range("--num-points", getattr(args, "num_points", None), 1, MAX_CAPTURE_POINTS)
+    _check_range("--max-frames", getattr(args, "max_frames", None), 1, 10_000_000)
     out = {}
     if getattr(args, "num_points", None) is not None:
         out["num_points"] = args.num_points
@@ -194,7 +212,7 @@ def load_estimate(seq, path, view: int, align_first: bool):
     from synthseq.pipelines.view_geometry import match_estimate
 
     if seq.camera_poses is None:
-        raise ValueError(f"--estimate {path}: the sequence has no camera poses to show it against")
+        raise UsageError(f"--estimate {path}: the sequence has no camera poses to show it against")
     timestamps, world_from_camera = read_tum_trajectory(path)
     return match_estimate(seq, timestamps, world_from_camera, view=view, align_first=align_first)
 
@@ -204,9 +222,9 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(x) for x in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"--size: expected WxH such as 640x480, got {text!r}") from None
+        raise UsageError(f"--size: expected WxH such as 640x480, got {text!r}") from None
     if w <= 0 or h <= 0 or w > 8192 or h > 8192:
-        raise ValueError(f"--size: expected positive sizes up to 8192, got {text!r}")
+        raise UsageError(f"--size: expected positive sizes up to 8192, got {text!r}")
     return w, h
 
 
@@ -229,7 +247,7 @@ def render_frames(seq, state, frames, estimate=None, viewpoint: str | None = Non
 
     viewpoint = viewpoint or ("overview" if state.fused else "sensor")
     if viewpoint == "sensor" and state.fused:
-        raise ValueError("--viewpoint sensor shows one view; use --view V instead of --fused, or overview")
+        raise UsageError("--viewpoint sensor shows one view; use --view V instead of --fused, or overview")
     if size is None:
         size = tuple(int(x) for x in seq.image_size[state.view]) if viewpoint == "sensor" else (640, 480)
     width, height = size
@@ -245,25 +263,57 @@ def render_frames(seq, state, frames, estimate=None, viewpoint: str | None = Non
         yield int(t), (image if points_only else draw_caption(image, geom.caption))
 
 
-def save_png(image: np.ndarray, path) -> None:
-    """Write an (H, W, 3) uint8 image as PNG (parent folders created)."""
-    from PIL import Image
+def check_output_file(path, overwrite: bool) -> None:
+    """Refuse to replace an existing file (or a directory) unless ``overwrite``.
+
+    Raises:
+        FileExistsError / IsADirectoryError: naming the path and the flag that allows it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory; give a file name")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: exists already; pass --overwrite to replace it, or choose another name")
+
+
+def write_file_atomic(path, write) -> None:
+    """Call ``write(tmp_path)`` and rename the result to ``path``: a failed write leaves neither a partial
+    file nor a folder this call created."""
+    import tempfile
 
     path = Path(path)
+    created = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        for p in created:  # innermost first
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def save_png(image: np.ndarray, path) -> None:
+    """Write an (H, W, 3) uint8 image as PNG (parent folders created; atomic)."""
+    from PIL import Image
+
+    write_file_atomic(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
 
 
 def save_gif(images: list[np.ndarray], path, fps: float) -> None:
-    """Write (H, W, 3) uint8 images as a looping GIF at ``fps`` frames per second."""
+    """Write (H, W, 3) uint8 images as a looping GIF at ``fps`` frames per second (atomic)."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     frames = [Image.fromarray(im) for im in images]
     duration_ms = max(int(round(1000.0 / max(fps, 1e-3))), 20)  # most viewers clamp below 20 ms
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0,
-                   optimize=False, disposal=1)
+    write_file_atomic(path, lambda tmp: frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
+                                                       duration=duration_ms, loop=0, optimize=False, disposal=1))
 
 
 def has_display() -> bool:
@@ -281,14 +331,17 @@ def run(args) -> int:
 
     for out, suffix in ((args.screenshot, ".png"), (args.gif, ".gif")):
         if out and Path(out).suffix.lower() != suffix:
-            raise ValueError(f"{out}: expected a {suffix} file name")
+            raise UsageError(f"{out}: expected a {suffix} file name")
+        if out:
+            check_output_file(out, args.overwrite)
     if args.stride < 1:
-        raise ValueError(f"--stride: expected a positive integer, got {args.stride}")
+        raise UsageError(f"--stride: expected a positive integer, got {args.stride}")
+    _check_range("--point-size", args.point_size, 0.5, MAX_POINT_SIZE)
     size = parse_size(args.size) if args.size else None
     seq = load_sequence(args.path, args.sequence, capture_options=capture_options(args))
     check_frame_view(seq, args.frame, args.view)
     if args.fused and seq.camera_poses is None:
-        raise ValueError(f"{args.path}: --fused needs camera poses; this sequence has none")
+        raise UsageError(f"{args.path}: --fused needs camera poses; this sequence has none")
     color_by = args.color if seq.labels is not None else "depth"
     state = ViewState(frame=args.frame, view=args.view, fused=args.fused, color_by=color_by)
     estimate = load_estimate(seq, args.estimate, args.view, args.align_first) if args.estimate else None
@@ -301,11 +354,11 @@ def run(args) -> int:
             save_png(image, args.screenshot)
             print(f"wrote {args.screenshot} (sequence {seq.name}, frame {args.frame})")
         if args.gif:
-            from tqdm import tqdm
+            from synthseq.progress import progress
 
             frames = range(0, seq.num_frames, args.stride)
-            images = [im for _, im in tqdm(render_frames(seq, state, frames, **render_kw), total=len(frames),
-                                           desc="rendering", unit="frame", disable=None)]
+            images = [im for _, im in progress(render_frames(seq, state, frames, **render_kw), total=len(frames),
+                                               desc="rendering", unit="frame")]
             save_gif(images, args.gif, seq.fps / args.stride)
             print(f"wrote {args.gif} ({len(images)} frames of sequence {seq.name})")
         return 0
@@ -354,7 +407,7 @@ class Player:
         self.vis = o3d.visualization.VisualizerWithKeyCallback()
         if not self.vis.create_window(window_name=f"synthseq view - {seq.name}", width=self.width,
                                       height=self.height, visible=visible):
-            raise RuntimeError("Open3D could not open a window (is DISPLAY valid?); use --screenshot/--gif instead")
+            raise SynthseqError("Open3D could not open a window (is DISPLAY valid?); use --screenshot/--gif instead")
         opt = self.vis.get_render_option()
         opt.point_size = float(point_size)
         opt.background_color = np.ones(3)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from synthseq.datasets.types import BACKGROUND_LABEL, PointSequence, invert_pose, transform_points
+from synthseq.errors import DataError, UsageError
 
 # tab10 followed by tab10's lighter pair colours (matplotlib "tab20" order), in [0, 1]: object k gets
 # PALETTE[k % 20]; background/room points get BACKGROUND_COLOR.
@@ -138,12 +139,12 @@ def apply_key(state: ViewState, key: str, num_frames: int, num_views: int) -> Vi
 
 
 def check_frame_view(seq: PointSequence, frame: int, view: int) -> None:
-    """Raise ValueError naming the valid range when ``frame`` or ``view`` is outside the sequence."""
+    """Raise UsageError naming the valid range when ``frame`` or ``view`` is outside the sequence."""
     T, V = seq.num_frames, seq.num_views
     if not 0 <= frame < T:
-        raise ValueError(f"--frame {frame} out of range: sequence {seq.name or ''} has {T} frames (0..{T - 1})")
+        raise UsageError(f"--frame {frame} out of range: sequence {seq.name or ''} has {T} frames (0..{T - 1})")
     if not 0 <= view < V:
-        raise ValueError(f"--view {view} out of range: sequence {seq.name or ''} has {V} views (0..{V - 1})")
+        raise UsageError(f"--view {view} out of range: sequence {seq.name or ''} has {V} views (0..{V - 1})")
 
 
 # ------------------------------------------------------------------------------------------------ colours
@@ -198,11 +199,11 @@ def frame_cloud(seq: PointSequence, state: ViewState, near_far: tuple[float, flo
         world (bool: True when ``points`` are in the world frame).
 
     Raises:
-        ValueError: fused display of a sequence without camera poses.
+        UsageError: fused display of a sequence without camera poses.
     """
     world = seq.camera_poses is not None
     if state.fused and not world:
-        raise ValueError("fused display needs camera poses; this sequence has none")
+        raise UsageError("fused display needs camera poses; this sequence has none")
     views = range(seq.num_views) if state.fused else [state.view]
     pts, labs, vids, cols = [], [], [], []
     near, far = near_far or depth_range(seq)
@@ -294,13 +295,13 @@ def match_estimate(seq: PointSequence, timestamps: np.ndarray, world_from_camera
     pose equals the ground-truth pose of ``view`` there (for estimates that start at the identity).
 
     Raises:
-        ValueError: no estimated timestamp is within half a frame of any sequence timestamp.
+        DataError: no estimated timestamp is within half a frame of any sequence timestamp.
     """
     from synthseq.datasets.trajectory import associate_timestamps
 
     idx = associate_timestamps(seq.timestamps, np.asarray(timestamps, np.float64), 0.5 / max(seq.fps, 1e-9))
     if not (idx >= 0).any():
-        raise ValueError(f"the estimate's timestamps ({timestamps[0]:.3f}..{timestamps[-1]:.3f} s) match no "
+        raise DataError(f"the estimate's timestamps ({timestamps[0]:.3f}..{timestamps[-1]:.3f} s) match no "
                          f"frame of the sequence ({seq.timestamps[0]:.3f}..{seq.timestamps[-1]:.3f} s)")
     out = np.full((seq.num_frames, 4, 4), np.nan)
     out[idx >= 0] = np.asarray(world_from_camera, np.float64)[idx[idx >= 0]]

@@ -1,4 +1,8 @@
-"""The project's error types: what the CLI turns into one line on stderr and a non-zero exit."""
+"""The project's error types: what the CLI turns into one line on stderr and a non-zero exit.
+
+Anything else that escapes a command is a bug: the CLI prints its traceback and asks for a report.
+Each type also derives from ``ValueError`` so library callers that catch ``ValueError`` keep working.
+"""
 
 
 class SynthseqError(Exception):
@@ -6,7 +10,21 @@ class SynthseqError(Exception):
 
 
 class ConfigError(SynthseqError, ValueError):
-    """A config value is unknown, of the wrong type or out of range; the message names the key path."""
+    """A config value is unknown, of the wrong type or out of range; the message names the key path.
+
+    Args:
+        message: the one-line message, starting with the key path (``train.lr: expected ...``).
+        key: the full key path of the offending value (``train.lr``), when known; the CLI uses it to say
+            whether the value came from ``--set KEY``, a flag or the config file.
+    """
+
+    def __init__(self, message: str = "", key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+class UsageError(SynthseqError, ValueError):
+    """A command-line argument is invalid (a value out of its stated limits, a bad combination of flags)."""
 
 
 class DataError(SynthseqError, ValueError):

@@ -58,8 +58,12 @@ def test_load_yaml_errors(tmp_path):
         load_yaml(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("a: [1, 2\n")
-    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad.yaml:2:1: not valid YAML"):
         load_yaml(bad)
+    tab = tmp_path / "tab.yaml"
+    tab.write_text("train:\n  lr: 1\n\tgaps: [1]\n")
+    with pytest.raises(ConfigError, match=r"tab.yaml:3:1: not valid YAML"):
+        load_yaml(tab)
     lst = tmp_path / "list.yaml"
     lst.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="list.yaml: expected a mapping at the top level"):
@@ -68,3 +72,55 @@ def test_load_yaml_errors(tmp_path):
     unsafe.write_text("a: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_yaml(unsafe)
+
+
+# ------------------------------------------------------------------ where a bad value came from (issue 14)
+
+def _load(path, overrides):
+    from synthseq.pipelines.config import load_config
+
+    return load_config(path, overrides)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.batch_size=abc"], r"^--set train\.batch_size=abc: train\.batch_size: expected int"),
+    (["generate.cameras.width=-5"], r"^--set generate\.cameras\.width=-5: generate\.cameras\.width: expected"),
+    (["train.nope=1"], r"^--set train\.nope=1: train\.nope: unknown key"),
+])
+def test_override_errors_name_the_override_not_the_file(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        _load("tiny", overrides)
+
+
+def test_flag_errors_name_the_flag():
+    from synthseq.config import Override
+
+    with pytest.raises(ConfigError, match=r"^--num-sequences -3: build\.num_sequences"):
+        _load("tiny", [Override("build.num_sequences", -3, "--num-sequences -3")])
+
+
+def test_file_errors_name_file_and_line(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("generate:\n  num_frames: 4\n  fps: abc\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:3: generate\.fps: expected float, got 'abc'"):
+        _load(cfg, [])
+    # a value fixed by --set is not blamed on the file, and a later error in the file still is
+    cfg.write_text("generate:\n  fps: abc\ntrain:\n  batch_size: 0\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:4: train\.batch_size: expected a value > 0"):
+        _load(cfg, ["generate.fps=3"])
+
+
+def test_override_never_turns_a_scalar_into_a_mapping(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("generate:\n  sensor: ideal\n")
+    with pytest.raises(ConfigError, match=r"--set generate\.sensor\.dropout_prob=0\.01: generate\.sensor is "
+                                          r"'ideal', not a mapping"):
+        _load(cfg, ["generate.sensor.dropout_prob=0.01"])
+    with pytest.raises(ConfigError, match=r"train\.lr is 1, not a mapping"):
+        apply_overrides({"train": {"lr": 1}}, ["train.lr.x=2"])
+    # the defaults count too when the file does not set the key: train.num_points is an int
+    with pytest.raises(ConfigError, match=r"train\.num_points is \d+, not a mapping"):
+        _load(None, ["train.num_points.x=2"])
+    # setting the value itself, or a key of a mapping, is fine
+    assert _load(cfg, ["generate.sensor=kinect"]).generate.sensor is not None
+    assert _load(cfg, ["generate.cameras.width=100"]).generate.cameras.width == 100

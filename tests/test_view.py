@@ -283,7 +283,7 @@ def test_screenshot_overlays_and_fused_overview(dataset, tmp_path, capsys):
     assert ((r > 200) & (g > 80) & (g < 150) & (b < 60)).sum() > 20, "no estimated trajectory (orange) drawn"
     assert ((r < 60) & (g < 60) & (b < 60)).sum() > 20, "no ground-truth frustum (black) drawn"
     rc, _, err = run_cli(["view", str(dataset), "--fused", "--frame", "1", "--screenshot", str(out),
-                          "--size", "320x240", "--points-only"], capsys)
+                          "--size", "320x240", "--points-only", "--overwrite"], capsys)
     assert rc == 0, err
     points_only = np.asarray(Image.open(out).convert("RGB"))
     assert 200 < _foreground(points_only).sum() < _foreground(image).sum()

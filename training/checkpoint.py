@@ -73,8 +73,8 @@ def load_checkpoint(path_or_run_dir, map_location="cpu") -> dict:
         raise FileNotFoundError(f"{path}: no training checkpoint (expected RUN_DIR/checkpoints/{CHECKPOINT_NAME})")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # a truncated or foreign file: say which
-        raise DataError(f"{path}: not a readable checkpoint ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
+    except Exception as e:  # torch's own text misleads here (see describe_load_error): say what it means
+        raise DataError(f"{path}: {describe_load_error(e, path)}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{path}: not a synthseq training checkpoint (format {state.get('format')!r})"
                         if isinstance(state, dict) else f"{path}: not a synthseq training checkpoint")
@@ -82,6 +82,27 @@ def load_checkpoint(path_or_run_dir, map_location="cpu") -> dict:
         raise DataError(f"{path}: checkpoint version {state.get('version')} but this synthseq reads "
                         f"version {CHECKPOINT_VERSION}")
     return state
+
+
+def describe_load_error(error: Exception, path) -> str:
+    """What a failed ``torch.load(weights_only=True)`` means, in words that do not mislead.
+
+    torch's messages are not passed on: a file holding pickled objects comes with advice to retry with
+    ``weights_only=False`` (unsafe: it runs code from the file), and a truncated file gives
+    ``[Errno 22] Invalid argument`` or a zip-reader error depending on where it was cut.
+    """
+    import pickle
+
+    size = Path(path).stat().st_size if Path(path).is_file() else 0
+    if isinstance(error, pickle.UnpicklingError) or "weights only" in str(error).lower():
+        return ("holds Python objects other than tensors and plain values, so it is not a synthseq checkpoint; "
+                "refusing to unpickle it (that would run code from the file)")
+    if size == 0:
+        return "is empty (0 bytes): the checkpoint was not written completely"
+    if isinstance(error, (OSError, EOFError)) or "zip archive" in str(error) or "central directory" in str(error):
+        return (f"is truncated or corrupt ({size} bytes, not a complete torch checkpoint); it was not written "
+                "completely or was damaged in a copy")
+    return f"is not a torch checkpoint ({size} bytes; {type(error).__name__})"
 
 
 def train_config_of(state: dict):
