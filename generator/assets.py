@@ -43,6 +43,10 @@ class ObjectSpec:
         path: absolute path of the mesh file, or "" for primitives.
         size: the target largest extent in metres (mesh files are scaled to it).
         radius: bounding-sphere radius about the object origin, metres (for the room check).
+        detail: mesh files only: 0 = the file's full geometry; n > 0 = simplified by vertex clustering on a
+            grid of n cells along its largest extent (:func:`cluster_vertices`; indoor clutter, which is
+            small in the image, uses it to keep a room's triangle count down). The simplified mesh *is* the
+            object's geometry: it is what gets rendered and what the ground truth refers to.
     """
 
     name: str
@@ -51,6 +55,7 @@ class ObjectSpec:
     path: str = ""
     size: float = 0.0
     radius: float = 0.0
+    detail: int = 0
 
     @property
     def is_mesh_file(self) -> bool:
@@ -226,14 +231,47 @@ def normalize_geometry(vertices: np.ndarray, faces: np.ndarray, size: float = 1.
     return v, inverse.reshape(faces.shape).astype(np.int64)
 
 
-def _cached_unit_mesh(path) -> tuple:
-    """(vertices, faces, bounding radius) of the unit-size normalised mesh file, through the LRU cache."""
-    key = str(Path(path).resolve())
+def cluster_vertices(vertices: np.ndarray, faces: np.ndarray, cells: int) -> Geometry:
+    """Simplify a mesh by vertex clustering (Rossignac & Borrel 1993): vertices in the same cell of a grid with
+    ``cells`` cells along the largest extent merge into their mean; faces that collapse are dropped.
+
+    Deterministic (no floating-point reductions whose order varies). Args: vertices (M, 3), faces (F, 3).
+
+    Returns:
+        vertices (M', 3) float64, faces (F', 3) int64 (duplicate faces removed).
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    lo = v.min(axis=0)
+    cell = float((v.max(axis=0) - lo).max()) / max(int(cells), 1)
+    keys = np.minimum(np.floor((v - lo) / cell).astype(np.int64), int(cells) - 1)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    sums = np.zeros((len(first), 3))
+    np.add.at(sums, inverse, v)
+    counts = np.bincount(inverse, minlength=len(first)).astype(np.float64)
+    f = inverse[np.asarray(faces, dtype=np.int64)]
+    keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
+    f = f[keep]
+    # Two faces on the same three vertices (either winding) would be one surface twice.
+    _, unique_rows = np.unique(np.sort(f, axis=1), axis=0, return_index=True)
+    f = f[np.sort(unique_rows)]
+    used, remap = np.unique(f, return_inverse=True)
+    return (sums / counts[:, None])[used], remap.reshape(f.shape).astype(np.int64)
+
+
+def _cached_unit_mesh(path, detail: int = 0) -> tuple:
+    """(vertices, faces, bounding radius) of the unit-size normalised mesh file (simplified to ``detail``
+    cells when > 0), through the LRU cache."""
+    key = str(Path(path).resolve()) + (f"#{int(detail)}" if detail else "")
     hit = _mesh_cache.get(key)
     if hit is not None:
         _mesh_cache.move_to_end(key)
         return hit
-    vertices, faces = normalize_geometry(*load_mesh(key), size=1.0)
+    if detail:
+        full, full_faces, _ = _cached_unit_mesh(path)
+        vertices, faces = normalize_geometry(*cluster_vertices(full, full_faces, detail), size=1.0)
+    else:
+        vertices, faces = normalize_geometry(*load_mesh(key), size=1.0)
     vertices.setflags(write=False)
     faces.setflags(write=False)
     hit = (vertices, faces, float(np.sqrt((vertices ** 2).sum(axis=1).max())))
@@ -243,12 +281,13 @@ def _cached_unit_mesh(path) -> tuple:
     return hit
 
 
-def unit_mesh(path) -> Geometry:
-    """The mesh file at ``path`` normalised to unit largest extent, from the per-process LRU cache.
+def unit_mesh(path, detail: int = 0) -> Geometry:
+    """The mesh file at ``path`` normalised to unit largest extent (simplified to ``detail`` cells when > 0,
+    see :attr:`ObjectSpec.detail`), from the per-process LRU cache.
 
     The arrays are read-only and shared: scale them into new arrays, never in place.
     """
-    vertices, faces, _ = _cached_unit_mesh(path)
+    vertices, faces, _ = _cached_unit_mesh(path, detail)
     return vertices, faces
 
 
@@ -257,9 +296,9 @@ def clear_mesh_cache() -> None:
     _mesh_cache.clear()
 
 
-def mesh_radius(path) -> float:
+def mesh_radius(path, detail: int = 0) -> float:
     """Bounding-sphere radius about the bbox centre of the unit-size normalised mesh at ``path``."""
-    return _cached_unit_mesh(path)[2]
+    return _cached_unit_mesh(path, detail)[2]
 
 
 def resting_height(obj: ObjectSpec) -> float:
@@ -267,7 +306,7 @@ def resting_height(obj: ObjectSpec) -> float:
     goes for it to rest on the floor z = 0. Analytic for primitives (the tessellated sphere sits up to ~1 %
     of its radius higher), exact for mesh files."""
     if obj.is_mesh_file:
-        vertices, _ = unit_mesh(obj.path)
+        vertices, _ = unit_mesh(obj.path, obj.detail)
         return float(-vertices[:, 2].min() * obj.size)
     kind, p = obj.shape, obj.params
     if kind == "box":
@@ -293,7 +332,7 @@ def object_geometry(obj: ObjectSpec) -> Geometry:
         vertices (M, 3) float64 (a new array), faces (F, 3) int64.
     """
     if obj.is_mesh_file:
-        vertices, faces = unit_mesh(obj.path)
+        vertices, faces = unit_mesh(obj.path, obj.detail)
         return vertices * obj.size, np.array(faces)
     return make_primitive(obj.shape, obj.params)
 

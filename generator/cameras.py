@@ -82,13 +82,16 @@ def rig_poses(num_views: int, radius, height, target, azimuth0: float = 0.0) -> 
 
 @dataclass(frozen=True)
 class HandheldMotion:
-    """Sinusoidal shake of a handheld camera around a base pose (plain data).
+    """Sinusoidal shake of a handheld camera around a base pose, optionally walking (plain data).
 
     Args:
-        base: 16 floats, the base world_from_camera (row-major 4x4).
+        base: 16 floats, the base world_from_camera at t = 0 (row-major 4x4).
         rpy_amplitude_rad: (roll, pitch, yaw) amplitudes: rotations about camera z, x, y.
         rpy_frequency_hz, rpy_phase: per-axis frequencies and phases (radians).
         xyz_amplitude_m, xyz_frequency_hz, xyz_phase: the same for x, y, z translations (camera frame).
+        velocity_m_s: (3,) world-frame velocity of the base position (a walk); zero = a fixed base.
+        target: (3,) world point the walking base keeps looking at (``look_at(eye(t), target)``); None with a
+            zero velocity.
     """
 
     base: tuple
@@ -98,6 +101,17 @@ class HandheldMotion:
     xyz_amplitude_m: tuple
     xyz_frequency_hz: tuple
     xyz_phase: tuple
+    velocity_m_s: tuple = (0.0, 0.0, 0.0)
+    target: tuple | None = None
+
+    def base_poses(self, times: np.ndarray) -> np.ndarray:
+        """(T, 4, 4) float64 world_from_camera of the base (before the shake) at ``times`` (T,)."""
+        t = np.asarray(times, dtype=np.float64)
+        base = np.asarray(self.base, dtype=np.float64).reshape(4, 4)
+        if self.target is None or not any(self.velocity_m_s):
+            return np.broadcast_to(base, (len(t), 4, 4)).copy()
+        eyes = base[:3, 3][None] + t[:, None] * np.asarray(self.velocity_m_s, dtype=np.float64)[None]
+        return np.stack([look_at(e, self.target) for e in eyes])
 
     def poses(self, times: np.ndarray) -> np.ndarray:
         """world_from_camera at ``times`` (T,): (T, 4, 4) float64.
@@ -119,7 +133,9 @@ class HandheldMotion:
         delta[:, :3, :3] = R
         delta[:, :3, 3] = xyz
         delta[:, 3, 3] = 1.0
-        return matmul(np.asarray(self.base, dtype=np.float64).reshape(4, 4), delta)
+        if self.target is None or not any(self.velocity_m_s):
+            return matmul(np.asarray(self.base, dtype=np.float64).reshape(4, 4), delta)
+        return matmul(self.base_poses(t[:, 0]), delta)
 
 
 @dataclass(frozen=True)
@@ -161,6 +177,40 @@ class CameraSpec:
         return out
 
 
+def choose_motion(handheld, rng: np.random.Generator):
+    """Draw one motion regime of a :class:`~synthseq.generator.config.HandheldConfig` by weight.
+
+    Returns:
+        (name, MotionConfig), or (None, None) when ``handheld.motions`` is empty (the single regime of the
+        handheld section's own fields; nothing is drawn, so older configs keep their random streams).
+    """
+    if not handheld.motions:
+        return None, None
+    names = list(handheld.motions)
+    weights = np.array([handheld.motions[n].weight for n in names], dtype=np.float64)
+    i = int(rng.choice(len(names), p=weights / weights.sum()))
+    return names[i], handheld.motions[names[i]]
+
+
+def draw_shake(base: np.ndarray, rpy_amplitude_deg, xyz_amplitude_m, frequency_hz, rng: np.random.Generator,
+               velocity_m_s=(0.0, 0.0, 0.0), target=None) -> HandheldMotion:
+    """A :class:`HandheldMotion` around ``base`` with random per-axis frequencies in ``frequency_hz`` and phases.
+
+    Draw order (fixed: it is part of what a seed means): rpy frequencies, rpy phases, xyz frequencies, phases.
+    """
+    lo, hi = frequency_hz
+    draws = [tuple(float(x) for x in rng.uniform(a, b, size=3))
+             for a, b in ((lo, hi), (0.0, 2.0 * math.pi), (lo, hi), (0.0, 2.0 * math.pi))]
+    return HandheldMotion(
+        base=tuple(float(x) for x in np.asarray(base, dtype=np.float64).ravel()),
+        rpy_amplitude_rad=tuple(math.radians(a) for a in rpy_amplitude_deg),
+        rpy_frequency_hz=draws[0], rpy_phase=draws[1],
+        xyz_amplitude_m=tuple(float(a) for a in xyz_amplitude_m),
+        xyz_frequency_hz=draws[2], xyz_phase=draws[3],
+        velocity_m_s=tuple(float(x) for x in velocity_m_s),
+        target=None if target is None else tuple(float(x) for x in target))
+
+
 def sample_camera_spec(cfg, rng: np.random.Generator) -> CameraSpec:
     """Draw a sequence's cameras from a :class:`~synthseq.generator.config.CamerasConfig`.
 
@@ -181,15 +231,30 @@ def sample_camera_spec(cfg, rng: np.random.Generator) -> CameraSpec:
     handheld = []
     h = cfg.handheld
     for _ in range(h.num_views if h.enabled else 0):
+        _, regime = choose_motion(h, rng)
         az = float(rng.uniform(0.0, 2.0 * math.pi))
-        base = look_at((h.radius * math.cos(az), h.radius * math.sin(az), h.height), h.look_at)
-        # Draw order (fixed: it is part of what a seed means): rpy frequencies, rpy phases, xyz ones.
-        draws = [tuple(float(x) for x in rng.uniform(lo, hi, size=3))
-                 for lo, hi in (h.frequency_hz, (0.0, 2.0 * math.pi), h.frequency_hz, (0.0, 2.0 * math.pi))]
-        handheld.append(HandheldMotion(
-            base=tuple(float(x) for x in base.ravel()),
-            rpy_amplitude_rad=tuple(math.radians(a) for a in h.rpy_amplitude_deg),
-            rpy_frequency_hz=draws[0], rpy_phase=draws[1],
-            xyz_amplitude_m=tuple(float(a) for a in h.xyz_amplitude_m),
-            xyz_frequency_hz=draws[2], xyz_phase=draws[3]))
+        target = np.asarray(h.look_at, dtype=np.float64)
+        eye = np.array([h.radius * math.cos(az), h.radius * math.sin(az), h.height])
+        base = look_at(eye, target)
+        if regime is None:
+            handheld.append(draw_shake(base, h.rpy_amplitude_deg, h.xyz_amplitude_m, h.frequency_hz, rng))
+            continue
+        velocity = walk_velocity(eye, target, regime.walk_speed_m_s, rng)
+        handheld.append(draw_shake(base, regime.rpy_amplitude_deg, regime.xyz_amplitude_m, regime.frequency_hz,
+                                   rng, velocity, target if any(velocity) else None))
     return CameraSpec(cfg.width, cfg.height, fx, fy, cx, cy, static, tuple(handheld))
+
+
+def walk_velocity(eye, target, speed_m_s, rng: np.random.Generator) -> np.ndarray:
+    """(3,) horizontal walking velocity: roughly sideways to the view (within +-30 deg of perpendicular to
+    the horizontal eye -> target direction, either side), speed drawn in ``speed_m_s`` = (lo, hi) m/s.
+    Draws nothing and returns zeros when ``speed_m_s`` is (0, 0)."""
+    lo, hi = speed_m_s
+    if hi <= 0:
+        return np.zeros(3)
+    d = np.asarray(target, dtype=np.float64)[:2] - np.asarray(eye, dtype=np.float64)[:2]
+    heading = math.atan2(d[1], d[0]) if np.linalg.norm(d) > 1e-9 else 0.0
+    side = 1.0 if rng.random() < 0.5 else -1.0
+    a = heading + side * math.pi / 2 + math.radians(float(rng.uniform(-30.0, 30.0)))
+    s = float(rng.uniform(lo, hi))
+    return np.array([s * math.cos(a), s * math.sin(a), 0.0])

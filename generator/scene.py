@@ -36,6 +36,23 @@ def sequence_seed(root_seed: int, index: int) -> int:
 
 
 @dataclass(frozen=True)
+class StaticPart:
+    """A static piece of an indoor scene (furniture part or clutter) as plain data: background, label -1.
+
+    Args:
+        obj: its :class:`~synthseq.generator.assets.ObjectSpec` (a primitive or a mesh file).
+        world_from_object: 16 floats, row-major 4x4.
+    """
+
+    obj: ObjectSpec
+    world_from_object: tuple
+
+    def pose(self) -> np.ndarray:
+        """(4, 4) float64 world_from_object."""
+        return np.asarray(self.world_from_object, dtype=np.float64).reshape(4, 4)
+
+
+@dataclass(frozen=True)
 class SceneSpec:
     """Everything needed to generate one sequence, as plain data (small, picklable, hashable).
 
@@ -52,6 +69,7 @@ class SceneSpec:
         renderer: "raycast" or "pyrender".
         sensor: a :class:`~synthseq.generator.sensor.SensorConfig`.
         store_normals, store_depth, store_instance: which optional arrays to return.
+        static_parts: :class:`StaticPart` furniture and clutter of an indoor scene (background, label -1).
     """
 
     name: str
@@ -71,6 +89,7 @@ class SceneSpec:
     store_normals: bool = True
     store_depth: bool = False
     store_instance: bool = False
+    static_parts: tuple = ()
 
     @property
     def num_views(self) -> int:
@@ -99,6 +118,39 @@ class SceneSpec:
     def camera_poses(self) -> np.ndarray:
         """(T, V, 4, 4) float64 world_from_camera, OpenCV axes."""
         return self.cameras.poses(self.times())
+
+    def static_geometry(self):
+        """The static parts merged into one world-frame mesh: (vertices (M, 3) float64, faces (F, 3) int64), or
+        None when there are none. The room is not included (see ``room_geometry``)."""
+        from synthseq.generator.assets import object_geometry
+        from synthseq.generator.trajectories import matmul
+
+        if not self.static_parts:
+            return None
+        vertices, faces, offset = [], [], 0
+        for part in self.static_parts:
+            v, f = object_geometry(part.obj)
+            pose = part.pose()
+            vertices.append(matmul(v, pose[:3, :3].T) + pose[:3, 3])
+            faces.append(f + offset)
+            offset += len(v)
+        return np.concatenate(vertices), np.concatenate(faces)
+
+    def static_key(self) -> str:
+        """A renderer cache key for :meth:`static_geometry` (a digest of the static parts)."""
+        return "static_" + hashlib.sha1(repr(self.static_parts).encode()).hexdigest()[:16]
+
+
+def static_render_meshes(spec: SceneSpec) -> list:
+    """The static furniture and clutter of ``spec`` as render meshes: [] or one world-frame
+    :class:`~synthseq.generator.render.base.RenderMesh` with instance -1 and an identity pose."""
+    geometry = spec.static_geometry()
+    if geometry is None:
+        return []
+    from synthseq.datasets.types import BACKGROUND_LABEL
+    from synthseq.generator.render.base import RenderMesh
+
+    return [RenderMesh(geometry[0], geometry[1], np.eye(4), BACKGROUND_LABEL, key=spec.static_key())]
 
 
 def _mesh_files(cfg: GenerateConfig) -> tuple[str, ...]:
@@ -149,6 +201,8 @@ def resting_trajectory(lo, hi, height: float, rng: np.random.Generator) -> Traje
 def make_spec(cfg: GenerateConfig, root_seed: int, index: int) -> SceneSpec:
     """Draw the scene of sequence ``index``: objects, their trajectories, the cameras. Cheap and deterministic.
 
+    ``generate.scene: indoor`` draws a furnished room instead (:func:`synthseq.generator.indoor.make_indoor_spec`).
+
     Mesh files are listed (sorted by name) and loaded through the per-process cache (to validate them and
     measure their bounding radius), so a missing or broken mesh fails here, before any rendering.
 
@@ -164,6 +218,10 @@ def make_spec(cfg: GenerateConfig, root_seed: int, index: int) -> SceneSpec:
         FileNotFoundError: a mesh folder or file is missing (naming the key and the path).
         DataError: a mesh file is unreadable or has no faces (naming the file).
     """
+    if cfg.scene == "indoor":
+        from synthseq.generator.indoor import make_indoor_spec
+
+        return make_indoor_spec(cfg, root_seed, index)
     if int(index) < 0:
         raise ValueError(f"make_spec: index must be >= 0, got {index}")
     seed = sequence_seed(root_seed, index)
