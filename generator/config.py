@@ -391,8 +391,8 @@ class GenerateConfig:
             objects, like the real captures; see :class:`IndoorConfig`).
         indoor: the indoor scene's room, furniture, clutter and camera placement (used when scene: indoor).
         objects, room, trajectories, cameras, store: see their classes.
-        renderer: ``raycast`` (Open3D/Embree on the CPU; the default, deterministic across machines) or
-            ``pyrender`` (OpenGL).
+        renderer: ``raycast`` (Open3D/Embree on the CPU; deterministic across machines), ``pyrender`` (OpenGL)
+            or ``moderngl`` (batched OpenGL: many frames and views per call; docs/rendering.md).
         sensor: the sensor model: ``ideal``, ``kinect`` or a mapping of
             :class:`synthseq.generator.sensor.SensorConfig` fields (``{model: kinect, ...}``).
     """
@@ -406,7 +406,7 @@ class GenerateConfig:
     room: RoomConfig = field(default_factory=RoomConfig)
     trajectories: TrajectoryConfig = field(default_factory=TrajectoryConfig)
     cameras: CamerasConfig = field(default_factory=CamerasConfig)
-    renderer: Literal["raycast", "pyrender"] = "raycast"
+    renderer: Literal["raycast", "pyrender", "moderngl"] = "raycast"
     sensor: Any = "kinect"
     store: StoreConfig = field(default_factory=StoreConfig)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from synthseq.datasets.types import BACKGROUND_LABEL, PointSequence, sample_fixed
 from synthseq.generator.assets import object_geometry, room_geometry
-from synthseq.generator.scene import SceneSpec, make_spec, sequence_seed
+from synthseq.generator.scene import SceneSpec, make_spec, sequence_seed, static_render_meshes
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +27,19 @@ _NEIGHBOUR_DR = np.array([0, 0, 1, -1])
 _NEIGHBOUR_DC = np.array([1, -1, 0, 0])
 
 
-def _sampling_rng(seed: int) -> np.random.Generator:
-    """The stream for sensor noise and point sampling: independent of make_spec's ``default_rng(seed)``."""
+# Frames rendered and noised together: bounds the images held at once (~12 bytes per pixel) whatever T is.
+_CHUNK_PIXELS = 1 << 22
+
+
+def _sensor_rng(seed: int) -> np.random.Generator:
+    """The stream for sensor noise: independent of make_spec's ``default_rng(seed)`` and of the sampling."""
     return np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
+
+
+def _sampling_rng(seed: int) -> np.random.Generator:
+    """The stream that picks the N points of each view (kept apart from the sensor stream, so that how frames
+    are grouped into batches changes nothing)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
 
 
 def _backproject(depth: np.ndarray, rows: np.ndarray, cols: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -143,16 +153,6 @@ def _render_key(obj) -> str:
     return f"{obj.name}@{hashlib.sha1(repr(obj).encode()).hexdigest()[:12]}"
 
 
-def _scene_meshes(geometries, keys, room, object_poses_t: np.ndarray) -> list:
-    from synthseq.generator.render.base import RenderMesh
-
-    meshes = [RenderMesh(vertices=v, faces=f, world_from_object=object_poses_t[k], instance_id=k, key=key)
-              for k, ((v, f), key) in enumerate(zip(geometries, keys))]
-    if room is not None:
-        meshes.append(room)
-    return meshes
-
-
 def generate_sequence(spec: SceneSpec, renderer=None) -> PointSequence:
     """Render, add sensor noise and sample one sequence.
 
@@ -170,7 +170,8 @@ def generate_sequence(spec: SceneSpec, renderer=None) -> PointSequence:
         name, object frame, metres), seed = spec.seed.
     """
     from synthseq.generator.render import RenderMesh, make_renderer
-    from synthseq.generator.sensor import apply_sensor
+    from synthseq.generator.render.base import render_frames
+    from synthseq.generator.sensor import apply_sensor_batch
 
     own = renderer is None
     if own:
@@ -178,19 +179,25 @@ def generate_sequence(spec: SceneSpec, renderer=None) -> PointSequence:
     try:
         T, V, N, K = spec.num_frames, spec.num_views, spec.num_points, spec.num_objects
         geometries = [object_geometry(o) for o in spec.objects]
-        keys = [_render_key(o) for o in spec.objects]
-        room = None
+        meshes = [RenderMesh(v, f, np.eye(4), k, key=_render_key(o))
+                  for k, (o, (v, f)) in enumerate(zip(spec.objects, geometries))]
+        object_poses = spec.object_poses()
+        world_from_meshes = object_poses
         if spec.room_size is not None:
             rv, rf = room_geometry(spec.room_size, spec.room_ceiling)
             sx, sy, sz = spec.room_size
-            room = RenderMesh(rv, rf, np.eye(4), BACKGROUND_LABEL,
-                              key=f"room_{sx:.6g}_{sy:.6g}_{sz:.6g}_{int(spec.room_ceiling)}")
-        object_poses = spec.object_poses()
+            meshes.append(RenderMesh(rv, rf, np.eye(4), BACKGROUND_LABEL,
+                                     key=f"room_{sx:.6g}_{sy:.6g}_{sz:.6g}_{int(spec.room_ceiling)}"))
+        # static furniture and clutter (indoor scenes): world-frame meshes, background label, never moving
+        meshes.extend(static_render_meshes(spec))
+        if len(meshes) > K:
+            world_from_meshes = np.concatenate(
+                [object_poses, np.broadcast_to(np.eye(4), (T, len(meshes) - K, 4, 4))], axis=1)
         camera_poses = spec.camera_poses()
         camera = spec.cameras.camera()
         Kmat = camera.intrinsics
         H, W = camera.height, camera.width
-        rng = _sampling_rng(spec.seed)
+        sensor_rng, sample_rng = _sensor_rng(spec.seed), _sampling_rng(spec.seed)
 
         points = np.zeros((T, V, N, 3), np.float32)
         labels = np.zeros((T, V, N), np.int16)
@@ -198,25 +205,25 @@ def generate_sequence(spec: SceneSpec, renderer=None) -> PointSequence:
         normals = np.zeros((T, V, N, 3), np.float16) if spec.store_normals else None
         depth_mm = np.zeros((T, V, H, W), np.uint16) if spec.store_depth else None
         instance = np.zeros((T, V, H, W), np.int16) if spec.store_instance else None
-        render_views = getattr(renderer, "render_views", None)
-        cameras = [camera] * V
-        for t in range(T):
-            meshes = _scene_meshes(geometries, keys, room, object_poses[t])
-            if render_views is not None:
-                results = render_views(meshes, cameras, camera_poses[t])
-            else:
-                results = [renderer.render(meshes, camera, camera_poses[t, v]) for v in range(V)]
-            for v, res in enumerate(results):
-                d, inst = apply_sensor(res.depth, res.instance, camera, spec.sensor, rng)
-                p, lab, nrm, m = sample_view(d, inst, Kmat, N, rng,
-                                             res.depth if spec.store_normals else None, res.instance)
-                points[t, v], labels[t, v], num_valid[t, v] = p, lab, m
+        chunk = max(1, _CHUNK_PIXELS // (V * H * W))
+        for t0 in range(0, T, chunk):
+            t1 = min(T, t0 + chunk)
+            ideal, ideal_inst = render_frames(renderer, meshes, world_from_meshes[t0:t1], camera,
+                                              camera_poses[t0:t1])
+            B = (t1 - t0) * V
+            ideal, ideal_inst = ideal.reshape(B, H, W), ideal_inst.reshape(B, H, W)
+            d, inst = apply_sensor_batch(ideal, ideal_inst, camera, spec.sensor, sensor_rng)
+            for b in range(B):  # only the draw of N indices per view is per view (its M differs)
+                t, v = divmod(b, V)
+                p, lab, nrm, m = sample_view(d[b], inst[b], Kmat, N, sample_rng,
+                                             ideal[b] if spec.store_normals else None, ideal_inst[b])
+                points[t0 + t, v], labels[t0 + t, v], num_valid[t0 + t, v] = p, lab, m
                 if normals is not None:
-                    normals[t, v] = nrm
-                if depth_mm is not None:
-                    depth_mm[t, v] = np.clip(np.rint(d * 1000.0), 0, 65535)
-                if instance is not None:
-                    instance[t, v] = inst
+                    normals[t0 + t, v] = nrm
+            if depth_mm is not None:
+                depth_mm[t0:t1] = np.clip(np.rint(d * 1000.0), 0, 65535).reshape(t1 - t0, V, H, W)
+            if instance is not None:
+                instance[t0:t1] = inst.reshape(t1 - t0, V, H, W)
         return PointSequence(
             points=points, num_valid=num_valid,
             intrinsics=np.repeat(Kmat[None], V, axis=0),

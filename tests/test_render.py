@@ -10,7 +10,7 @@ from synthseq.datasets.types import Camera, backproject_depth, invert_pose, tran
 from synthseq.errors import ConfigError
 from synthseq.generator.render import RENDERER_NAMES, RenderMesh, make_renderer
 
-BACKENDS = ["raycast", "pyrender"]
+BACKENDS = ["raycast", "pyrender", "moderngl"]
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +65,11 @@ WORLD_FROM_CAMERA = look_at((1.3, -0.7, 1.1), (0.1, 0.2, 0.4))
 
 
 def test_make_renderer_unknown_name_names_valid_ones():
-    with pytest.raises(ConfigError, match=r"generate.renderer: expected one of 'raycast', 'pyrender', got 'foo'"):
+    with pytest.raises(ConfigError, match=r"generate.renderer: expected one of 'raycast', 'pyrender', 'moderngl', got 'foo'"):
         make_renderer("foo")
     with pytest.raises(ConfigError, match=r"^cfg.render.backend: expected one of"):
         make_renderer("opengl", key="cfg.render.backend")
-    assert RENDERER_NAMES == ("raycast", "pyrender")
+    assert RENDERER_NAMES == ("raycast", "pyrender", "moderngl")
 
 
 def test_make_renderer_names():
@@ -233,14 +233,14 @@ def _agreement(a, b) -> dict:
     }
 
 
-def _check_agreement(renderers, meshes_dir, width, height):
+def _check_agreement(renderers, meshes_dir, width, height, other="pyrender"):
     scene = real_scene(meshes_dir)
     camera = Camera.from_fov(62.0, width, height)
     poses = np.stack(
         [look_at((1.5 * np.cos(a), 1.5 * np.sin(a), 1.3), (0.0, 0.0, 0.2)) for a in (0.3, 2.4, 4.3)]
     )
     ray = renderers("raycast").render_views(scene, [camera] * len(poses), poses)
-    gl = renderers("pyrender").render_views(scene, [camera] * len(poses), poses)
+    gl = renderers(other).render_views(scene, [camera] * len(poses), poses)
     for v, (a, b) in enumerate(zip(ray, gl)):
         stats = _agreement(a, b)
         assert stats["both"] > 0.99 * width * height, stats  # closed room: nearly every pixel is hit by both
@@ -250,12 +250,14 @@ def _check_agreement(renderers, meshes_dir, width, height):
         assert len(np.unique(a.instance)) >= 4, "the real objects should be in view"
 
 
-def test_backends_agree_on_real_meshes_320x240(renderers, meshes_dir):
-    _check_agreement(renderers, meshes_dir, 320, 240)
+@pytest.mark.parametrize("other", ["pyrender", "moderngl"])
+def test_backends_agree_on_real_meshes_320x240(renderers, meshes_dir, other):
+    _check_agreement(renderers, meshes_dir, 320, 240, other)
 
 
-def test_backends_agree_on_real_meshes_640x480(renderers, meshes_dir):
-    _check_agreement(renderers, meshes_dir, 640, 480)
+@pytest.mark.parametrize("other", ["pyrender", "moderngl"])
+def test_backends_agree_on_real_meshes_640x480(renderers, meshes_dir, other):
+    _check_agreement(renderers, meshes_dir, 640, 480, other)
 
 
 def test_raycast_bad_pose_shape_is_an_error(renderers):
@@ -341,14 +343,15 @@ def test_importing_the_backends_imports_no_heavy_dependency():
 
     code = (
         "import sys, synthseq.generator, synthseq.generator.render, synthseq.generator.render.raycast, "
-        "synthseq.generator.render.pyrender, synthseq.generator.sensor\n"
-        "heavy = [m for m in ('open3d', 'pyrender', 'OpenGL', 'torch', 'ray') if m in sys.modules]\n"
+        "synthseq.generator.render.pyrender, synthseq.generator.render.moderngl, synthseq.generator.sensor\n"
+        "heavy = [m for m in ('open3d', 'pyrender', 'OpenGL', 'moderngl', 'torch', 'ray') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize(("backend", "module", "package"), [("raycast", "open3d", "open3d-cpu"), ("pyrender", "pyrender", "pyrender==0.1.45")])
+@pytest.mark.parametrize(("backend", "module", "package"), [("raycast", "open3d", "open3d-cpu"), ("pyrender", "pyrender", "pyrender==0.1.45"),
+                                                            ("moderngl", "moderngl", "moderngl==5.13.0")])
 def test_missing_backend_dependency_names_the_pip_package(monkeypatch, backend, module, package):
     import sys
 

@@ -9,6 +9,7 @@ from synthseq.generator.render.base import Renderer, RenderMesh, RenderResult
 _BACKENDS = {
     "raycast": ("synthseq.generator.render.raycast", "RaycastRenderer", "open3d-cpu==0.20.0"),
     "pyrender": ("synthseq.generator.render.pyrender", "PyrenderRenderer", "pyrender==0.1.45 PyOpenGL==3.1.0"),
+    "moderngl": ("synthseq.generator.render.moderngl", "ModernglRenderer", "moderngl==5.13.0"),
 }
 
 RENDERER_NAMES = tuple(_BACKENDS)

@@ -81,8 +81,55 @@ class Renderer(Protocol):
         ...
 
 
+def render_frames(renderer, meshes: list[RenderMesh], world_from_objects, camera: Camera, world_from_cameras):
+    """T frames x V views of one set of meshes with any renderer: its own ``render_frames`` when it has one
+    (the batched backends, and raycast's static-scene reuse), else ``render_views`` (or ``render``) per frame.
+
+    Args:
+        meshes: M meshes; their geometry, instance ids and keys are used, their ``world_from_object`` is not.
+        world_from_objects: (T, M, 4, 4) float, each mesh's pose in each frame.
+        camera: the pinhole camera of every view.
+        world_from_cameras: (T, V, 4, 4) float, OpenCV camera axes.
+
+    Returns:
+        depth (T, V, H, W) float32 z-depth metres (0 = no hit), instance (T, V, H, W) int16 (-1 = none).
+    """
+    own = getattr(renderer, "render_frames", None)
+    if own is not None:
+        return own(meshes, world_from_objects, camera, world_from_cameras)
+    return render_frames_by_views(renderer, meshes, world_from_objects, camera, world_from_cameras)
+
+
+def render_frames_by_views(renderer, meshes, world_from_objects, camera: Camera, world_from_cameras):
+    """:func:`render_frames` one frame at a time through ``render_views`` (or ``render``)."""
+    world_from_objects = np.asarray(world_from_objects, dtype=np.float64)
+    world_from_cameras = np.asarray(world_from_cameras, dtype=np.float64)
+    T, V = world_from_cameras.shape[:2]
+    if world_from_objects.shape != (T, len(meshes), 4, 4):
+        raise ValueError(f"render_frames: expected world_from_objects of shape ({T}, {len(meshes)}, 4, 4), "
+                         f"got {world_from_objects.shape}")
+    depth = np.zeros((T, V, camera.height, camera.width), np.float32)
+    instance = np.full((T, V, camera.height, camera.width), -1, np.int16)
+    render_views = getattr(renderer, "render_views", None)
+    for t in range(T):
+        posed = [RenderMesh(m.vertices, m.faces, world_from_objects[t, k], m.instance_id, m.key)
+                 for k, m in enumerate(meshes)]
+        if render_views is not None:
+            results = render_views(posed, [camera] * V, world_from_cameras[t])
+        else:
+            results = [renderer.render(posed, camera, world_from_cameras[t, v]) for v in range(V)]
+        for v, res in enumerate(results):
+            depth[t, v], instance[t, v] = res.depth, res.instance
+    return depth, instance
+
+
 class MultiViewRenderer:
-    """Base of backends that implement ``render_views``: ``render`` is its one-view case."""
+    """Base of backends that implement ``render_views``: ``render`` is its one-view case, and
+    ``render_frames`` (T frames x V views) calls ``render_views`` per frame unless a backend does better."""
+
+    def render_frames(self, meshes: list[RenderMesh], world_from_objects, camera: Camera, world_from_cameras):
+        """T frames x V views: see :func:`render_frames`."""
+        return render_frames_by_views(self, meshes, world_from_objects, camera, world_from_cameras)
 
     def render(self, meshes: list[RenderMesh], camera: Camera, world_from_camera: np.ndarray) -> RenderResult:
         """Render ``meshes`` from one camera with OpenCV axes at ``world_from_camera`` (4, 4).

@@ -1,0 +1,347 @@
+"""The ``moderngl`` backend: many views and frames per call by OpenGL rasterisation (moderngl on EGL).
+
+Every (frame, view) of a call is one *tile* of a large framebuffer (the atlas). One instanced draw renders
+all tiles: ``gl_InstanceID`` picks the tile, whose per-mesh ``camera_from_object`` transforms (computed on
+the host in float64, uploaded as float32) come from a small float texture, so the triangles of a whole
+batch go through the GL pipeline in one call, and one ``glReadPixels`` of the atlas (RG32F: z-depth and
+instance code) returns the batch. The same code runs on Mesa llvmpipe on a CPU and on NVIDIA EGL on a GPU.
+
+Facts this module relies on, all at this boundary:
+
+- **Axes and pixel centres.** The shader projects OpenCV camera points itself: window x = fx x / z + cx + 0.5
+  (GL samples pixel column c at c + 0.5, the project puts pixel centres at integer u), and window y =
+  fy y / z + cy + 0.5 with *no* flip, so row r of a tile in GL window coordinates is image row r, and the
+  rows ``glReadPixels`` returns (bottom-up) are the image's rows top-down. Nothing is culled: both sides of
+  every triangle are drawn, as the ray caster sees them.
+- **Tiles.** Each tile's [0, W] x [0, H] window rectangle is enforced by four ``gl_ClipDistance`` planes
+  (linear in clip space), so a triangle never bleeds into a neighbouring tile; GL clips it exactly.
+- **Depth.** The stored depth is the camera z of the fragment, interpolated perspective-correctly from the
+  vertices (exact for a planar triangle up to float32 rounding: < 1 um at 5 m), not the depth buffer's
+  value. The 24-bit depth buffer only orders surfaces: with the defaults (``znear_m`` 0.05, ``zfar_m`` 20)
+  two surfaces closer than ~z^2 / 840 m (30 um at 5 m) may be ordered either way; the depth written is then
+  one of the two. Surfaces nearer than ``znear_m`` or farther than ``zfar_m`` are clipped.
+- **llvmpipe threads.** Mesa's llvmpipe starts ``LP_NUM_THREADS`` rasteriser threads (default: one per
+  core) when its first context is created; two build workers on two cores then oversubscribe them.
+  ``threads`` sets ``LP_NUM_THREADS`` before this process's first context (Mesa reads it once).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import numpy as np
+
+from synthseq.datasets.types import Camera
+from synthseq.generator.render.base import (MultiViewRenderer, RenderMesh, RenderResult, check_view_poses,
+                                             same_geometry)
+
+logger = logging.getLogger(__name__)
+
+_VERTEX_SHADER = """
+#version 330
+in vec3 in_position;
+in int in_mesh;
+in float in_code;                      // instance_id + 2 of the vertex's mesh (0 is left for "no hit")
+uniform sampler2D camera_from_object;  // texel (3 mesh + r, tile): row r of that tile's 3x4 transform
+uniform vec4 intrinsics;               // fx, fy, cx + 0.5, cy + 0.5 (GL pixel centres sit at +0.5)
+uniform vec2 tile_size;                // W, H
+uniform vec2 atlas_size;
+uniform int tiles_per_row;
+uniform vec2 depth_ab;                 // clip z = a z + b: znear -> -1, zfar -> +1
+out float v_z;
+flat out float v_code;
+out float gl_ClipDistance[4];
+void main() {
+    int tile = gl_InstanceID;
+    vec4 p = vec4(in_position, 1.0);
+    vec4 r0 = texelFetch(camera_from_object, ivec2(3 * in_mesh + 0, tile), 0);
+    vec4 r1 = texelFetch(camera_from_object, ivec2(3 * in_mesh + 1, tile), 0);
+    vec4 r2 = texelFetch(camera_from_object, ivec2(3 * in_mesh + 2, tile), 0);
+    vec3 c = vec3(dot(r0, p), dot(r1, p), dot(r2, p));   // OpenCV camera frame, metres
+    float uz = intrinsics.x * c.x + intrinsics.z * c.z;   // (window x within the tile) * z
+    float vz = intrinsics.y * c.y + intrinsics.w * c.z;   // (window y within the tile, image rows) * z
+    vec2 origin = vec2(float(tile % tiles_per_row), float(tile / tiles_per_row)) * tile_size;
+    gl_Position = vec4(2.0 * (uz + origin.x * c.z) / atlas_size.x - c.z,
+                       2.0 * (vz + origin.y * c.z) / atlas_size.y - c.z,
+                       depth_ab.x * c.z + depth_ab.y,
+                       c.z);
+    gl_ClipDistance[0] = uz;
+    gl_ClipDistance[1] = tile_size.x * c.z - uz;
+    gl_ClipDistance[2] = vz;
+    gl_ClipDistance[3] = tile_size.y * c.z - vz;
+    v_z = c.z;
+    v_code = in_code;
+}
+"""
+
+_FRAGMENT_SHADER = """
+#version 330
+in float v_z;
+flat in float v_code;
+out vec2 out_value;
+void main() {
+    out_value = vec2(v_z, v_code);
+}
+"""
+
+
+def _import_moderngl():
+    try:
+        import moderngl
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the 'moderngl' renderer needs moderngl: pip install moderngl==5.13.0 "
+            "(or pip install 'synthseq[render]'), plus the EGL/Mesa system libraries (libegl1, libgl1-mesa-dri)"
+        ) from e
+    return moderngl
+
+
+class ModernglRenderer(MultiViewRenderer):
+    """Renders z-depth and instance images of many (frame, view) pairs per GL call (moderngl, EGL).
+
+    Args:
+        znear_m: near clip plane, metres.
+        zfar_m: far clip plane, metres.
+        max_batch_pixels: pixels per atlas (tiles per draw = this // (W * H), at least 1); bounds the GL
+            memory (12 bytes per pixel) and the host buffer of one readback (8 bytes per pixel).
+        threads: llvmpipe rasteriser threads (sets ``LP_NUM_THREADS`` before this process's first GL
+            context; None leaves it alone). Ignored by GPU drivers.
+        egl_device: EGL device index (None: the default device).
+    """
+
+    name = "moderngl"
+
+    def __init__(self, znear_m: float = 0.05, zfar_m: float = 20.0, max_batch_pixels: int = 1 << 22,
+                 threads: int | None = None, egl_device: int | None = None):
+        if not (0 < znear_m < zfar_m):
+            raise ValueError(f"ModernglRenderer: expected 0 < znear_m < zfar_m, got {znear_m}, {zfar_m}")
+        if int(max_batch_pixels) < 1:
+            raise ValueError(f"ModernglRenderer: max_batch_pixels must be >= 1, got {max_batch_pixels}")
+        moderngl = _import_moderngl()
+        if threads is not None:
+            if int(threads) < 0:
+                raise ValueError(f"ModernglRenderer: threads must be >= 0, got {threads}")
+            os.environ["LP_NUM_THREADS"] = str(int(threads))
+        self.znear_m, self.zfar_m = float(znear_m), float(zfar_m)
+        self.max_batch_pixels = int(max_batch_pixels)
+        kwargs = {"standalone": True, "backend": "egl"}
+        if egl_device is not None:
+            kwargs["device_index"] = int(egl_device)
+        self._moderngl = moderngl
+        self.ctx = moderngl.create_context(require=330, **kwargs)
+        with self.ctx:
+            self.gl_renderer = self.ctx.info.get("GL_RENDERER", "?")
+            self._max_size = int(self.ctx.info.get("GL_MAX_TEXTURE_SIZE", 8192))
+            self._program = self.ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
+            self._program["camera_from_object"] = 0
+        self._geometry = None  # (keys, sources, vao, buffers, num_meshes)
+        self._target = None  # (size, fbo, colour, depth)
+        self._pose_texture = None
+
+    # -- GL state -------------------------------------------------------------------------------------------
+
+    def _upload_geometry(self, meshes: list[RenderMesh]):
+        """One vertex/index buffer of every mesh (object frame) plus each vertex's mesh index; reused while
+        the same meshes (keys and contents) come back, as they do for every frame of a sequence."""
+        keys = tuple(m.key for m in meshes)
+        cached = self._geometry
+        if cached is not None and cached[0] == keys and all(
+            same_geometry(m, v, f) for m, (v, f) in zip(meshes, cached[1])
+        ):
+            self._geometry = (keys, [(m.vertices, m.faces) for m in meshes], *cached[2:])
+            return self._geometry
+        self._release_geometry()
+        positions, mesh_index, codes, indices = [], [], [], []
+        offset = 0
+        for k, mesh in enumerate(meshes):
+            vertices = np.asarray(mesh.vertices, dtype=np.float32)
+            faces = np.asarray(mesh.faces)
+            if vertices.ndim != 2 or vertices.shape[1] != 3:
+                raise ValueError(f"RenderMesh {mesh.key!r}: vertices must be (M, 3), got {vertices.shape}")
+            if faces.ndim != 2 or faces.shape[1] != 3:
+                raise ValueError(f"RenderMesh {mesh.key!r}: faces must be (F, 3), got {faces.shape}")
+            if len(faces) == 0 or len(vertices) == 0:
+                continue
+            positions.append(vertices)
+            mesh_index.append(np.full(len(vertices), k, dtype=np.int32))
+            codes.append(np.full(len(vertices), mesh.instance_id + 2, dtype=np.float32))
+            indices.append(faces.astype(np.uint32) + np.uint32(offset))
+            offset += len(vertices)
+        ctx = self.ctx
+        vao = None
+        buffers = []
+        if indices:
+            vbo = ctx.buffer(np.ascontiguousarray(np.concatenate(positions)).tobytes())
+            mbo = ctx.buffer(np.concatenate(mesh_index).tobytes())
+            cbo = ctx.buffer(np.concatenate(codes).tobytes())
+            ibo = ctx.buffer(np.ascontiguousarray(np.concatenate(indices)).tobytes())
+            buffers = [vbo, mbo, cbo, ibo]
+            vao = ctx.vertex_array(self._program, [(vbo, "3f", "in_position"), (mbo, "i", "in_mesh"),
+                                                   (cbo, "f", "in_code")],
+                                   index_buffer=ibo, index_element_size=4)
+        self._geometry = (keys, [(m.vertices, m.faces) for m in meshes], vao, buffers, len(meshes))
+        return self._geometry
+
+    def _release_geometry(self) -> None:
+        if self._geometry is not None:
+            _, _, vao, buffers, _ = self._geometry
+            if vao is not None:
+                vao.release()
+            for b in buffers:
+                b.release()
+            self._geometry = None
+
+    def _layout(self, width: int, height: int) -> tuple[int, int]:
+        """(tiles per batch, tiles per atlas row) for W x H tiles."""
+        if width > self._max_size or height > self._max_size:
+            raise ValueError(f"ModernglRenderer: image {width}x{height} exceeds GL_MAX_TEXTURE_SIZE {self._max_size}")
+        per_row_max = self._max_size // width
+        tiles = max(1, self.max_batch_pixels // (width * height))
+        tiles = min(tiles, per_row_max * (self._max_size // height))
+        # a roughly square atlas
+        per_row = max(1, min(per_row_max, tiles, math.ceil(math.sqrt(tiles * height / width))))
+        return tiles, per_row
+
+    def _framebuffer(self, width: int, height: int, per_row: int, rows: int):
+        size = (per_row * width, rows * height)
+        if self._target is None or self._target[0] != size:
+            self._release_target()
+            colour = self.ctx.texture(size, 2, dtype="f4")
+            depth = self.ctx.depth_renderbuffer(size)
+            fbo = self.ctx.framebuffer(color_attachments=[colour], depth_attachment=depth)
+            self._target = (size, fbo, colour, depth)
+        return self._target[1]
+
+    def _release_target(self) -> None:
+        if self._target is not None:
+            for obj in self._target[1:]:
+                obj.release()
+            self._target = None
+
+    # -- rendering ------------------------------------------------------------------------------------------
+
+    def render_frames(self, meshes: list[RenderMesh], world_from_objects, camera: Camera, world_from_cameras):
+        """Render T frames x V views of one set of meshes in as few GL calls as the atlas allows.
+
+        Args:
+            meshes: M meshes; their geometry and instance ids are used, their ``world_from_object`` is not.
+            world_from_objects: (T, M, 4, 4) float, each mesh's pose in each frame.
+            camera: the pinhole camera of every view.
+            world_from_cameras: (T, V, 4, 4) float, OpenCV camera axes.
+
+        Returns:
+            depth (T, V, H, W) float32 z-depth metres (0 = no hit), instance (T, V, H, W) int16 (-1 = none).
+        """
+        world_from_objects = np.asarray(world_from_objects, dtype=np.float64)
+        world_from_cameras = np.asarray(world_from_cameras, dtype=np.float64)
+        T, M = world_from_objects.shape[:2]
+        if world_from_objects.shape != (T, len(meshes), 4, 4):
+            raise ValueError(f"render_frames: expected world_from_objects of shape (T, {len(meshes)}, 4, 4), "
+                             f"got {world_from_objects.shape}")
+        if world_from_cameras.ndim != 4 or world_from_cameras.shape[0] != T or world_from_cameras.shape[2:] != (4, 4):
+            raise ValueError(f"render_frames: expected world_from_cameras of shape ({T}, V, 4, 4), "
+                             f"got {world_from_cameras.shape}")
+        V = world_from_cameras.shape[1]
+        H, W = camera.height, camera.width
+        depth = np.zeros((T * V, H, W), np.float32)
+        codes = np.zeros((T * V, H, W), np.float32)
+        # Make our context current for the call (and restore the previous one after): other GL users in
+        # the process (pyrender) make theirs current without telling us.
+        with self.ctx:
+            self._render_frames(meshes, world_from_objects, world_from_cameras, camera, depth, codes)
+        instance = np.where(codes > 0, codes - 2, -1).astype(np.int16)
+        return depth.reshape(T, V, H, W), instance.reshape(T, V, H, W)
+
+    def _render_frames(self, meshes, world_from_objects, world_from_cameras, camera: Camera, depth, codes):
+        T, M = world_from_objects.shape[:2]
+        V = world_from_cameras.shape[1]
+        H, W = camera.height, camera.width
+        _, _, vao, _, _ = self._upload_geometry(meshes)
+        if vao is not None and T * V > 0:
+            # camera_from_object of every (frame, view, mesh) in float64, then float32 for the GPU
+            camera_from_world = np.linalg.inv(world_from_cameras).reshape(T * V, 4, 4)
+            camera_from_object = np.einsum("bij,bmjk->bmik", camera_from_world,
+                                           np.repeat(world_from_objects, V, axis=0))[:, :, :3, :]
+            rows34 = np.ascontiguousarray(camera_from_object, dtype=np.float32).reshape(T * V, 3 * M, 4)
+            tiles, per_row = self._layout(W, H)
+            for start in range(0, T * V, tiles):
+                stop = min(start + tiles, T * V)
+                self._render_batch(vao, rows34[start:stop], camera, per_row, depth[start:stop], codes[start:stop])
+
+    def _render_batch(self, vao, rows34: np.ndarray, camera: Camera, per_row: int, depth_out, code_out) -> None:
+        """Draw B tiles in one instanced call and read the atlas back once into depth_out/code_out (B, H, W)."""
+        moderngl = self._moderngl
+        B = len(rows34)
+        H, W = camera.height, camera.width
+        rows = math.ceil(B / per_row)
+        tiles, _ = self._layout(W, H)
+        fbo = self._framebuffer(W, H, per_row, math.ceil(tiles / per_row))
+        if self._pose_texture is None or self._pose_texture.size != (rows34.shape[1], tiles):
+            if self._pose_texture is not None:
+                self._pose_texture.release()
+            self._pose_texture = self.ctx.texture((rows34.shape[1], tiles), 4, dtype="f4")
+            self._pose_texture.filter = (moderngl.NEAREST, moderngl.NEAREST)
+        self._pose_texture.write(rows34.tobytes(), viewport=(0, 0, rows34.shape[1], B))
+        n, f = self.znear_m, self.zfar_m
+        program = self._program
+        program["intrinsics"].value = (camera.fx, camera.fy, camera.cx + 0.5, camera.cy + 0.5)
+        program["tile_size"].value = (float(W), float(H))
+        program["atlas_size"].value = (float(fbo.size[0]), float(fbo.size[1]))
+        program["tiles_per_row"].value = per_row
+        program["depth_ab"].value = ((f + n) / (f - n), -2.0 * f * n / (f - n))
+        fbo.use()
+        used = (0, 0, per_row * W, rows * H)
+        fbo.viewport = (0, 0, fbo.size[0], fbo.size[1])
+        fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0, viewport=used)
+        self.ctx.enable_only(moderngl.DEPTH_TEST)
+        self._pose_texture.use(0)
+        vao.render(moderngl.TRIANGLES, instances=B)
+        atlas = np.frombuffer(fbo.read(viewport=used, components=2, dtype="f4"), dtype=np.float32)
+        tiles_img = atlas.reshape(rows, H, per_row, W, 2).transpose(0, 2, 1, 3, 4).reshape(rows * per_row, H, W, 2)
+        depth_out[:] = tiles_img[:B, ..., 0]
+        code_out[:] = tiles_img[:B, ..., 1]
+
+    def render_views(self, meshes: list[RenderMesh], cameras: list[Camera], world_from_cameras) -> list[RenderResult]:
+        """Render V views of one scene state; views with the same camera share one batch.
+
+        Args:
+            meshes: the scene at one instant.
+            cameras: V pinhole cameras (sizes may differ).
+            world_from_cameras: (V, 4, 4) float, OpenCV camera axes.
+
+        Returns:
+            V results: depth (H, W) float32 z-depth metres (0 = no hit), instance (H, W) int16 (-1 = none).
+        """
+        poses = check_view_poses(world_from_cameras, len(cameras))
+        world_from_objects = np.stack([np.asarray(m.world_from_object, np.float64) for m in meshes])[None] \
+            if meshes else np.zeros((1, 0, 4, 4))
+        results: list = [None] * len(cameras)
+        groups: dict = {}
+        for v, cam in enumerate(cameras):
+            groups.setdefault((cam.width, cam.height, cam.intrinsics.tobytes()), []).append(v)
+        for views in groups.values():
+            depth, instance = self.render_frames(meshes, world_from_objects, cameras[views[0]], poses[views][None])
+            for i, v in enumerate(views):
+                results[v] = RenderResult(depth=depth[0, i], instance=instance[0, i])
+        return results
+
+    def close(self) -> None:
+        """Release every GL object and the context."""
+        if getattr(self, "ctx", None) is None:
+            return
+        with self.ctx:
+            self._release_geometry()
+            self._release_target()
+            if self._pose_texture is not None:
+                self._pose_texture.release()
+                self._pose_texture = None
+        self.ctx.release()
+        self.ctx = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: GL may already be gone
+            pass
