@@ -1,28 +1,39 @@
 """`synthseq build`: render a dataset of HDF5 shards with Ray — one task per shard, resumable, deterministic.
 
-How a build runs:
+How a build runs (the same on the embedded local cluster and on a multi-node cluster without a shared
+filesystem; docs/cluster.md):
 
-1. The driver resolves the config, checks the output directory and makes every sequence's ``SceneSpec``
-   up front (names and numbers only; a missing mesh fails here, before anything is written).
-2. It writes the resolved ``config.yaml`` and a ``manifest.json`` marked ``"complete": false``.
-3. One Ray task per shard renders its sequences and writes ``shard-XXXXX.h5.tmp``, renamed to
-   ``shard-XXXXX.h5`` when complete, and returns a small summary (file, sha256, bytes, counts, timing).
-   At most ``workers`` tasks are in flight; results arrive through ``ray.wait``. Each finished shard is
-   added to the manifest at once, so a killed build loses only the shards that were in flight.
+1. The driver resolves the config, checks the output directory, takes its lock (``build.lock``, so two
+   builds never write one directory), reads every mesh file once and hashes it, and makes every sequence's
+   ``SceneSpec`` up front (names and numbers only; a missing mesh fails here, before anything is written).
+2. It writes the resolved ``config.yaml`` and a ``manifest.json`` marked ``"complete": false``. The
+   manifest's ``shard_config`` (also stored in every shard) names mesh files by file name and sha256, never
+   by the building machine's path: resume refuses a changed mesh, and a moved checkout gives the same bytes.
+3. One Ray task per shard receives its specs and the bytes of the meshes they use (through the object
+   store, keyed by content hash; written to a node-local cache), renders its sequences into a node-local
+   temporary shard and returns the finished shard's bytes with a small summary (sequence ids, sha256, size,
+   timing). The driver checks the sha256 and writes the shard atomically (``*.tmp``, fsync, rename). At most
+   ``workers`` tasks are in flight; results arrive through ``ray.wait``. Each finished shard is added to the
+   manifest at once, so a killed build loses only the shards that were in flight.
 4. ``--resume`` keeps every shard listed in the manifest whose size and sha256 match the file, and
    rebuilds the rest. Sequence i's seed depends only on (root seed, i), and shard j always holds
-   sequences [j*S, (j+1)*S), so any mix of workers and resumes gives byte-identical shards.
+   sequences [j*S, (j+1)*S), so any mix of workers, nodes and resumes gives byte-identical shards.
 
-A task that dies with its worker is retried by Ray (``build.max_retries``); a sequence that raises is
-retried too, and after the last attempt the build stops with a line naming the sequence id and seed.
+Ray retries a task whose worker or node died (``build.max_retries``). A sequence that raises is not
+retried (the error is deterministic): the build stops with one line naming the sequence id and seed. Any
+other Ray failure (out of memory, an object lost for good) is one line too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import socket
+import tempfile
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from synthseq.errors import ConfigError, SynthseqError
@@ -34,13 +45,18 @@ class BuildError(SynthseqError):
     """A build could not complete (a sequence kept failing, the cluster went away)."""
 
 
+LOCK = "build.lock"
+
+
 @dataclass(frozen=True)
 class ShardJob:
-    """What one Ray task receives: the shard index, its sequence indices and their specs (plain data)."""
+    """What one Ray task receives: the shard index, its sequence indices and their specs (plain data), and
+    the mesh files those specs use as (driver path, sha256, suffix); their bytes travel beside the job."""
 
     index: int
     sequence_indices: tuple
     specs: tuple
+    meshes: tuple = field(default=())
 
 
 # ----------------------------------------------------------------------------------------- planning
@@ -51,16 +67,36 @@ def plan_shards(num_sequences: int, sequences_per_shard: int) -> list[tuple[int,
             for start in range(0, num_sequences, sequences_per_shard)]
 
 
-def shard_config(cfg) -> dict:
+def mesh_paths(generate_cfg) -> list[str]:
+    """The mesh files a build draws from, in the order ``make_spec`` indexes them (``mesh_dir`` sorted by
+    name, then ``mesh_files``), as absolute paths of the driver's machine."""
+    from synthseq.generator.assets import check_mesh_file, list_mesh_files
+
+    o = generate_cfg.objects
+    files = list(list_mesh_files(o.mesh_dir)) if o.mesh_dir else []
+    files.extend(check_mesh_file(p, f"generate.objects.mesh_files[{i}]") for i, p in enumerate(o.mesh_files))
+    return files
+
+
+def shard_config(cfg, meshes=()) -> dict:
     """The part of the config that determines a shard's bytes (stored in every shard's attrs).
 
-    Excludes what may differ between equivalent builds (worker count, retries, run name), so 1-worker and
-    2-worker builds write identical files.
+    Excludes what may differ between equivalent builds (worker count, retries, run name, where the mesh
+    files live), so 1-worker and 2-worker builds, and builds from another checkout, write identical files.
+    Mesh files are named by file name and sha256 (``meshes``: :class:`~synthseq.pipelines.cluster.InputFile`
+    in ``make_spec`` order), so a changed mesh changes the config and resume refuses it.
     """
     from synthseq.config import to_dict
 
-    return {"generate": to_dict(cfg.generate), "seed": cfg.build.seed,
-            "num_sequences": cfg.build.num_sequences, "sequences_per_shard": cfg.build.sequences_per_shard}
+    generate = to_dict(cfg.generate)
+    objects = generate.get("objects", {})
+    if "mesh_dir" in objects:
+        objects["mesh_dir"] = None
+    if "mesh_files" in objects:
+        objects["mesh_files"] = []
+    return {"generate": generate, "meshes": [{"file": m.name, "sha256": m.sha256} for m in meshes],
+            "seed": cfg.build.seed, "num_sequences": cfg.build.num_sequences,
+            "sequences_per_shard": cfg.build.sequences_per_shard}
 
 
 def check_output_dir(out: Path, resume: bool) -> None:
@@ -72,7 +108,7 @@ def check_output_dir(out: Path, resume: bool) -> None:
             f"{out}: output directory is not empty; pass --resume to continue that build, or choose another --out")
 
 
-def check_resumable(out: Path, cfg) -> dict | None:
+def check_resumable(out: Path, cfg, meshes=()) -> dict | None:
     """On resume: the existing manifest (or None for a fresh directory), after checking it was made from
     the same generate config and seed.
 
@@ -89,11 +125,11 @@ def check_resumable(out: Path, cfg) -> dict | None:
         return None
     manifest = read_manifest(out)
     old = manifest.get("shard_config")
-    new = json.loads(json.dumps(shard_config(cfg)))
+    new = json.loads(json.dumps(shard_config(cfg, meshes)))
     if old != new:
         diff = _first_difference(old, new)
-        raise ConfigError(f"{out}: was built with a different config ({diff}); "
-                          f"--resume needs the same config and seed")
+        raise ConfigError(f"{out}: was built with a different config ({diff}); --resume needs the same config "
+                          f"and seed (the recorded one: synthseq build {out / 'config.yaml'} --out {out} --resume)")
     return manifest
 
 
@@ -102,56 +138,152 @@ def _first_difference(a, b, path: str = "") -> str:
         for k in sorted(set(a) | set(b)):
             if a.get(k) != b.get(k):
                 return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return _first_difference(x, y, f"{path}[{i}]")
     return f"{path or 'config'}: {a!r} -> {b!r}"
+
+
+@contextmanager
+def build_lock(out: Path):
+    """Hold ``out/build.lock`` (an exclusive ``flock``) for the duration of a build; removed on exit.
+
+    The kernel drops the lock when the process dies, so a killed build never leaves a stale lock.
+
+    Raises:
+        BuildError: another build holds it (naming its pid and host).
+    """
+    import fcntl
+
+    path = out / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+            os.close(fd)
+            raise BuildError(f"{out}: another build is writing this directory ({holder}); wait for it to "
+                             f"finish or choose another --out") from None
+        try:  # the holder may have removed the file between our open and flock: lock the current one
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        finally:
+            os.close(fd)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path.tmp``, fsync, rename to ``path`` and fsync the folder."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 # ----------------------------------------------------------------------------------------- the task
 
-def build_shard(job: ShardJob, out_dir: str, config_json: dict, threads: int = 1) -> dict:
-    """Render every sequence of one shard and write it atomically. Runs inside a Ray worker.
+def build_shard(job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: bytes) -> dict:
+    """Render every sequence of one shard into a node-local temporary file and return its bytes.
+
+    Runs inside a Ray worker, on any node: it opens no path of the driver's machine. The mesh files its
+    specs use arrive as ``mesh_data`` (bytes, in ``job.meshes`` order) and are written to a node-local cache
+    keyed by sha256; the specs are pointed at those copies.
+
+    Args:
+        job: the shard. config_json: :func:`shard_config` (stored in the shard's attrs).
+        threads: the CPU count reserved for this task (given to the ray-casting renderer).
+        mesh_data: the content of each of ``job.meshes``.
 
     Returns:
-        A small summary: file, sequence_ids, bytes, sha256, num_sequences, view_frames, seconds.
-        ``threads`` is the CPU count reserved for this task (given to the ray-casting renderer).
+        A small summary: file, sequence_ids, bytes, sha256, num_sequences, view_frames, seconds, pid,
+        maxrss_kb, node; and ``data``, the shard file's bytes.
 
     Raises:
         BuildError: naming the sequence id and seed that failed.
     """
-    from synthseq.datasets.shards import ShardWriter, sequence_key, sha256_file, shard_name
+    from synthseq.datasets.shards import ShardWriter, sequence_key, shard_name
     from synthseq.generator.render import make_renderer
     from synthseq.generator.sequence import generate_sequence
+    from synthseq.pipelines.cluster import materialize
 
     t0 = time.perf_counter()
-    path = Path(out_dir) / shard_name(job.index)
+    local = {path: materialize(digest, suffix, data)
+             for (path, digest, suffix), data in zip(job.meshes, mesh_data)}
+    specs = [_with_local_meshes(spec, local) for spec in job.specs]
     renderer = None
     view_frames = 0
-    try:
-        with ShardWriter(path, config=config_json) as writer:
-            for seq_index, spec in zip(job.sequence_indices, job.specs):
-                if renderer is None:
-                    options = {"nthreads": threads} if spec.renderer == "raycast" else {}
-                    renderer = make_renderer(spec.renderer, **options)
-                try:
-                    seq = generate_sequence(spec, renderer=renderer)
-                except Exception as e:  # any failure of one sequence is reported with its id and seed
-                    raise BuildError(f"sequence {seq_index} (seed {spec.seed}) failed: "
-                                     f"{type(e).__name__}: {e}") from e
-                writer.write(sequence_key(seq_index), seq)
-                view_frames += seq.num_frames * seq.num_views
-    finally:
-        if renderer is not None:
-            renderer.close()
+    with tempfile.TemporaryDirectory(prefix="synthseq-shard-") as tmp:
+        path = Path(tmp) / shard_name(job.index)
+        try:
+            with ShardWriter(path, config=config_json) as writer:
+                for seq_index, spec in zip(job.sequence_indices, specs):
+                    if renderer is None:
+                        renderer = make_renderer(spec.renderer, threads=threads)
+                    try:
+                        seq = generate_sequence(spec, renderer=renderer)
+                    except Exception as e:  # any failure of one sequence is reported with its id and seed
+                        raise BuildError(f"sequence {seq_index} (seed {spec.seed}) failed: "
+                                         f"{type(e).__name__}: {e}") from e
+                    writer.write(sequence_key(seq_index), seq)
+                    view_frames += seq.num_frames * seq.num_views
+        finally:
+            if renderer is not None:
+                renderer.close()
+        data = path.read_bytes()
     return {
-        "file": path.name,
+        "file": shard_name(job.index),
         "sequence_ids": [sequence_key(i) for i in job.sequence_indices],
-        "bytes": path.stat().st_size,
-        "sha256": sha256_file(path),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
         "num_sequences": len(job.sequence_indices),
         "view_frames": view_frames,
         "seconds": time.perf_counter() - t0,
         "pid": os.getpid(),
+        "node": _node_id(),
         "maxrss_kb": _maxrss_kb(),
+        "data": data,
     }
+
+
+def _with_local_meshes(spec, local: dict):
+    """``spec`` with every mesh-file object's path replaced by its node-local copy."""
+    if not any(o.path for o in spec.objects):
+        return spec
+    objects = tuple(replace(o, path=local[o.path]) if o.path else o for o in spec.objects)
+    return replace(spec, objects=objects)
+
+
+def _node_id() -> str:
+    """The Ray node this task runs on (hex id), or the host name outside Ray."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - called outside a Ray worker (tests of the task function)
+        return socket.gethostname()
 
 
 def _maxrss_kb() -> int:
@@ -162,119 +294,172 @@ def _maxrss_kb() -> int:
 
 # ----------------------------------------------------------------------------------------- the driver
 
+def check_output_uri(out_dir) -> Path:
+    """The output directory as a local path; ``file://`` URIs are accepted.
+
+    Raises:
+        UsageError: another scheme (``s3://``, ``gs://``...): shards reach the driver through Ray's object
+            store and the driver writes them, so the output is a folder the driver can write; the message
+            names the filesystem package and says to build locally and copy.
+    """
+    from synthseq.errors import UsageError
+
+    text = str(out_dir)
+    if "://" not in text:
+        return Path(text)
+    scheme = text.split("://", 1)[0].lower()
+    if scheme == "file":
+        return Path(text[len("file://"):])
+    package = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
+               "hdfs": "pyarrow"}.get(scheme, f"an fsspec filesystem for {scheme}://")
+    raise UsageError(f"--out {text}: {scheme}:// output is not supported (it would need {package}); "
+                     f"build into a local folder or a mounted bucket and copy it (docs/cluster.md)")
+
+
 def build_dataset(cfg, out_dir, *, resume: bool = False, address: str | None = None,
-                  progress: bool = True, on_shard=None) -> dict:
+                  progress: bool = True, on_shard=None, on_planned=None) -> dict:
     """Build (or resume) a dataset with Ray; returns the final manifest.
 
     Args:
         cfg: a resolved ``synthseq.pipelines.config.Config``.
-        out_dir: output directory (created; must be empty unless ``resume``).
+        out_dir: output directory on the driver's machine (created; must be empty unless ``resume``).
         resume: keep shards already present with a matching checksum, rebuild the rest.
-        address: an existing Ray cluster ("auto", "ray://host:10001"); None starts a local one with
-            ``cfg.build.workers`` CPUs (all CPUs when 0).
+        address: an existing Ray cluster ("auto", "host:port" as ``ray start`` prints it,
+            "ray://host:10001"); None starts a local one with ``cfg.build.workers`` CPUs (all when 0).
+            An already initialised Ray is used as it is.
         progress: show a tqdm progress bar.
-        on_shard: optional callback receiving each finished task's summary (timing, pid, peak RSS).
+        on_shard: optional callback receiving each finished task's summary (timing, pid, node, peak RSS).
+        on_planned: optional callback called once the driver has read every input (meshes, config) and
+            before the first task starts (tests use it to prove tasks never read the driver's files).
 
     Raises:
         FileExistsError / NotADirectoryError: bad output path. ConfigError: bad config or resume mismatch.
-        BuildError: a sequence kept failing (names its id and seed).
+        BuildError: a sequence failed (names its id and seed), another build holds the directory, or the
+            cluster failed. ClusterError: the cluster cannot be reached.
     """
+    import json
+
     from synthseq import __version__
-    from synthseq.datasets.shards import (FORMAT, FORMAT_VERSION, MANIFEST, verify_shard_file,
+    from synthseq.datasets.shards import (FORMAT, FORMAT_VERSION, MANIFEST, shard_name, verify_shard_file,
                                           write_json_atomic)
     from synthseq.generator.sequence import make_spec
+    from synthseq.pipelines.cluster import read_input_files
     from synthseq.pipelines.config import config_to_dict, dump_config
 
-    out = Path(out_dir)
+    out = check_output_uri(out_dir)
     check_output_dir(out, resume)
-    old_manifest = check_resumable(out, cfg) if resume else None
 
-    # Every spec is made before anything is written: bad meshes or config values fail here.
+    # Every input is read here, once: mesh files (hashed; their bytes go to the tasks), then every spec.
     b = cfg.build
+    meshes, mesh_bytes = read_input_files(mesh_paths(cfg.generate))
+    old_manifest = check_resumable(out, cfg, meshes) if resume else None
     plan = plan_shards(b.num_sequences, b.sequences_per_shard)
     specs = {i: make_spec(cfg.generate, b.seed, i) for i in range(b.num_sequences)}
-    jobs = [ShardJob(j, idx, tuple(specs[i] for i in idx)) for j, idx in enumerate(plan)]
+    by_path = {m.path: m for m in meshes}
+    jobs = []
+    for j, idx in enumerate(plan):
+        used = sorted({o.path for i in idx for o in specs[i].objects if o.path})
+        jobs.append(ShardJob(j, idx, tuple(specs[i] for i in idx),
+                             tuple((p, by_path[p].sha256, by_path[p].suffix) for p in used)))
 
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("*.tmp"):
-        stale.unlink()
-    done: dict[str, dict] = {}
-    if old_manifest is not None:
-        for entry in old_manifest["shards"]:
-            if verify_shard_file(out, entry) is None:
-                done[entry["file"]] = entry
-            else:
-                log.info("resume: %s will be rebuilt (missing or checksum mismatch)", entry["file"])
-    (out / "config.yaml.tmp").write_text(dump_config(cfg))
-    os.replace(out / "config.yaml.tmp", out / "config.yaml")
+    with build_lock(out):
+        for stale in out.glob("*.tmp"):
+            stale.unlink()
+        done: dict[str, dict] = {}
+        if old_manifest is not None:
+            for entry in old_manifest["shards"]:
+                if verify_shard_file(out, entry) is None:
+                    done[entry["file"]] = entry
+                else:
+                    log.info("resume: %s will be rebuilt (missing or checksum mismatch)", entry["file"])
+        (out / "config.yaml.tmp").write_text(dump_config(cfg))
+        os.replace(out / "config.yaml.tmp", out / "config.yaml")
 
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "synthseq_version": __version__,
-        "complete": False,
-        "num_sequences": b.num_sequences,
-        "sequences_per_shard": b.sequences_per_shard,
-        "seed": b.seed,
-        "shard_config": shard_config(cfg),
-        "config": config_to_dict(cfg),
-        "shards": [],
-    }
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "synthseq_version": __version__,
+            "complete": False,
+            "num_sequences": b.num_sequences,
+            "sequences_per_shard": b.sequences_per_shard,
+            "seed": b.seed,
+            "shard_config": shard_config(cfg, meshes),
+            "config": config_to_dict(cfg),
+            "shards": [],
+        }
 
-    def save_manifest(complete: bool) -> None:
-        manifest["shards"] = sorted(done.values(), key=lambda e: e["file"])
-        manifest["complete"] = complete
-        write_json_atomic(out / MANIFEST, manifest)
+        def save_manifest(complete: bool) -> None:
+            manifest["shards"] = sorted(done.values(), key=lambda e: e["file"])
+            manifest["complete"] = complete
+            write_json_atomic(out / MANIFEST, manifest)
 
-    save_manifest(False)
-    from synthseq.datasets.shards import shard_name
-
-    todo = [job for job in jobs if shard_name(job.index) not in done]
-    log.info("%d shards planned, %d already built, %d to build", len(jobs), len(jobs) - len(todo), len(todo))
-    if todo:
-        _run_ray(todo, out, cfg, address, progress, done, save_manifest, on_shard)
-    save_manifest(True)
+        save_manifest(False)
+        todo = [job for job in jobs if shard_name(job.index) not in done]
+        log.info("%d shards planned, %d already built, %d to build", len(jobs), len(jobs) - len(todo), len(todo))
+        if on_planned is not None:
+            on_planned()
+        if todo:
+            config_json = json.loads(json.dumps(manifest["shard_config"]))
+            _run_ray(todo, out, cfg, address, progress, done, save_manifest, on_shard, mesh_bytes, config_json)
+        save_manifest(True)
     return manifest
 
 
-def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_shard) -> None:
-    import json
-
+def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_shard, mesh_bytes,
+             config_json) -> None:
     try:
         import ray
     except ImportError as e:
         raise ImportError("synthseq build needs Ray: pip install 'synthseq[ray]' (ray==2.60.0)") from e
+    from synthseq.pipelines.cluster import connect
 
-    started_here = False
-    if not ray.is_initialized():
-        # Renderers need a headless GL platform; local workers inherit the driver's environment,
-        # remote ones get it through the runtime env.
-        os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
-        kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
-        if address:
-            kwargs["runtime_env"] = {"env_vars": {"PYOPENGL_PLATFORM": "egl"}}
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(num_cpus=cfg.build.workers or os.cpu_count(), **kwargs)
-        started_here = True
+    # Renderers need a headless GL platform; local workers inherit the driver's environment, remote ones
+    # get it through the runtime env.
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    started_here = connect(address, num_cpus=cfg.build.workers or os.cpu_count(),
+                           runtime_env={"env_vars": {"PYOPENGL_PLATFORM": "egl"}})
     try:
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
         window = min(cfg.build.workers or cluster_cpus, len(todo))
         # Each task reserves an equal share of the CPUs and renders with that many threads, so one worker
-        # on a 2-core machine uses both cores and two workers do not compete for them.
+        # on a 2-core machine uses both cores and two workers do not compete for them. On a joined cluster
+        # the CPUs are spread over nodes: one CPU per task.
         threads = max(1, cluster_cpus // window) if not address else 1
-        task = ray.remote(num_cpus=threads, max_retries=cfg.build.max_retries,
-                          retry_exceptions=[BuildError])(build_shard)
-        config_json = json.loads(json.dumps(shard_config(cfg)))
-        _drive(task, todo, str(out.resolve()), config_json, window, threads, progress, done, save_manifest,
-               on_shard)
+        # Ray retries a task whose worker or node died (max_retries); an exception raised by the task is a
+        # deterministic failure and is not retried.
+        task = ray.remote(num_cpus=threads, max_retries=cfg.build.max_retries, retry_exceptions=False)(build_shard)
+        mesh_refs = {digest: ray.put(data) for digest, data in mesh_bytes.items()}
+        _drive(task, todo, out, config_json, window, threads, progress, done, save_manifest, on_shard, mesh_refs)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _drive(task, todo, out_dir, config_json, window, threads, progress, done, save_manifest, on_shard) -> None:
-    """Submit at most ``window`` shard tasks at a time and collect them with ``ray.wait``."""
+def _ray_error_line(e) -> str:
+    """One line for a Ray failure of a shard task: the task's own error, or the kind of system failure."""
+    import ray
+
+    if isinstance(e, ray.exceptions.RayTaskError):
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, BuildError):
+            return str(cause)
+        if cause is not None:
+            return f"{type(cause).__name__}: {cause}".strip().splitlines()[0]
+    if isinstance(e, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)):
+        return "its worker or node died on every attempt (build.max_retries)"
+    if isinstance(e, ray.exceptions.OwnerDiedError):
+        return ("a worker could not reach this driver (if the cluster runs without token authentication, "
+                "set RAY_AUTH_MODE=disabled here too)")
+    if isinstance(e, ray.exceptions.OutOfMemoryError):
+        return "a node ran out of memory (fewer --workers, or smaller shards: --sequences-per-shard)"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _drive(task, todo, out: Path, config_json, window, threads, progress, done, save_manifest, on_shard,
+           mesh_refs) -> None:
+    """Submit at most ``window`` shard tasks at a time, collect them with ``ray.wait``, write their shards."""
     import ray
     from tqdm import tqdm
 
@@ -288,19 +473,20 @@ def _drive(task, todo, out_dir, config_json, window, threads, progress, done, sa
         while pending or in_flight:
             while pending and len(in_flight) < window:
                 job = pending.pop(0)
-                in_flight[task.remote(job, out_dir, config_json, threads)] = job
+                refs = [mesh_refs[digest] for _, digest, _ in job.meshes]
+                in_flight[task.remote(job, config_json, threads, *refs)] = job
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in ready:
                 job = in_flight.pop(ref)
                 try:
                     summary = ray.get(ref)
-                except ray.exceptions.RayTaskError as e:
-                    cause = e.cause if isinstance(getattr(e, "cause", None), BuildError) else None
-                    msg = str(cause) if cause else str(e).strip().splitlines()[-1]
-                    raise BuildError(f"shard {job.index}: {msg} (after retries; rerun with --resume)") from None
-                except ray.exceptions.WorkerCrashedError:
-                    raise BuildError(f"shard {job.index}: worker crashed repeatedly (after retries; "
-                                     f"rerun with --resume)") from None
+                except ray.exceptions.RayError as e:
+                    raise BuildError(f"shard {job.index}: {_ray_error_line(e)} (rerun with --resume to keep "
+                                     f"the finished shards)") from None
+                data = summary.pop("data")
+                if hashlib.sha256(data).hexdigest() != summary["sha256"]:
+                    raise BuildError(f"shard {job.index}: bytes received differ from the task's sha256")
+                write_bytes_atomic(out / summary["file"], data)
                 entry = {k: summary[k] for k in ("file", "sequence_ids", "bytes", "sha256")}
                 done[entry["file"]] = entry
                 save_manifest(False)
@@ -319,6 +505,27 @@ def _drive(task, todo, out_dir, config_json, window, threads, progress, done, sa
 
 # ----------------------------------------------------------------------------------------- CLI
 
+def recorded_build_settings(out, overrides: list[str]) -> list:
+    """On ``--resume``: the build settings recorded in OUT/manifest.json (num_sequences, sequences_per_shard,
+    seed) as overrides, for those the command line does not set, so `build CONFIG --out OUT --resume`
+    continues the build as it was started (e.g. with --num-sequences 64). A setting given again is
+    compared as usual and a real difference refused."""
+    import json
+
+    from synthseq.config import Override
+    from synthseq.datasets.shards import MANIFEST
+
+    path = Path(out) / MANIFEST
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []  # no (readable) manifest: check_resumable reports it
+    given = {str(o).split("=", 1)[0].strip() for o in overrides}
+    return [Override(f"build.{k}", recorded[k], f"{path} (recorded build.{k}={recorded[k]})")
+            for k in ("num_sequences", "sequences_per_shard", "seed")
+            if f"build.{k}" not in given and isinstance(recorded.get(k), int)]
+
+
 def configure_parser(p) -> None:
     p.add_argument("config", help="config YAML (or a bundled name: tiny, default)")
     p.add_argument("--out", required=True, help="output dataset directory")
@@ -328,13 +535,17 @@ def configure_parser(p) -> None:
     p.add_argument("--seed", type=int, help="override build.seed (the root seed)")
     p.add_argument("--resume", action="store_true",
                    help="continue a build in --out: keep shards whose checksum matches, rebuild the rest")
-    p.add_argument("--address", help="connect to an existing Ray cluster (e.g. auto) instead of a local one")
+    p.add_argument("--address", metavar="ADDR",
+                   help="run on an existing Ray cluster: HOST:PORT as `ray start --head` prints it, auto (the "
+                        "cluster started on this machine) or ray://HOST:10001; default: RAY_ADDRESS if set, "
+                        "else a local cluster (docs/cluster.md)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override any config value, e.g. --set generate.num_frames=10 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:
+    from synthseq.config import Override
     from synthseq.pipelines.config import load_config
 
     overrides = list(args.overrides)
@@ -342,10 +553,13 @@ def run(args) -> int:
                       ("workers", "build.workers"), ("seed", "build.seed")):
         value = getattr(args, flag)
         if value is not None:
-            overrides.append(f"{key}={value}")
+            overrides.append(Override(key, value, f"--{flag.replace('_', '-')} {value}"))
+    overrides = recorded_build_settings(args.out, overrides) + overrides if args.resume else overrides
     cfg = load_config(args.config, overrides)
     t0 = time.perf_counter()
-    manifest = build_dataset(cfg, args.out, resume=args.resume, address=args.address,
+    # Under `ray job submit` the job's driver finds its cluster in RAY_ADDRESS.
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    manifest = build_dataset(cfg, args.out, resume=args.resume, address=address,
                              progress=not args.no_progress)
     n = sum(len(e["sequence_ids"]) for e in manifest["shards"])
     size = sum(e["bytes"] for e in manifest["shards"])
