@@ -17,14 +17,20 @@ RENDERER_NAMES = tuple(_BACKENDS)
 __all__ = ["RENDERER_NAMES", "Renderer", "RenderMesh", "RenderResult", "make_renderer"]
 
 
-def make_renderer(name: str, key: str = "generate.renderer", **options) -> Renderer:
-    """Create the renderer called ``name`` (``"raycast"`` or ``"pyrender"``).
+def make_renderer(name: str, key: str = "generate.renderer", threads: int | None = None, **options) -> Renderer:
+    """Create the renderer called ``name`` (``"raycast"``, ``"pyrender"`` or ``"moderngl"``).
 
     Args:
         name: backend name.
         key: the config key path the name came from, for error messages.
-        **options: passed to the backend's constructor (``nthreads`` for raycast; ``egl_device`` /
-            ``znear_m`` / ``zfar_m`` for pyrender).
+        threads: CPU threads the caller reserved for rendering (a build task's CPU share), or None for the
+            backend's default: raycast's ``nthreads``; for the OpenGL backends Mesa llvmpipe's rasteriser
+            threads (``LP_NUM_THREADS``, read when a process creates its first GL context; GPU drivers
+            ignore it). Two workers on two cores each with llvmpipe's default of one thread per core would
+            oversubscribe the cores.
+        **options: passed to the backend's constructor (``nthreads`` / ``coarse_step`` for raycast;
+            ``znear_m`` / ``zfar_m`` for pyrender; ``znear_m`` / ``zfar_m`` / ``max_batch_pixels`` /
+            ``egl_device`` for moderngl).
 
     Returns:
         A :class:`Renderer`. Call ``close()`` when done (pyrender holds a GL context).
@@ -38,6 +44,18 @@ def make_renderer(name: str, key: str = "generate.renderer", **options) -> Rende
         raise ConfigError(f"{key}: expected one of {valid}, got {name!r}")
     module_name, class_name, requirement = _BACKENDS[name]
     import importlib
+
+    if threads is not None:
+        if int(threads) < 1:
+            raise ValueError(f"make_renderer: threads must be >= 1, got {threads}")
+        if name == "raycast":
+            options.setdefault("nthreads", int(threads))
+        else:
+            # One llvmpipe thread per reserved core beyond the calling thread: with one core, render in the
+            # calling thread (LP_NUM_THREADS=0), measured fastest for one worker per core (BENCHMARKS.md).
+            import os
+
+            os.environ["LP_NUM_THREADS"] = str(int(threads) if int(threads) > 1 else 0)
 
     try:
         module = importlib.import_module(module_name)

@@ -22,14 +22,13 @@ Facts this module relies on, all at this boundary:
   one of the two. Surfaces nearer than ``znear_m`` or farther than ``zfar_m`` are clipped.
 - **llvmpipe threads.** Mesa's llvmpipe starts ``LP_NUM_THREADS`` rasteriser threads (default: one per
   core) when its first context is created; two build workers on two cores then oversubscribe them.
-  ``threads`` sets ``LP_NUM_THREADS`` before this process's first context (Mesa reads it once).
+  ``make_renderer(..., threads=n)`` sets it before this process's first context (Mesa reads it once).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 
 import numpy as np
 
@@ -106,24 +105,18 @@ class ModernglRenderer(MultiViewRenderer):
         zfar_m: far clip plane, metres.
         max_batch_pixels: pixels per atlas (tiles per draw = this // (W * H), at least 1); bounds the GL
             memory (12 bytes per pixel) and the host buffer of one readback (8 bytes per pixel).
-        threads: llvmpipe rasteriser threads (sets ``LP_NUM_THREADS`` before this process's first GL
-            context; None leaves it alone). Ignored by GPU drivers.
         egl_device: EGL device index (None: the default device).
     """
 
     name = "moderngl"
 
     def __init__(self, znear_m: float = 0.05, zfar_m: float = 20.0, max_batch_pixels: int = 1 << 22,
-                 threads: int | None = None, egl_device: int | None = None):
+                 egl_device: int | None = None):
         if not (0 < znear_m < zfar_m):
             raise ValueError(f"ModernglRenderer: expected 0 < znear_m < zfar_m, got {znear_m}, {zfar_m}")
         if int(max_batch_pixels) < 1:
             raise ValueError(f"ModernglRenderer: max_batch_pixels must be >= 1, got {max_batch_pixels}")
         moderngl = _import_moderngl()
-        if threads is not None:
-            if int(threads) < 0:
-                raise ValueError(f"ModernglRenderer: threads must be >= 0, got {threads}")
-            os.environ["LP_NUM_THREADS"] = str(int(threads))
         self.znear_m, self.zfar_m = float(znear_m), float(zfar_m)
         self.max_batch_pixels = int(max_batch_pixels)
         kwargs = {"standalone": True, "backend": "egl"}
