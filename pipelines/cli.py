@@ -23,6 +23,7 @@ COMMANDS = {
     "evaluate": ("synthseq.pipelines.evaluate", "evaluate a checkpoint on real captures vs ICP baselines"),
     "view": ("synthseq.pipelines.view", "play a sequence in an Open3D window, or render screenshots/GIFs"),
     "export": ("synthseq.pipelines.export", "export a sequence as PLY/PCD/NPZ clouds + TUM trajectories"),
+    "compare": ("synthseq.pipelines.compare", "compare a dataset's depth, normals, density and patches with real captures"),
 }
 
 EPILOG = """examples:
