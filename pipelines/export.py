@@ -183,6 +183,9 @@ def export_sequence(seq, out_dir, fmt: str = "ply", world: bool = False, overwri
     try:
         _write_export(seq, staging, plan, fmt, world, source)
         if not out.exists():
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(staging, 0o777 & ~mask)  # mkdtemp makes 0700 folders; give the usual permissions
             os.rename(staging, out)
         else:
             for r in rel:

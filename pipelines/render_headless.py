@@ -51,7 +51,7 @@ class Open3DRenderer:
         rendering = o3d.visualization.rendering
         self.width, self.height = int(width), int(height)
         self.show_overlays = show_overlays
-        with stdout_to_stderr():  # Filament prints its engine banner on stdout
+        with stdout_to_stderr(discard=True):  # Filament prints its engine banner (7 lines) on stdout
             self._renderer = rendering.OffscreenRenderer(self.width, self.height)
         scene = self._renderer.scene
         scene.set_background([c / 255.0 for c in background] + [1.0])
@@ -222,8 +222,9 @@ def make_renderer(kind: str, width: int, height: int, point_size: float = 3.0, l
     return SoftwareRenderer(width, height, **kw)
 
 
-def draw_caption(image: np.ndarray, text: str) -> np.ndarray:
-    """``image`` (H, W, 3) uint8 with ``text`` written at its top-left corner (Pillow's default font)."""
+def draw_caption(image: np.ndarray, text: str, legend=None) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 with ``text`` (sequence, frame, time, view) at its top-left corner and,
+    where the image has room (at least 240 x 120), the colour ``legend`` at its top-right corner."""
     from PIL import Image, ImageDraw
 
     pil = Image.fromarray(image)
@@ -231,4 +232,33 @@ def draw_caption(image: np.ndarray, text: str) -> np.ndarray:
     x0, y0, x1, y1 = draw.textbbox((4, 2), text)
     draw.rectangle((x0 - 2, y0 - 1, x1 + 2, y1 + 1), fill=(255, 255, 255))
     draw.text((4, 2), text, fill=(0, 0, 0))
+    if legend is not None and (legend.items or legend.ramp) and pil.width >= 240 and pil.height >= 120:
+        _draw_legend(draw, legend, pil.width, pil.height, top=y1 + 4)
     return np.asarray(pil)
+
+
+def _draw_legend(draw, legend, width: int, height: int, top: int) -> None:
+    from synthseq.pipelines.view_geometry import ramp_colors
+
+    row, swatch, pad = 13, 9, 4
+    rows = [(text, tuple(int(round(c * 255)) for c in rgb)) for text, rgb in legend.items]
+    ramp_text = f"depth {legend.ramp[0]:.2f} .. {legend.ramp[1]:.2f} m" if legend.ramp else None
+    texts = [t for t, _ in rows] + ([ramp_text] if ramp_text else [])
+    text_w = max(draw.textbbox((0, 0), t)[2] for t in texts)
+    box_w = pad + swatch + pad + text_w + pad
+    max_rows = max((height - top - 2 * pad) // row - (2 if ramp_text else 0), 0)
+    rows = rows[:max_rows]
+    box_h = pad + row * len(rows) + (2 * row if ramp_text else 0) + pad
+    x = width - box_w - 4
+    draw.rectangle((x, top, x + box_w, top + box_h), fill=(255, 255, 255), outline=(200, 200, 200))
+    y = top + pad
+    for text, rgb in rows:
+        draw.rectangle((x + pad, y + 2, x + pad + swatch, y + 2 + swatch), fill=rgb)
+        draw.text((x + 2 * pad + swatch, y), text, fill=(0, 0, 0))
+        y += row
+    if ramp_text:
+        draw.text((x + pad, y), ramp_text, fill=(0, 0, 0))
+        y += row
+        bar_w = box_w - 2 * pad
+        for i, c in enumerate(ramp_colors(bar_w)):
+            draw.line((x + pad + i, y + 1, x + pad + i, y + row - 3), fill=tuple(int(round(v * 255)) for v in c))

@@ -19,7 +19,8 @@ from synthseq.errors import SynthseqError, UsageError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_POINT_SIZE = 3.0
+DEFAULT_POINT_SIZE = 3.0  # library default; the CLI picks a size from the cloud's density (auto_point_size)
+VIEW_CAPTURE_POINTS = 30_000  # points per frame `view` reads from a real capture unless --num-points is given
 
 
 def configure_parser(parser) -> None:
@@ -47,7 +48,8 @@ def configure_parser(parser) -> None:
                              "fixed camera seeing the whole scene (default with --fused)")
     parser.add_argument("--size", metavar="WxH",
                         help="headless image size (default: the view's image size; 640x480 for overview)")
-    parser.add_argument("--point-size", type=float, default=DEFAULT_POINT_SIZE, help="point size in pixels")
+    parser.add_argument("--point-size", type=float, default=None,
+                        help="point size in pixels, 0.5..64 (default: from the cloud's density, 1..6)")
     parser.add_argument("--points-only", action="store_true",
                         help="headless: draw only the points (no axes, frustums, trajectories, caption)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --screenshot/--gif file")
@@ -217,6 +219,14 @@ def load_estimate(seq, path, view: int, align_first: bool):
     return match_estimate(seq, timestamps, world_from_camera, view=view, align_first=align_first)
 
 
+def auto_point_size(seq, fused: bool, width: int, height: int) -> float:
+    """A point size (pixels) at which the shown cloud covers the image without gaps: the side of the
+    square each point has on average, sqrt(W * H / M) for M points shown, within 1..6 pixels."""
+    valid = np.minimum(seq.num_valid, seq.num_points)
+    shown = float(valid.sum(axis=1).mean() if fused else valid.mean())
+    return float(np.clip(round(np.sqrt(width * height / max(shown, 1.0))), 1.0, 6.0))
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'320x240' -> (320, 240)."""
     try:
@@ -260,7 +270,7 @@ def render_frames(seq, state, frames, estimate=None, viewpoint: str | None = Non
         geom = build_frame(seq, s, estimate, overlay_m=overlay_m, near_far=near_far, axis_sizes=axis_sizes)
         K, camera_from_world = fixed if fixed is not None else sensor_camera(seq, s, width, height)
         image = r.render(geom, K, camera_from_world)
-        yield int(t), (image if points_only else draw_caption(image, geom.caption))
+        yield int(t), (image if points_only else draw_caption(image, geom.caption, geom.legend))
 
 
 def check_output_file(path, overwrite: bool) -> None:
@@ -288,6 +298,7 @@ def write_file_atomic(path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -297,6 +308,12 @@ def write_file_atomic(path, write) -> None:
             except OSError:
                 break
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_png(image: np.ndarray, path) -> None:
@@ -338,14 +355,21 @@ def run(args) -> int:
         raise UsageError(f"--stride: expected a positive integer, got {args.stride}")
     _check_range("--point-size", args.point_size, 0.5, MAX_POINT_SIZE)
     size = parse_size(args.size) if args.size else None
-    seq = load_sequence(args.path, args.sequence, capture_options=capture_options(args))
+    options = capture_options(args)
+    options.setdefault("num_points", VIEW_CAPTURE_POINTS)  # dense enough to show a room (ignored for shards)
+    seq = load_sequence(args.path, args.sequence, capture_options=options)
     check_frame_view(seq, args.frame, args.view)
     if args.fused and seq.camera_poses is None:
         raise UsageError(f"{args.path}: --fused needs camera poses; this sequence has none")
     color_by = args.color if seq.labels is not None else "depth"
     state = ViewState(frame=args.frame, view=args.view, fused=args.fused, color_by=color_by)
     estimate = load_estimate(seq, args.estimate, args.view, args.align_first) if args.estimate else None
-    render_kw = dict(estimate=estimate, viewpoint=args.viewpoint, size=size, point_size=args.point_size,
+    point_size = args.point_size
+    if point_size is None:
+        shown_size = size or ((640, 480) if (args.viewpoint or ("overview" if args.fused else "sensor")) == "overview"
+                              else tuple(int(x) for x in seq.image_size[args.view]))
+        point_size = auto_point_size(seq, args.fused, *shown_size)
+    render_kw = dict(estimate=estimate, viewpoint=args.viewpoint, size=size, point_size=point_size,
                      points_only=args.points_only, renderer=args.renderer)
 
     if args.screenshot or args.gif:
@@ -366,11 +390,89 @@ def run(args) -> int:
         print("synthseq view: no display (DISPLAY is not set): use --screenshot OUT.png or --gif OUT.gif to "
               "render headless, or set DISPLAY (e.g. ssh -X, or xvfb-run)", file=sys.stderr)
         return 2
-    play_window(seq, state, estimate, point_size=args.point_size)
+    play_window(seq, state, estimate, point_size=point_size)
     return 0
 
 
 # ------------------------------------------------------------------------------------ interactive window
+
+class WindowError(SynthseqError, RuntimeError):
+    """The interactive window could not open (no usable display)."""
+
+
+HUD_DEPTH_M = 0.02  # the head-up display lies this far in front of the viewpoint (z-near is set below it)
+HUD_ROW_PX = 18
+
+
+def _text_mesh(text: str):
+    """(vertices (P, 2) pixels, y down from the top of the line, triangles (F, 3)) of ``text``."""
+    import open3d as o3d
+
+    mesh = o3d.t.geometry.TriangleMesh.create_text(text, depth=0.0).to_legacy()
+    v = np.asarray(mesh.vertices)[:, :2] * 0.9
+    if len(v) == 0:
+        return np.zeros((0, 2)), np.zeros((0, 3), np.int64)
+    v[:, 1] = 14.0 - v[:, 1]  # font units are y-up from the baseline
+    return v, np.asarray(mesh.triangles, np.int64)
+
+
+def hud_layout(caption: str, legend, width: int, height: int):
+    """The head-up display in window pixels: the caption at the top-left, the legend at the top-right.
+
+    Returns:
+        vertices (P, 3) (u, v, depth factor: 1 for text and swatches, 1.05 for the white panels behind them),
+        triangles (F, 3) int, colours (P, 3) in [0, 1].
+    """
+    from synthseq.pipelines.view_geometry import ramp_colors
+
+    verts, tris, cols = [], [], []
+
+    def add(v2, t, color, depth=1.0, x=0.0, y=0.0):
+        base = sum(len(v) for v in verts)
+        v2 = np.asarray(v2, np.float64).reshape(-1, 2)
+        verts.append(np.column_stack([v2[:, 0] + x, v2[:, 1] + y, np.full(len(v2), depth)]))
+        tris.append(np.asarray(t, np.int64).reshape(-1, 3) + base)
+        c = np.asarray(color, np.float64)
+        cols.append(np.tile(c, (len(v2), 1)) if c.ndim == 1 else c)
+
+    def quad(x0, y0, x1, y1, color, depth=1.0):
+        add([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], [(0, 1, 2), (0, 2, 3)], color, depth)
+
+    black, white = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    v, t = _text_mesh(caption)
+    if len(v):
+        quad(4, 4, 12 + v[:, 0].max(), 8 + HUD_ROW_PX, white, 1.05)
+        add(v, t, black, 1.0, x=8, y=8)
+    rows = [(text, rgb) for text, rgb in legend.items] if legend is not None else []
+    ramp = None if legend is None else legend.ramp
+    lines = [(_text_mesh(text), rgb) for text, rgb in rows]
+    if ramp is not None:
+        lines.append((_text_mesh(f"depth {ramp[0]:.2f} .. {ramp[1]:.2f} m"), None))
+    if lines:
+        text_w = max((m[0][:, 0].max() if len(m[0]) else 0.0) for m, _ in lines)
+        box_w = 8 + 12 + 6 + text_w + 8
+        x0 = width - 6 - box_w
+        y = 6.0
+        box_h = 8 + HUD_ROW_PX * len(lines) + (12 if ramp is not None else 0) + 4
+        quad(x0, y, x0 + box_w, y + box_h, white, 1.05)
+        y += 6
+        for (mv, mt), rgb in lines:
+            if rgb is not None:
+                quad(x0 + 8, y + 3, x0 + 20, y + 15, rgb)
+                add(mv, mt, black, 1.0, x=x0 + 26, y=y + 2)
+            else:
+                add(mv, mt, black, 1.0, x=x0 + 8, y=y + 2)
+            y += HUD_ROW_PX
+        if ramp is not None:
+            n = 32
+            c = ramp_colors(n)
+            step = (box_w - 16) / n
+            for i in range(n):
+                quad(x0 + 8 + i * step, y, x0 + 8 + (i + 1) * step + 0.5, y + 10, c[i])
+    if not verts:
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros((0, 3))
+    return np.concatenate(verts), np.concatenate(tris), np.concatenate(cols)
+
 
 # GLFW key codes (Open3D's legacy Visualizer passes them through).
 KEY_CODES = {"space": [32], "right": [262], "left": [263], "+": [61, 334], "-": [45, 333], "v": [86], "f": [70],
@@ -382,8 +484,11 @@ class Player:
 
     One PointCloud and three LineSets (object axes, ground-truth cameras, estimate) are added once; each
     frame change rewrites their arrays and calls ``update_geometry`` (no remove/add), which keeps playback
-    of a 320x240 x 4-view sequence smooth. The legacy window cannot change its title, so the frame index
-    and time go to one status line on stdout.
+    of a 320x240 x 4-view sequence smooth. The legacy window cannot change its title nor draw 2D text, so
+    the caption (sequence, frame index, time, view) and the colour legend are a head-up display: flat text
+    and swatch meshes (``TriangleMesh.create_text``) placed just in front of the current viewpoint, at the
+    window's top-left and top-right corners, and moved with the viewpoint when the mouse turns it. The
+    same caption also goes to one status line on the terminal.
 
     Args:
         seq: PointSequence. state: the initial ViewState. estimate: Estimate or None.
@@ -407,10 +512,15 @@ class Player:
         self.vis = o3d.visualization.VisualizerWithKeyCallback()
         if not self.vis.create_window(window_name=f"synthseq view - {seq.name}", width=self.width,
                                       height=self.height, visible=visible):
-            raise SynthseqError("Open3D could not open a window (is DISPLAY valid?); use --screenshot/--gif instead")
+            raise WindowError("Open3D could not open a window (is DISPLAY valid?); use --screenshot/--gif instead")
         opt = self.vis.get_render_option()
         opt.point_size = float(point_size)
         opt.background_color = np.ones(3)
+        opt.light_on = False  # the head-up display's text and swatches keep their exact colours
+        opt.mesh_show_back_face = True
+        self.hud = o3d.geometry.TriangleMesh()
+        self._hud_px = None  # (vertices in pixels + depth factor, triangles, colours) of the current HUD
+        self._hud_pose = None
         self.cloud = o3d.geometry.PointCloud()
         self.lines = {name: o3d.geometry.LineSet() for name in ("objects", "cameras", "estimate")}
         self._added = False
@@ -435,17 +545,47 @@ class Player:
             src = to_open3d_lineset(getattr(geom, name))
             ls.points, ls.lines, ls.colors = src.points, src.lines, src.colors
         geometries = (self.cloud, *self.lines.values())
+        self._hud_px = hud_layout(geom.caption, geom.legend, self.width, self.height)
+        self._hud_pose = None
         if not self._added:
             for g in geometries:
                 self.vis.add_geometry(g, reset_bounding_box=True)
+            self.vis.add_geometry(self.hud, reset_bounding_box=False)
             self._added = True
             self.to_sensor()
         else:
             for g in geometries:
                 self.vis.update_geometry(g)
+        self.place_hud()
         s = self.state
         print(f"\r{geom.caption}  speed x{s.speed:g}  {'playing' if s.playing else 'paused '}   ", end="",
               file=self.status_stream, flush=True)
+
+    def place_hud(self) -> bool:
+        """Put the head-up display in front of the current viewpoint (True when it moved)."""
+        o3d = self._o3d
+        view = self.vis.get_view_control()
+        params = view.convert_to_pinhole_camera_parameters()
+        camera_from_world = np.asarray(params.extrinsic)
+        if self._hud_px is None or (self._hud_pose is not None and np.allclose(self._hud_pose, camera_from_world)):
+            return False
+        K = np.asarray(params.intrinsic.intrinsic_matrix)
+        depth = HUD_DEPTH_M
+        view.set_constant_z_near(0.5 * depth)
+        px, triangles, colors = self._hud_px
+        # image window pixels -> the camera frame at HUD depth (panels a little behind their text)
+        z = depth * px[:, 2]
+        cam = np.stack([(px[:, 0] - K[0, 2]) / K[0, 0] * z,
+                        (px[:, 1] - K[1, 2]) / K[1, 1] * z, z], -1)
+        from synthseq.datasets.types import invert_pose, transform_points
+
+        world = transform_points(invert_pose(camera_from_world), cam)
+        self.hud.vertices = o3d.utility.Vector3dVector(world)
+        self.hud.triangles = o3d.utility.Vector3iVector(triangles)
+        self.hud.vertex_colors = o3d.utility.Vector3dVector(colors)
+        self.vis.update_geometry(self.hud)
+        self._hud_pose = camera_from_world.copy()
+        return True
 
     def to_sensor(self) -> None:
         """Move the viewpoint to the shown view's sensor pose at the current frame."""
@@ -457,6 +597,7 @@ class Player:
         params.intrinsic = o3d.camera.PinholeCameraIntrinsic(self.width, self.height, K)
         params.extrinsic = camera_from_world
         self.vis.get_view_control().convert_from_pinhole_camera_parameters(params, allow_arbitrary=True)
+        self.place_hud()
 
     def press(self, name: str) -> bool:
         """Handle key ``name`` (see view_geometry.HELP); True when the view must be redrawn."""
@@ -478,8 +619,9 @@ class Player:
     def tick(self, now: float) -> bool:
         """Animation callback: advance one frame when playing and 1 / (fps * speed) seconds have passed."""
         s = self.state
+        moved = self.place_hud()  # follow the mouse: the HUD stays at the window's corners
         if not s.playing or now - self._last_step < 1.0 / (self.seq.fps * s.speed):
-            return False
+            return moved
         self._last_step = now
         self.state = s.replace(frame=(s.frame + 1) % self.seq.num_frames)
         self.refresh()

@@ -83,6 +83,49 @@ class LineArrays:
 
 
 @dataclass(frozen=True)
+class Legend:
+    """What the colours of a frame mean, drawn in the window and on headless images.
+
+    Args:
+        items: (text, rgb) rows, rgb in [0, 1]: one per object (label colouring), the background, and the
+            line overlays (ground-truth cameras, estimate) when drawn.
+        ramp: (near_m, far_m) of the depth colour ramp when colouring by depth, else None.
+    """
+
+    items: tuple = ()
+    ramp: tuple | None = None
+
+
+MAX_LEGEND_OBJECTS = 12
+
+
+def make_legend(seq: PointSequence, state: ViewState, near_far: tuple[float, float], world: bool,
+                estimate=None) -> Legend:
+    """The legend of ``state``: object colours (label colouring) or the depth range, and the overlays."""
+    items = []
+    ramp = None
+    if state.color_by == "label" and seq.labels is not None:
+        names = list(seq.object_names)
+        for k, name in enumerate(names[:MAX_LEGEND_OBJECTS]):
+            items.append((f"{k} {name}", tuple(PALETTE[k % len(PALETTE)])))
+        if len(names) > MAX_LEGEND_OBJECTS:
+            items.append((f"... {len(names) - MAX_LEGEND_OBJECTS} more objects", tuple(PALETTE[7])))
+        items.append(("room / background", tuple(BACKGROUND_COLOR)))
+    else:
+        ramp = (float(near_far[0]), float(near_far[1]))
+    if world:
+        items.append(("cameras (ground truth)", tuple(GT_CAMERA_COLOR)))
+    if world and estimate is not None:
+        items.append(("estimated camera", tuple(ESTIMATE_COLOR)))
+    return Legend(tuple(items), ramp)
+
+
+def ramp_colors(n: int) -> np.ndarray:
+    """(n, 3) colours of the depth ramp from near to far."""
+    return depth_colors(np.linspace(0.0, 1.0, n), 0.0, 1.0)
+
+
+@dataclass(frozen=True)
 class FrameGeometry:
     """Everything drawn for one frame, in the display frame (world when the sequence has camera poses,
     else the camera frame of the shown view).
@@ -97,6 +140,7 @@ class FrameGeometry:
         estimate: estimated frustum at the frame and the estimated path (empty without an estimate).
         world: True when the display frame is the world frame.
         caption: "frame t/T  t=... s  view v" for a title bar or an overlay.
+        legend: what the colours mean (see :class:`Legend`).
     """
 
     points: np.ndarray
@@ -108,6 +152,7 @@ class FrameGeometry:
     estimate: LineArrays
     world: bool
     caption: str
+    legend: Legend = Legend()
 
 
 # ------------------------------------------------------------------------------------------- key handling
@@ -350,7 +395,8 @@ def build_frame(seq: PointSequence, state: ViewState, estimate: Estimate | None 
     name = seq.name.rstrip("/").rsplit("/", 1)[-1] or "sequence"  # a capture's name is its folder path
     caption = (f"{name}  frame {t}/{seq.num_frames}  t={seq.timestamps[t]:.3f} s  {shown}  "
                f"{state.color_by}")
-    return FrameGeometry(points, colors, labels, views, objects, cameras, est, world, caption)
+    legend = make_legend(seq, state, near_far or depth_range(seq), world, estimate)
+    return FrameGeometry(points, colors, labels, views, objects, cameras, est, world, caption, legend)
 
 
 # ---------------------------------------------------------------------------------------- render cameras
@@ -387,31 +433,74 @@ def sensor_camera(seq: PointSequence, state: ViewState, width: int, height: int)
     return K, invert_pose(seq.camera_poses[state.frame, state.view])
 
 
-def overview_camera(seq: PointSequence, width: int, height: int, fov_deg: float = 60.0):
-    """A fixed render camera that sees the whole sequence: behind and above view 0's first camera,
-    looking at the centre of all points of all frames and views.
+def overview_camera(seq: PointSequence, width: int, height: int, fov_deg: float = 60.0, margin: float = 0.12):
+    """A fixed render camera that frames the objects of the whole sequence: it looks from behind and above
+    view 0's first camera and is placed so the objects' points (of up to 8 frames spread over the
+    sequence, all views; every point when nothing is labelled as an object) fill the image up to
+    ``margin`` on the tighter side and are centred on the other.
 
     Returns:
         intrinsics (3, 3), camera_from_world (4, 4).
     """
     from synthseq.datasets.types import Camera
 
-    frames = np.unique(np.linspace(0, seq.num_frames - 1, min(8, seq.num_frames)).astype(int))
-    pts = []
-    for t in frames:
-        for v in range(seq.num_views):
-            p, _ = view_points(seq, t, v)
-            pts.append(p if seq.camera_poses is None else transform_points(seq.camera_poses[t, v], p.astype(np.float64)))
-    pts = np.concatenate(pts) if pts else np.zeros((1, 3))
-    lo, hi = np.percentile(pts, 1, axis=0), np.percentile(pts, 99, axis=0)  # robust to stray points
-    if seq.camera_poses is not None:  # every camera in view too
-        cams = seq.camera_poses[:, :, :3, 3].reshape(-1, 3)
-        lo, hi = np.minimum(lo, cams.min(0)), np.maximum(hi, cams.max(0))
-    centre, radius = (lo + hi) / 2, max(np.linalg.norm(hi - lo) / 2, 1e-3)
+    K = Camera.from_fov(fov_deg, width, height).intrinsics
+    focus = _overview_points(seq)
     ref = np.eye(4) if seq.camera_poses is None else seq.camera_poses[0, 0]
     forward, down = ref[:3, 2], ref[:3, 1]
     direction = forward - 0.6 * down  # from above the camera, looking down at the scene
     direction /= np.linalg.norm(direction)
-    dist = 1.1 * radius / np.tan(np.deg2rad(fov_deg) / 2)
-    world_from_cam = look_at(centre - direction * dist, centre, -down)
-    return Camera.from_fov(fov_deg, width, height).intrinsics, invert_pose(world_from_cam)
+    R = look_at(np.zeros(3), direction, -down)[:3, :3]  # world_from_camera rotation
+    q = focus @ R  # the points in the render camera's axes (x right, y down, z forward), up to a shift
+    # Half-extents of the image as tangents (x/z, y/z), shrunk by the margin; the principal point is central.
+    tan_x = (1.0 - margin) * min(K[0, 2], width - 1 - K[0, 2]) / K[0, 0]
+    tan_y = (1.0 - margin) * min(K[1, 2], height - 1 - K[1, 2]) / K[1, 1]
+    # For one axis, the camera (c, cz) sees every point within +-tan iff cz <= z_i - |u_i - c| / tan. The
+    # largest such cz is where the two families of lines meet (a closed form); the nearer axis decides cz.
+    depth = min(_fit_axis(q[:, 0], q[:, 2], tan_x)[1], _fit_axis(q[:, 1], q[:, 2], tan_y)[1])
+    cx, cy = _centre_axis(q[:, 0], q[:, 2] - depth), _centre_axis(q[:, 1], q[:, 2] - depth)
+    world_from_cam = np.eye(4)
+    world_from_cam[:3, :3] = R
+    world_from_cam[:3, 3] = R @ np.array([cx, cy, depth])
+    return K, invert_pose(world_from_cam)
+
+
+def _overview_points(seq: PointSequence) -> np.ndarray:
+    """(M, 3) world points the overview frames: object points when there are any, all points otherwise,
+    without the 1% most extreme on each axis (stray points)."""
+    frames = np.unique(np.linspace(0, seq.num_frames - 1, min(8, seq.num_frames)).astype(int))
+    pts, labs = [], []
+    for t in frames:
+        for v in range(seq.num_views):
+            p, lab = view_points(seq, t, v)
+            pts.append(p if seq.camera_poses is None else transform_points(seq.camera_poses[t, v], p.astype(np.float64)))
+            labs.append(np.full(len(p), BACKGROUND_LABEL) if lab is None else lab)
+    pts = np.concatenate(pts).astype(np.float64) if pts else np.zeros((0, 3))
+    labs = np.concatenate(labs) if labs else np.zeros(0, np.int16)
+    objects = pts[labs != BACKGROUND_LABEL]
+    focus = objects if len(objects) >= 10 else pts
+    if len(focus) == 0:
+        return np.zeros((1, 3))
+    lo, hi = np.percentile(focus, 1, axis=0), np.percentile(focus, 99, axis=0)
+    inside = np.all((focus >= lo) & (focus <= hi), axis=1)
+    return focus[inside] if inside.any() else focus
+
+
+def _fit_axis(u: np.ndarray, z: np.ndarray, tan: float) -> tuple[float, float]:
+    """(centre, depth) of the farthest-forward camera position on one image axis that sees every (u, z)
+    within +-tan: the intersection of cz = min(z - (u - c) / tan) and cz = min(z + (u - c) / tan)."""
+    a, b = np.min(z - u / tan), np.min(z + u / tan)
+    return tan * (b - a) / 2.0, (a + b) / 2.0
+
+
+def _centre_axis(u: np.ndarray, dz: np.ndarray) -> float:
+    """The shift c that centres points (u, depth dz > 0) in the image: max (u - c)/dz = max (c - u)/dz
+    (the difference falls monotonically in c; bisection)."""
+    lo, hi = float(u.min()), float(u.max())
+    for _ in range(60):
+        c = (lo + hi) / 2.0
+        if np.max((u - c) / dz) > np.max((c - u) / dz):
+            lo = c
+        else:
+            hi = c
+    return (lo + hi) / 2.0

@@ -159,21 +159,25 @@ def quiet_open3d():
 
 
 class stdout_to_stderr:
-    """Context manager: file descriptor 1 goes to stderr inside the block (for C++ libraries such as
-    Filament that print banners with ``std::cout``, which ``contextlib.redirect_stdout`` cannot catch).
-    A no-op where stdout has no file descriptor (pytest's capture)."""
+    """Context manager: file descriptor 1 goes to stderr (or, with ``discard``, to /dev/null) inside the
+    block, for C++ libraries such as Filament that print banners with ``std::cout``, which
+    ``contextlib.redirect_stdout`` cannot catch. A no-op where stdout has no file descriptor."""
+
+    def __init__(self, discard: bool = False):
+        self.discard = discard
 
     def __enter__(self):
         self._saved = None
         try:
             sys.stdout.flush()
             fd = sys.stdout.fileno()
-            err = sys.stderr.fileno()
+            target = os.open(os.devnull, os.O_WRONLY) if self.discard else os.dup(sys.stderr.fileno())
         except (AttributeError, OSError, ValueError):
             return self
         self._fd = fd
         self._saved = os.dup(fd)
-        os.dup2(err, fd)
+        os.dup2(target, fd)
+        os.close(target)
         return self
 
     def __exit__(self, *exc) -> None:

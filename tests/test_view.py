@@ -237,7 +237,8 @@ def test_screenshot_puts_the_box_where_the_camera_projects_it(dataset, box_seq, 
 
     out = tmp_path / f"frame-{renderer}.png"
     rc, stdout, err = run_cli(["view", str(dataset), "--sequence", "0", "--view", "1", "--frame", "2",
-                               "--screenshot", str(out), "--points-only", "--renderer", renderer], capsys)
+                               "--screenshot", str(out), "--points-only", "--renderer", renderer,
+                               "--point-size", "3"], capsys)
     assert rc == 0, err
     image = np.asarray(Image.open(out).convert("RGB"))
     assert image.shape == (CAMERA.height, CAMERA.width, 3)
@@ -429,6 +430,18 @@ try:
     player.press("c")  # viewpoint back at the sensor of view 1
     image = player.capture()
     assert (image.astype(int) != 255).any(-1).sum() > 100
+    # the head-up display: caption (dark text) at the top-left, the legend at the top-right (depth ramp)
+    H, W = image.shape[:2]
+    corner = image[:40, :W // 3].astype(int)
+    assert (corner.max(-1) < 80).sum() > 50, "no caption drawn in the window"
+    right = image[:80, 2 * W // 3:].astype(int)
+    purple = np.abs(right - np.array([68, 1, 84])).max(-1) < 40
+    assert purple.sum() > 10, "no depth legend drawn in the window"
+    # turning the view with the mouse keeps the display at the corners
+    player.vis.get_view_control().rotate(300.0, 80.0)
+    assert player.tick(time.monotonic())
+    moved = player.capture()
+    assert (moved[:40, :W // 3].astype(int).max(-1) < 80).sum() > 50
 finally:
     player.close()
 print("PLAYER-OK")
@@ -444,6 +457,90 @@ def test_player_updates_geometry_in_place_offscreen():
     if proc.returncode == 3:
         pytest.skip(f"no offscreen Open3D window here: {proc.stdout.strip()}")
     assert proc.returncode == 0 and "PLAYER-OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def tiny_seq() -> PointSequence:
+    """A real generated sequence of the bundled tiny config (objects in a room, 2 rig views)."""
+    from synthseq.generator.sequence import generate_sequence, make_spec
+    from synthseq.pipelines.config import load_config
+
+    cfg = load_config("tiny", ["generate.num_points=2048", "generate.cameras.width=160",
+                               "generate.cameras.height=120"])
+    return generate_sequence(make_spec(cfg.generate, 0, 0)).replace(name="000000")
+
+
+def _object_pixels(image: np.ndarray, seq: PointSequence) -> np.ndarray:
+    mask = np.zeros(image.shape[:2], bool)
+    for k in range(seq.num_objects):
+        mask |= (image == np.round(PALETTE[k % len(PALETTE)] * 255).astype(np.uint8)).all(-1)
+    return mask
+
+
+def test_fused_overview_frames_the_objects(tiny_seq):
+    """The overview camera puts the objects' points across the image, centred (issue 14: the bottom ~30%
+    of the image was empty)."""
+    from synthseq.pipelines.view import render_frames
+
+    W, H = 320, 240
+    (_, image), = render_frames(tiny_seq, ViewState(fused=True), [0], size=(W, H), points_only=True,
+                                renderer="software", point_size=2)
+    rows, cols = np.nonzero(_object_pixels(image, tiny_seq))
+    assert len(rows) > 50
+    span_y, span_x = (rows.max() - rows.min()) / H, (cols.max() - cols.min()) / W
+    assert max(span_y, span_x) > 0.7, (span_x, span_y)
+    assert abs((rows.max() + rows.min()) / 2 / H - 0.5) < 0.15 and abs((cols.max() + cols.min()) / 2 / W - 0.5) < 0.15
+    # every object point of the frame projects inside the image
+    from synthseq.pipelines.view_geometry import overview_camera
+    K, camera_from_world = overview_camera(tiny_seq, W, H)
+    geom = build_frame(tiny_seq, ViewState(fused=True))
+    pc = transform_points(camera_from_world, geom.points[geom.labels >= 0])
+    uv = project_points(K, pc)
+    assert (pc[:, 2] > 0).all()
+    assert ((uv >= -0.5) & (uv < [W - 0.5, H - 0.5])).all(-1).mean() > 0.97
+
+
+def test_screenshot_caption_and_legend(tiny_seq, tmp_path):
+    """Headless images carry the caption (sequence, frame, time, view) and a colour legend."""
+    from synthseq.pipelines.view import render_frames
+    from synthseq.pipelines.view_geometry import ramp_colors
+
+    (_, image), = render_frames(tiny_seq, ViewState(fused=True, frame=2), [2], size=(480, 360),
+                                renderer="software")
+    geom = build_frame(tiny_seq, ViewState(fused=True, frame=2))
+    assert "000000" in geom.caption and "frame 2/" in geom.caption and "fused" in geom.caption
+    names = [text for text, _ in geom.legend.items]
+    assert len(names) == tiny_seq.num_objects + 2 and names[-2] == "room / background"
+    corner = image[:20, :200].astype(int)
+    assert (corner.max(-1) < 60).sum() > 30, "no caption"
+    box = image[16:120, 300:]
+    for k in range(tiny_seq.num_objects):  # each object's swatch is in the legend box
+        assert (box == np.round(PALETTE[k] * 255).astype(np.uint8)).all(-1).sum() >= 25, k
+    (_, depth), = render_frames(tiny_seq, ViewState(fused=True, color_by="depth"), [0], size=(480, 360),
+                                renderer="software", points_only=False)
+    far = np.round(ramp_colors(64)[-1] * 255).astype(int)
+    assert (np.abs(depth[16:80, 300:].astype(int) - far).max(-1) < 10).sum() >= 3, "no depth ramp"
+
+
+def test_point_size_follows_density(tiny_seq):
+    from synthseq.pipelines.view import auto_point_size
+
+    sparse = auto_point_size(tiny_seq, False, 640, 480)
+    dense = auto_point_size(tiny_seq, False, 160, 120)
+    assert 1 <= dense < sparse <= 6
+
+
+def test_real_capture_at_defaults_shows_the_scene(sevenscenes_dir, tmp_path, capsys):
+    """`synthseq view CAPTURE --screenshot` with no options covers most of the image (issue 14: the kitchen
+    GIF at default settings was scattered dots)."""
+    from PIL import Image
+
+    out = tmp_path / "k.png"
+    rc, _, err = run_cli(["view", str(sevenscenes_dir), "--max-frames", "1", "--screenshot", str(out),
+                          "--renderer", "software"], capsys)
+    assert rc == 0, err
+    image = np.asarray(Image.open(out).convert("RGB"))
+    assert _foreground(image).mean() > 0.4  # the old defaults (2048 points of 3 px) covered ~6%
 
 
 def test_match_estimate_by_time_and_align_first(box_seq):
