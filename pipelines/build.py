@@ -461,7 +461,7 @@ def _drive(task, todo, out: Path, config_json, window, threads, progress, done, 
            mesh_refs) -> None:
     """Submit at most ``window`` shard tasks at a time, collect them with ``ray.wait``, write their shards."""
     import ray
-    from tqdm import tqdm
+    from synthseq.progress import progress as tqdm  # a bar on a terminal, plain lines in a log
 
     total_sequences = sum(len(j.sequence_indices) for j in todo)
     bar = tqdm(total=total_sequences, unit="seq", desc="build", disable=not progress, dynamic_ncols=True)
