@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 
+from synthseq.errors import ConfigError
 from synthseq.generator.assets import ObjectSpec, mesh_radius, primitive_radius, safe_name, sample_primitive
 from synthseq.generator.cameras import CameraSpec, choose_motion, draw_shake, look_at, walk_velocity
 from synthseq.generator.trajectories import matmul, sample_trajectory
@@ -502,7 +503,7 @@ def make_indoor_spec(cfg, root_seed: int, index: int):
         room, handheld cameras only and the moving objects.
 
     Raises:
-        ValueError: no camera placement was found in ``_MAX_LAYOUTS`` furnished rooms (the message names the
+        ConfigError: no camera placement was found in ``_MAX_LAYOUTS`` furnished rooms (the message names the
             config keys to relax).
     """
     from synthseq.generator.scene import SceneSpec, StaticPart, _mesh_files, sequence_seed
@@ -516,7 +517,7 @@ def make_indoor_spec(cfg, root_seed: int, index: int):
     chair_files = tuple(f for f in files if stems[f] in cfg.indoor.furniture_meshes)
     sources = (tuple(cfg.objects.primitives), tuple(f for f in files if f not in chair_files))
     if not sources[0] and not sources[1]:
-        raise ValueError("generate.objects: indoor clutter needs primitives or mesh files other than "
+        raise ConfigError("generate.objects: indoor clutter needs primitives or mesh files other than "
                          "generate.indoor.furniture_meshes")
     times = np.arange(cfg.num_frames, dtype=np.float64) / cfg.fps
     V = cfg.cameras.handheld.num_views
@@ -531,7 +532,7 @@ def make_indoor_spec(cfg, root_seed: int, index: int):
         if len(placed) == V:
             break
     else:
-        raise ValueError(
+        raise ConfigError(
             f"sequence {index}: no handheld camera placement found in {_MAX_LAYOUTS} rooms: relax "
             "generate.indoor.camera_clearance_m / camera_height_m, the motions' distance_m, or furniture_count")
     motions = tuple(m for m, _ in placed)

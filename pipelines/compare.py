@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from synthseq.errors import DataError, UsageError
+
 log = logging.getLogger(__name__)
 
 NORMAL_NEIGHBOURS = 16
@@ -64,7 +66,7 @@ def load_synthetic(root, frames: int, all_views: bool = False) -> dict:
 
     Raises:
         FileNotFoundError / DataError: no manifest, a shard that does not match it.
-        ValueError: no moving view in the dataset (and ``all_views`` is off), or no valid point at all.
+        DataError: no moving view in the dataset (and ``all_views`` is off), or no valid point at all.
     """
     from synthseq.datasets.shards import ShardReader, iter_dataset
 
@@ -84,7 +86,7 @@ def load_synthetic(root, frames: int, all_views: bool = False) -> dict:
                     items.extend((shard, key, v, t) for t in range(T))
             sizes[(shard, key)] = r.dataset(key, "image_size")[()]
     if not items:
-        raise ValueError(f"{root}: no moving camera view in this dataset (every view is static); pass "
+        raise DataError(f"{root}: no moving camera view in this dataset (every view is static); pass "
                          "--all-views to compare static views")
     clouds, ratios = [], []
     pick = [items[i] for i in _even(len(items), frames)]
@@ -102,7 +104,7 @@ def load_synthetic(root, frames: int, all_views: bool = False) -> dict:
                 if n:
                     clouds.append(np.asarray(pts[t, v, :n], dtype=np.float64))
     if not clouds:
-        raise ValueError(f"{root}: the moving views have no valid depth pixel")
+        raise DataError(f"{root}: the moving views have no valid depth pixel")
     return {"clouds": clouds, "valid_ratio": np.asarray(ratios), "N": num_points,
             "num_sequences": len({k for _, k, _, _ in items}), "views": sorted(views_used)}
 
@@ -112,7 +114,7 @@ def load_real(spec, num_points: int, frames: int, seed: int = 0) -> dict:
 
     Raises:
         FileNotFoundError / DataError: from the capture readers (naming the file).
-        ValueError: a capture with no valid depth at all.
+        DataError: a capture with no valid depth at all.
     """
     from synthseq.datasets.real import detect_format, load_capture, parse_capture_spec
 
@@ -126,7 +128,7 @@ def load_real(spec, num_points: int, frames: int, seed: int = 0) -> dict:
               for t in idx]
     clouds = [c for c in clouds if len(c)]
     if not clouds:
-        raise ValueError(f"{spec}: no valid depth in the selected frames")
+        raise DataError(f"{spec}: no valid depth in the selected frames")
     return {"name": cap.display_name, "clouds": clouds,
             "valid_ratio": seq.num_valid[idx, 0] / float(W * H), "num_frames": int(seq.num_frames)}
 
@@ -227,7 +229,7 @@ def compare(dataset, reals: list, frames: int = 120, patches: int = 150, patch_s
     from synthseq.training.metrics import realism_metrics
 
     if frames < 2 or patches < 2 or patch_size < 4:
-        raise ValueError(f"--frames and --patches must be >= 2 and --patch-size >= 4, got {frames}, {patches}, "
+        raise UsageError(f"--frames and --patches must be >= 2 and --patch-size >= 4, got {frames}, {patches}, "
                          f"{patch_size}")
     rng = np.random.default_rng(seed)
     syn = load_synthetic(dataset, frames, all_views)
@@ -236,7 +238,7 @@ def compare(dataset, reals: list, frames: int = 120, patches: int = 150, patch_s
     reals = [load_real(spec, syn["N"], frames, seed) for spec in reals]
     names = [r["name"] for r in reals]
     if len(set(names)) != len(names):
-        raise ValueError(f"the same real capture is given twice: {', '.join(names)}")
+        raise UsageError(f"the same real capture is given twice: {', '.join(names)}")
     out["real"] = {r["name"]: describe(r["clouds"], r["valid_ratio"], rng) for r in reals}
     stats = list(out["real"].values())
     pool = {"_z": np.concatenate([s["_z"] for s in stats]), "_angles": np.concatenate([s["_angles"] for s in stats]),
@@ -253,7 +255,7 @@ def compare(dataset, reals: list, frames: int = 120, patches: int = 150, patch_s
     real_patches = np.concatenate([local_patches(r["clouds"], per_real, patch_size, rng) for r in reals])
     syn_patches = local_patches(syn["clouds"], len(real_patches), patch_size, rng)
     if len(syn_patches) < 2 or len(real_patches) < 2:
-        raise ValueError(f"too few clouds with >= {patch_size} points for patches (lower --patch-size)")
+        raise DataError(f"too few clouds with >= {patch_size} points for patches (lower --patch-size)")
     out["patch_realism"] = realism_metrics(syn_patches, real_patches, num_points=patch_size,
                                            max_clouds=max(len(syn_patches), len(real_patches)),
                                            rng=np.random.default_rng(seed))

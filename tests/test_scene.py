@@ -102,6 +102,12 @@ def test_bundled_configs_load(meshes_dir):
     assert Path(default.objects.mesh_dir).resolve() == meshes_dir.resolve()
     spec = make_spec(default, 0, 3)
     assert spec.num_views == 5 and spec.num_objects == 10
+    indoor = load_generate_config(CONFIGS / "indoor.yaml")
+    assert indoor.scene == "indoor" and (indoor.cameras.width, indoor.cameras.height) == (320, 240)
+    assert indoor.cameras.num_views == 2 and set(indoor.cameras.handheld.motions) == {"rpy", "xyz", "walk"}
+    assert Path(indoor.objects.mesh_dir).resolve() == meshes_dir.resolve()
+    spec = make_spec(indoor, 0, 3)
+    assert spec.num_views == 2 and spec.static_parts and not spec.cameras.static_poses
 
 
 # ------------------------------------------------------------------------------------------ seeds and specs
