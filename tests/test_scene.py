@@ -41,7 +41,7 @@ def _cfg(data: dict | None = None) -> GenerateConfig:
     ({"cameras": {"width": 0}}, ConfigError, r"^generate\.cameras\.width: expected a value > 0, got 0$"),
     ({"cameras": {"height": 0}}, ConfigError, r"^generate\.cameras\.height: expected a value > 0, got 0$"),
     ({"cameras": {"fx": -3.0}}, ConfigError, r"^generate\.cameras\.fx: expected a value > 0"),
-    ({"renderer": "blender"}, ConfigError, r"^generate\.renderer: expected one of 'raycast', 'pyrender', got 'blender'$"),
+    ({"renderer": "blender"}, ConfigError, r"^generate\.renderer: expected one of 'raycast', 'pyrender'(, '[a-z]+')*, got 'blender'$"),
     ({"sensor": "lidar"}, ConfigError, r"^generate\.sensor: expected one of 'ideal', 'kinect'"),
     ({"sensor": {"dropout": 0.1}}, ConfigError, r"^generate\.sensor\.dropout: unknown key"),
     ({"objects": {"primitives": ["blob"]}}, ConfigError, r"^generate\.objects\.primitives\[0\]: expected one of 'box'"),
