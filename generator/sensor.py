@@ -291,6 +291,7 @@ class ArrayOps:
             self.arange = lambda n, like: np.arange(n, dtype=np.int32)
             self.table = lambda values, like: np.asarray(values)
             self.lookup = lambda table, index: table.take(index)
+            self.take = lambda x, index: x.take(index)
         elif module == "torch":
             import torch
 
@@ -301,8 +302,9 @@ class ArrayOps:
             self.rint = torch.round  # half to even, as np.rint
             self.where = torch.where
             self.arange = lambda n, like: torch.arange(n, dtype=torch.int32, device=like.device)
-            self.table = lambda values, like: torch.as_tensor(np.asarray(values), device=like.device)
+            self.table = lambda values, like: torch.as_tensor(np.array(values), device=like.device)
             self.lookup = lambda table, index: table[index.long()]
+            self.take = lambda x, index: x.take(index.long())
         else:
             raise ValueError(f"ArrayOps: expected 'numpy' or 'torch', got {module!r}")
 
@@ -337,10 +339,10 @@ def kinect_model(depth_m, instance, words, camera: Camera, cfg: SensorConfig, op
         rows = ops.clip(_shift_px(words[0], float(sigma_px), ops) + ops.arange(H, z)[:, None], 0, H - 1)
         cols = ops.clip(_shift_px(words[1], float(sigma_px), ops) + ops.arange(W, z)[None, :], 0, W - 1)
         flat = (rows * W + cols + (ops.arange(B, z) * (H * W))[:, None, None]).reshape(-1)
-        z = z.reshape(-1).take(flat).reshape(B, H, W)
-        inst = inst.reshape(-1).take(flat).reshape(B, H, W)
+        z = ops.take(z.reshape(-1), flat).reshape(B, H, W)
+        inst = ops.take(inst.reshape(-1), flat).reshape(B, H, W)
         if edges is not None:
-            edges = edges.reshape(-1).take(flat).reshape(B, H, W)
+            edges = ops.take(edges.reshape(-1), flat).reshape(B, H, W)
 
     valid = z > 0
     # 2. Axial noise (Nguyen et al. 2012): z + N(0, 1) * scale * (0.0012 + 0.0019 (z - 0.4)^2).

@@ -153,13 +153,21 @@ def _render_key(obj) -> str:
     return f"{obj.name}@{hashlib.sha1(repr(obj).encode()).hexdigest()[:12]}"
 
 
-def generate_sequence(spec: SceneSpec, renderer=None) -> PointSequence:
+def generate_sequence(spec: SceneSpec, renderer=None, device=None) -> PointSequence:
     """Render, add sensor noise and sample one sequence.
+
+    Frames are rendered in chunks of T x V views per renderer call (``render_frames``); the sensor model
+    runs on each chunk as array code, then N points are drawn per view.
 
     Args:
         spec: from :func:`make_spec`.
         renderer: a :class:`~synthseq.generator.render.base.Renderer` to reuse across sequences (its
-            ``render_views`` is used when it has one); None creates ``spec.renderer`` and closes it after.
+            ``render_frames`` / ``render_views`` is used when it has one); None creates ``spec.renderer``
+            and closes it after.
+        device: None (numpy on the CPU: the reference path) or a torch device (``"cuda"``, ``"cuda:1"``,
+            ``"cpu"``): sensor model, sampling, back-projection and normals run there as torch code
+            (:mod:`synthseq.generator.device`); deterministic per device, a different random stream from
+            the numpy path.
 
     Returns:
         A :class:`~synthseq.datasets.types.PointSequence`: points (T, V, N, 3) float32 camera frame, num_valid
@@ -206,20 +214,40 @@ def generate_sequence(spec: SceneSpec, renderer=None) -> PointSequence:
         depth_mm = np.zeros((T, V, H, W), np.uint16) if spec.store_depth else None
         instance = np.zeros((T, V, H, W), np.int16) if spec.store_instance else None
         chunk = max(1, _CHUNK_PIXELS // (V * H * W))
+        if device is not None:
+            from synthseq.generator import device as on_device
+
+            gen = on_device.device_generator(spec.seed, device)
         for t0 in range(0, T, chunk):
             t1 = min(T, t0 + chunk)
             ideal, ideal_inst = render_frames(renderer, meshes, world_from_meshes[t0:t1], camera,
                                               camera_poses[t0:t1])
             B = (t1 - t0) * V
             ideal, ideal_inst = ideal.reshape(B, H, W), ideal_inst.reshape(B, H, W)
-            d, inst = apply_sensor_batch(ideal, ideal_inst, camera, spec.sensor, sensor_rng)
-            for b in range(B):  # only the draw of N indices per view is per view (its M differs)
-                t, v = divmod(b, V)
-                p, lab, nrm, m = sample_view(d[b], inst[b], Kmat, N, sample_rng,
-                                             ideal[b] if spec.store_normals else None, ideal_inst[b])
-                points[t0 + t, v], labels[t0 + t, v], num_valid[t0 + t, v] = p, lab, m
+            if device is not None:
+                import torch
+
+                ideal_t = torch.from_numpy(ideal).to(device)
+                inst_t = torch.from_numpy(ideal_inst).to(device)
+                d_t, i_t = on_device.sensor_batch(ideal_t, inst_t, camera, spec.sensor, gen)
+                p, lab, nrm, m = on_device.sample_views(d_t, i_t, Kmat, N, gen,
+                                                        ideal_t if spec.store_normals else None, inst_t)
+                points[t0:t1] = p.cpu().numpy().reshape(t1 - t0, V, N, 3)
+                labels[t0:t1] = lab.cpu().numpy().reshape(t1 - t0, V, N)
+                num_valid[t0:t1] = m.cpu().numpy().reshape(t1 - t0, V)
                 if normals is not None:
-                    normals[t0 + t, v] = nrm
+                    normals[t0:t1] = nrm.cpu().numpy().reshape(t1 - t0, V, N, 3)
+                d = d_t.cpu().numpy() if depth_mm is not None else None
+                inst = i_t.cpu().numpy() if instance is not None else None
+            else:
+                d, inst = apply_sensor_batch(ideal, ideal_inst, camera, spec.sensor, sensor_rng)
+                for b in range(B):  # only the draw of N indices is per view (each view has its own M)
+                    t, v = divmod(b, V)
+                    p, lab, nrm, m = sample_view(d[b], inst[b], Kmat, N, sample_rng,
+                                                 ideal[b] if spec.store_normals else None, ideal_inst[b])
+                    points[t0 + t, v], labels[t0 + t, v], num_valid[t0 + t, v] = p, lab, m
+                    if normals is not None:
+                        normals[t0 + t, v] = nrm
             if depth_mm is not None:
                 depth_mm[t0:t1] = np.clip(np.rint(d * 1000.0), 0, 65535).reshape(t1 - t0, V, H, W)
             if instance is not None:

@@ -10,6 +10,7 @@ from synthseq.errors import ConfigError
 from synthseq.generator.sensor import (
     SensorConfig,
     apply_sensor,
+    apply_sensor_batch,
     axial_sigma_m,
     edge_mask,
     quantize_disparity,
@@ -212,3 +213,54 @@ def test_sensor_config_round_trips_through_a_plain_dict():
     cfg = sensor_config_from({"model": "kinect", "lateral_sigma_px": 0.5, "edge_width_px": 2})
     assert sensor_config_from(to_dict(cfg)) == cfg
     assert sensor_config_from(to_dict(sensor_config_from("ideal"))).model == "ideal"
+
+
+def _kinect_scene(B: int = 3):
+    """B views of two planes, a box and a missing strip: edges, range limits and instance changes."""
+    rng = np.random.default_rng(11)
+    depth = np.empty((B, CAMERA.height, CAMERA.width), np.float32)
+    inst = np.zeros(depth.shape, np.int16)
+    for b in range(B):
+        depth[b], inst[b] = _scene_images()
+        depth[b] += np.float32(0.5 * b)  # 2.5-3.5 m and 1.2-2.2 m: some of it beyond max_depth_m below
+        depth[b, :, rng.integers(0, 300):][:, :10] = 0.0
+    return depth, inst
+
+
+def test_batch_equals_views_one_after_another():
+    """The sensor stream depends only on the pixels drawn: one call over B views equals B calls in a row,
+    which is what lets generate_sequence batch frames as it likes without changing a byte."""
+    depth, inst = _kinect_scene(4)
+    cfg = SensorConfig(max_depth_m=3.0)
+    whole = apply_sensor_batch(depth, inst, CAMERA, cfg, np.random.default_rng(9))
+    rng = np.random.default_rng(9)
+    parts = [apply_sensor_batch(depth[i:j], inst[i:j], CAMERA, cfg, rng) for i, j in ((0, 1), (1, 3), (3, 4))]
+    np.testing.assert_array_equal(whole[0], np.concatenate([p[0] for p in parts]))
+    np.testing.assert_array_equal(whole[1], np.concatenate([p[1] for p in parts]))
+    with pytest.raises(ValueError, match=r"expected depth and instance of shape \(B, H, W\)"):
+        apply_sensor_batch(depth[0], inst[0], CAMERA, cfg, rng)
+
+
+def test_lateral_shift_by_step_comparison_equals_the_table_lookup():
+    from synthseq.generator.sensor import NUMPY_OPS, _rounded_normal_table, _shift_px
+
+    words = np.arange(1 << 16, dtype=np.int32)
+    for sigma in (0.1, 0.38, 0.8, 1.5, 4.0):
+        np.testing.assert_array_equal(_shift_px(words, sigma, NUMPY_OPS), _rounded_normal_table(sigma)[words])
+
+
+def test_torch_kinect_model_equals_numpy_on_the_same_random_words():
+    """The device path runs the same function: fed the same random words, torch (CPU) and numpy agree."""
+    torch = pytest.importorskip("torch")
+    from synthseq.generator.sensor import NUMPY_OPS, ArrayOps, kinect_model
+
+    depth, inst = _kinect_scene(3)
+    words = np.random.default_rng(2).integers(0, 1 << 16, size=(4, *depth.shape)).astype(np.int32)
+    for cfg in (SensorConfig(), SensorConfig(max_depth_m=3.0, lateral_sigma_px=3.0, edge_width_px=2)):
+        z_np, i_np = kinect_model(depth, inst, list(words), CAMERA, cfg, NUMPY_OPS)
+        z_t, i_t = kinect_model(torch.from_numpy(depth), torch.from_numpy(inst), torch.from_numpy(words),
+                                CAMERA, cfg, ArrayOps("torch"))
+        assert z_t.dtype == torch.float32 and i_t.dtype == torch.int16
+        np.testing.assert_array_equal(i_t.numpy(), i_np)
+        np.testing.assert_allclose(z_t.numpy(), z_np, rtol=1e-6, atol=0)
+        assert 0.5 < (z_np > 0).mean() < 0.99

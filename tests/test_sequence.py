@@ -186,3 +186,62 @@ def test_same_arrays_in_another_process(tiny_cfg):
                          env={**__import__("os").environ, "PYTHONHASHSEED": "123"})
     cfg = dataclasses.replace(tiny_cfg, sensor="kinect")
     assert out.stdout.strip() == digest(generate_sequence(make_spec(cfg, 9, 4)))
+
+
+def test_torch_device_path_cpu(tiny_cfg):
+    """generate_sequence(device=...) runs sensor, sampling, back-projection and normals as torch code: the
+    same contracts as the numpy path (points on the stored depth, labels from the instance image, unit
+    normals), deterministic, and statistically like the numpy path."""
+    pytest.importorskip("torch")
+    cfg = dataclasses.replace(tiny_cfg, sensor="kinect",
+                              store=dataclasses.replace(tiny_cfg.store, depth=True, instance=True, normals=True))
+    spec = make_spec(cfg, 0, 1)
+    a = generate_sequence(spec, device="cpu")
+    b = generate_sequence(spec, device="cpu")
+    ref = generate_sequence(spec)
+    for name in _ARRAYS:
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+        assert getattr(a, name).dtype == getattr(ref, name).dtype and getattr(a, name).shape == getattr(ref, name).shape
+    np.testing.assert_array_equal(a.camera_poses, ref.camera_poses)
+    assert abs(a.num_valid.mean() / ref.num_valid.mean() - 1) < 0.02
+    for t in range(a.num_frames):
+        for v in range(a.num_views):
+            uv = np.rint(project_points(a.intrinsics[v], a.points[t, v].astype(np.float64))).astype(int)
+            cols, rows = uv[:, 0], uv[:, 1]
+            assert np.array_equal(a.instance[t, v][rows, cols], a.labels[t, v])
+            np.testing.assert_allclose(a.depth[t, v][rows, cols] / 1000.0, a.points[t, v, :, 2], atol=6e-4)
+            assert a.num_valid[t, v] == np.count_nonzero(a.depth[t, v])
+    np.testing.assert_allclose(np.linalg.norm(a.normals.astype(np.float64), axis=-1), 1.0, atol=2e-3)
+
+
+def test_torch_sample_views_contract():
+    """Few valid pixels: every valid pixel once first (shuffled), then repeats; none: zeros and -1; many:
+    without replacement. Normals equal the numpy depth_normals on the same pixels."""
+    torch = pytest.importorskip("torch")
+    from synthseq.generator.device import device_generator, sample_views
+    from synthseq.generator.sequence import depth_normals
+
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.5, 3.0, size=(3, 30, 40)).astype(np.float32)
+    depth[0][rng.random((30, 40)) < 0.3] = 0.0
+    depth[1] = 0.0
+    depth[2] = 0.0
+    depth[2, 5, 7:12] = 1.0  # 5 valid pixels
+    instance = rng.integers(-1, 3, size=depth.shape).astype(np.int16)
+    K = np.array([[35.0, 0, 19.5], [0, 36.0, 14.5], [0, 0, 1]])
+    d, i = torch.from_numpy(depth), torch.from_numpy(instance)
+    p, lab, nrm, m = sample_views(d, i, K, 64, device_generator(1, "cpu"), d, i)
+    assert p.shape == (3, 64, 3) and lab.dtype == torch.int16 and m.tolist() == [int((depth[0] > 0).sum()), 0, 5]
+    p, lab, nrm, m = p.numpy(), lab.numpy(), nrm.numpy(), m.numpy()
+    ref_pts, ref_pix = backproject_depth(depth[0], K)
+    # view 0: 64 distinct valid pixels
+    uv = np.rint(project_points(K, p[0].astype(np.float64))).astype(int)
+    assert len({tuple(x) for x in uv}) == 64 and np.all(depth[0][uv[:, 1], uv[:, 0]] > 0)
+    np.testing.assert_allclose(p[0, :, 2], depth[0][uv[:, 1], uv[:, 0]], rtol=1e-6)
+    assert np.array_equal(lab[0], instance[0][uv[:, 1], uv[:, 0]])
+    np.testing.assert_allclose(nrm[0], depth_normals(depth[0], instance[0], uv[:, 1], uv[:, 0], K), atol=1e-5)
+    # view 1: nothing valid
+    assert not p[1].any() and np.all(lab[1] == -1) and not nrm[1].any()
+    # view 2: the 5 valid pixels first, each once, then repeats of them
+    cols = np.rint(project_points(K, p[2].astype(np.float64))[:, 0]).astype(int)
+    assert sorted(cols[:5].tolist()) == [7, 8, 9, 10, 11] and set(cols[5:].tolist()) <= {7, 8, 9, 10, 11}
