@@ -329,14 +329,24 @@ def read_manifest(root) -> dict:
     return m
 
 
-def verify_shard_file(root, entry: dict) -> str | None:
-    """Check one manifest shard entry against the file on disk; returns a problem string or None."""
+def verify_shard_file(root, entry: dict, checksum: bool = True) -> str | None:
+    """Check one manifest shard entry against the file on disk; returns a problem string or None.
+
+    Args:
+        checksum: also compare the file's sha256 (reads every byte); False checks existence and size only
+            (one ``stat``: what opening a dataset for training or evaluation does, issue 11).
+    """
     path = Path(root) / entry["file"]
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return f"{path}: missing"
     if not path.is_file():
         return f"{path}: missing"
-    size = path.stat().st_size
     if size != entry.get("bytes"):
         return f"{path}: size {size} bytes, manifest says {entry.get('bytes')}"
+    if not checksum:
+        return None
     digest = sha256_file(path)
     if digest != entry.get("sha256"):
         return f"{path}: sha256 mismatch (corrupt or modified)"
@@ -395,19 +405,22 @@ def check_shard_schema(path, expected_ids: list[str] | None = None) -> list[str]
     return problems
 
 
-def iter_dataset(root, verify: bool = True) -> Iterator[tuple[Path, str]]:
+def iter_dataset(root, verify: bool | str = "size") -> Iterator[tuple[Path, str]]:
     """Yield (shard path, sequence key) for every sequence listed in the manifest of ``root``.
 
-    With ``verify`` each shard's size and sha256 are checked first.
+    Args:
+        verify: ``"size"`` (default): each shard must exist with the manifest's byte size (cheap);
+            True or ``"sha256"``: also its sha256 (reads every byte, as ``synthseq verify``); False: nothing.
 
     Raises:
-        DataError: a shard is missing or its checksum does not match the manifest (names the file).
+        DataError: a shard is missing or does not match the manifest (names the file).
     """
     root = Path(root)
     m = read_manifest(root)
+    checksum = verify is True or verify == "sha256"
     for entry in m["shards"]:
         if verify:
-            problem = verify_shard_file(root, entry)
+            problem = verify_shard_file(root, entry, checksum=checksum)
             if problem:
                 raise DataError(problem)
         for key in entry["sequence_ids"]:

@@ -501,7 +501,8 @@ class RealPairs(Dataset):
     """Frame pairs (t, t + d) from real captures (``load_capture`` results), with the same keys as
     ``SyntheticPairs``: labels are all -1, ``object_a_from_b`` is (0, 4, 4), and ``a_from_b`` is the
     capture's ground truth when it has one (``has_pose`` True) - for evaluation only, the trainer must
-    not use it.
+    not use it. TUM captures are read with ``missing_pose='nan'``: a frame without a ground-truth pose is
+    kept (training needs no labels), and pairs touching it have ``has_pose`` False.
 
     Args:
         path_or_sequence: a capture folder, a ``PointSequence`` (V = 1 or more; every view is used), or a
@@ -516,7 +517,7 @@ class RealPairs(Dataset):
 
     def __init__(self, path_or_sequence, gaps: TypingSequence[int] = (1, 5, 10), num_points: int | None = None,
                  transform: Callable | None = None, seed: int = 0, **capture_options):
-        from synthseq.datasets.real import load_capture
+        from synthseq.datasets.real import detect_format, load_capture
 
         items = path_or_sequence if isinstance(path_or_sequence, (list, tuple)) else [path_or_sequence]
         self.sequences: list[PointSequence] = []
@@ -527,6 +528,10 @@ class RealPairs(Dataset):
                 opts = dict(capture_options)
                 if num_points is not None:
                     opts.setdefault("num_points", num_points)
+                if detect_format(it) == "tum":
+                    # Training needs no labels: keep frames with no ground-truth pose in tolerance (mocap gaps,
+                    # issue 14) in place, with NaN poses, so the pairs keep their true frame gaps.
+                    opts.setdefault("missing_pose", "nan")
                 self.sequences.append(load_capture(it, **opts))
         self.gaps = _check_gaps(gaps)
         self.num_points = None if num_points is None else int(num_points)
@@ -560,7 +565,7 @@ class RealPairs(Dataset):
             if self.num_points is not None and self.num_points != len(p):
                 p = p[sample_fixed(self.num_points, min(nv, len(p)), rng)]
             clouds.append((np.ascontiguousarray(p, dtype=np.float32), nv))
-        has_pose = s.camera_poses is not None
+        has_pose = s.camera_poses is not None and bool(np.all(np.isfinite(s.camera_poses[[t, t + d], v])))
         a_from_b = (invert_pose(s.camera_poses[t, v]) @ s.camera_poses[t + d, v]) if has_pose else np.eye(4)
         N = len(clouds[0][0])
         sample = dict(points_a=clouds[0][0], points_b=clouds[1][0],

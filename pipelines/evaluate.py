@@ -1,11 +1,14 @@
-"""`synthseq evaluate`: pose error vs ICP baselines on real captures (and a synthetic test set), GAN realism.
+"""`synthseq evaluate`: pose error vs the identity and ICP baselines on held-out real captures (and a synthetic
+test set), GAN realism.
 
-    synthseq evaluate --checkpoint RUN_DIR|FILE --real PATH [--real PATH ...] [--synthetic DATA_DIR]
-                      [--gaps 1 5 10] [--max-pairs K] --out REPORT_DIR
+    synthseq evaluate --checkpoint RUN_DIR|FILE --real PATH[@START:STOP] [--real ...] [--synthetic DATA_DIR]
+                      [--gaps 1 5 10 20 30] [--max-pairs K] --out REPORT_DIR [--overwrite] [--allow-train-data]
     synthseq evaluate --checkpoint none --real ../shared/data/real/tum_fr1_rpy --out report   # baselines only
 
-Writes REPORT_DIR/report.md, metrics.json, config.yaml, plots/*.png and trajectories/<sequence>/*.tum, then
-prints the headline table. Options not given on the command line come from ``--config``'s ``evaluate:``
+Refuses captures (or frame ranges) and synthetic sequences the checkpoint trained on, naming them, unless
+--allow-train-data (then those rows are marked "seen in training"). Writes REPORT_DIR/report.md,
+metrics.json, pairs.csv, config.yaml, plots/*.png and trajectories/<sequence>/*.tum (into a temporary folder,
+renamed at the end; an existing REPORT_DIR is refused unless --overwrite), then prints the headline table. Options not given on the command line come from ``--config``'s ``evaluate:``
 section (or the defaults of ``EvaluateConfig``). torch and open3d are imported inside ``run`` only.
 """
 
@@ -14,26 +17,35 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from synthseq.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 
 def configure_parser(p) -> None:
     p.add_argument("--checkpoint", metavar="RUN_DIR|FILE",
                    help="run directory or checkpoint of `synthseq train`; 'none' or omitted: baselines only")
-    p.add_argument("--real", action="append", default=None, metavar="PATH",
-                   help="real capture folder (TUM RGB-D, 7-Scenes, point clouds); repeatable")
+    p.add_argument("--real", action="append", default=None, metavar="PATH[@START:STOP]",
+                   help="real capture folder (TUM RGB-D, 7-Scenes, point clouds), optionally a frame range "
+                        "(STOP exclusive, e.g. tum_fr1_rpy@50:100); repeatable")
     p.add_argument("--synthetic", metavar="DATA_DIR", help="a dataset built by `synthseq build` (synthetic test set)")
-    p.add_argument("--gaps", type=int, nargs="+", metavar="D", help="frame gaps (default: 1 5 10)")
+    p.add_argument("--gaps", type=int, nargs="+", metavar="D",
+                   help="frame gaps (default: 1 5 10 20 30; gaps longer than a sequence are skipped with a note)")
     p.add_argument("--max-pairs", type=int, metavar="K",
-                   help="pairs per (sequence, gap) at most (default 60; 0 = all)")
-    p.add_argument("--methods", nargs="+", choices=["ours", "ours_icp", "icp", "fpfh_ransac_icp"],
-                   help="methods to run (default: all that apply)")
+                   help="pairs per (sequence, gap) at most, spread over the whole sequence (default 60; 0 = all)")
+    p.add_argument("--methods", nargs="+", choices=["identity", "ours", "ours_icp", "icp", "fpfh_ransac_icp"],
+                   help="methods to run (default: all that apply; the identity row is always included)")
+    p.add_argument("--allow-train-data", action="store_true",
+                   help="evaluate captures/frame ranges/synthetic sequences the checkpoint trained on (refused "
+                        "otherwise); their rows are marked 'seen in training'")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out report directory")
     p.add_argument("--max-depth", type=float, metavar="M", help="depth limit (m) of the baselines' dense clouds")
     p.add_argument("--config", metavar="YAML", help="a synthseq config whose evaluate: section gives the defaults")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value, e.g. --set evaluate.voxel_m=0.03 (repeatable)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device for P and G")
-    p.add_argument("--out", required=True, metavar="REPORT_DIR", help="report directory (created)")
+    p.add_argument("--out", required=True, metavar="REPORT_DIR",
+                   help="report directory (created; an existing one is refused unless --overwrite)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -85,7 +97,10 @@ def run(args) -> int:
     if cfg.synthetic is not None and not Path(cfg.synthetic).is_dir():
         raise FileNotFoundError(f"--synthetic {cfg.synthetic}: dataset directory not found")
     if not cfg.real and cfg.synthetic is None:
-        raise ValueError("nothing to evaluate: give --real PATH (repeatable) and/or --synthetic DATA_DIR")
+        raise UsageError("nothing to evaluate: give --real PATH (repeatable) and/or --synthetic DATA_DIR")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"--out {out}: already exists; choose another report directory or pass --overwrite")
 
     device = "cpu"
     if cfg.checkpoint is not None:
@@ -93,14 +108,15 @@ def run(args) -> int:
 
         device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
 
-    from tqdm import tqdm
+    from synthseq.progress import progress as tqdm  # a bar on a terminal, plain lines in a log
 
     from synthseq.training.evaluate import evaluate
     from synthseq.training.report import format_headline
 
     progress = None if args.no_progress else (lambda total: tqdm(total=total, unit="pair", desc="evaluate"))
     metrics = evaluate(cfg.checkpoint, cfg.real, cfg.synthetic, cfg.gaps, args.out, cfg.max_pairs,
-                       cfg.methods, config=cfg, device=device, progress=progress)
+                       cfg.methods, config=cfg, device=device, progress=progress,
+                       allow_train_data=args.allow_train_data, overwrite=args.overwrite)
     print(format_headline(metrics))
     for note in metrics.get("notes", []):
         print(f"note: {note}")

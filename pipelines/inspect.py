@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def configure_info_parser(p) -> None:
-    p.add_argument("path", help="a dataset directory (with manifest.json) or one shard .h5 file")
+    p.add_argument("path", help="a dataset directory (with manifest.json), one shard .h5 file, or a real capture "
+                                "folder, optionally a frame range PATH@START:STOP (frames, intrinsics, ground truth)")
 
 
 def configure_verify_parser(p) -> None:
@@ -46,6 +47,13 @@ def shard_rows(path: Path) -> list[list]:
 def run_info(args) -> int:
     from synthseq.datasets.shards import MANIFEST, read_manifest
 
+    from synthseq.datasets.real import describe_capture, parse_capture_spec
+
+    spec = parse_capture_spec(args.path)  # real captures (and frame ranges of them): datasets/real
+    if spec.has_range or (spec.path.is_dir() and not (spec.path / MANIFEST).is_file()) or (
+            spec.path.is_file() and spec.path.suffix.lower() not in (".h5", ".hdf5")):
+        print(describe_capture(spec))
+        return 0
     path = Path(args.path)
     header = ["sequence", "seed", "T", "V", "N", "K", "image", "mean valid", "arrays"]
     if path.is_dir():

@@ -26,28 +26,32 @@ def test_cli_baselines_on_tum_writes_report_and_evo_agrees(tum_rpy_dir, tmp_path
 
     out = tmp_path / "report"
     rc = main(["evaluate", "--checkpoint", "none", "--real", str(tum_rpy_dir), "--gaps", "1", "5",
-               "--max-pairs", "3", "--methods", "icp", "--max-depth", "4", "--no-progress", "--out", str(out)])
+               "--max-pairs", "3", "--methods", "icp", "--max-depth", "4", "--no-progress", "--out", str(out),
+               "--set", "evaluate.trajectory_pairs=3"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| tum_fr1_rpy | 1 | ICP from identity |" in printed and f"report: {out / 'report.md'}" in printed
+    assert "| tum_fr1_rpy | 1 | identity (no motion) |" in printed  # the identity row is always there
 
-    for name in ("report.md", "metrics.json", "config.yaml", "plots/error_vs_gap.png", "plots/cdf_tum_fr1_rpy.png",
-                 "plots/sample_clouds.png", "trajectories/tum_fr1_rpy/groundtruth.tum",
+    for name in ("report.md", "metrics.json", "pairs.csv", "config.yaml", "plots/error_vs_gap.png",
+                 "plots/cdf_tum_fr1_rpy.png", "plots/sample_clouds.png", "trajectories/tum_fr1_rpy/groundtruth.tum",
                  "trajectories/tum_fr1_rpy/icp.tum"):
         assert (out / name).is_file(), name
     m = json.loads((out / "metrics.json").read_text())
     seq = m["sequences"]["tum_fr1_rpy"]
     assert set(seq["gaps"]) == {"1", "5"} and seq["gaps"]["1"]["methods"]["icp"]["num_pairs"] == 3
-    assert seq["trajectory_frames"] == 4
+    assert seq["intrinsics"]["fx"] == 517.3 and "freiburg1" in seq["intrinsics"]["source"]
+    assert seq["trajectory_frames"] == [0, 3]
     assert m["realism"] is None and any("realism skipped" in n for n in m["notes"])
     report = (out / "report.md").read_text()
     assert "## What each method sees" in report and "ICP from identity" in report and "evo_rpe tum" in report
+    assert "fx 517.3, fy 516.5, cx 318.6, cy 255.3 (from folder name (freiburg1))" in report
 
-    # evo_rpe on the exported files (delta 1 frame, consecutive pairs) gives the report's gap-1 numbers.
+    # evo_rpe on the exported files (delta 1 frame, consecutive pairs) gives the trajectory block's numbers.
     evo_metrics, file_interface = _evo()
     ref = file_interface.read_tum_trajectory_file(str(out / seq["trajectories"]["groundtruth"]))
     est = file_interface.read_tum_trajectory_file(str(out / seq["trajectories"]["icp"]))
-    ours = seq["gaps"]["1"]["methods"]["icp"]
+    ours = seq["trajectory_errors"]["icp"]
     for relation, key, scale in ((evo_metrics.PoseRelation.rotation_angle_deg, "rot_deg", 1.0),
                                  (evo_metrics.PoseRelation.translation_part, "trans_cm", 100.0)):
         rpe = evo_metrics.RPE(relation, delta=1, delta_unit=evo_metrics.Unit.frames, all_pairs=False)
@@ -123,20 +127,20 @@ def test_evaluate_with_checkpoint_synthetic_set_and_realism(tum_rpy_dir, tmp_pat
 
     data = _tiny_dataset(tmp_path / "data")
     _tiny_checkpoint(tmp_path / "run")
-    cfg = EvaluateConfig(realism_clouds=8, realism_points=64, max_depth_m=4.0)
-    m = evaluate(tmp_path / "run", [tum_rpy_dir], synthetic_dir=data, gaps=(1,), out_dir=tmp_path / "rep",
+    cfg = EvaluateConfig(realism_clouds=8, realism_points=64, max_depth_m=4.0, trajectory_pairs=2)
+    m = evaluate(tmp_path / "run", [f"{tum_rpy_dir}@0:20"], synthetic_dir=data, gaps=(1,), out_dir=tmp_path / "rep",
                  max_pairs_per_gap=2, methods=["ours", "ours_icp", "icp"], config=cfg)
     assert m["train"]["num_points"] == 256
+    assert m["methods"] == ["identity", "ours", "ours_icp", "icp"]
     # Real sequences one by one, the synthetic ones pooled (and per sequence in "synthetic_sequences").
-    assert list(m["sequences"]) == ["tum_fr1_rpy", "synthetic (2 sequences)"]
+    assert list(m["sequences"]) == ["tum_fr1_rpy@0:20", "synthetic (2 sequences)"]
     assert len(m["synthetic_sequences"]) == 2
     syn = m["sequences"]["synthetic (2 sequences)"]
-    assert syn["kind"] == "synthetic" and syn["gaps"]["1"]["num_pairs"] == 4
-    # On exact synthetic data with 1 deg / ~1 cm motion, ICP (on the stored points) and ours + ICP succeed.
-    for method in ("icp", "ours_icp"):
-        assert syn["gaps"]["1"]["methods"][method]["success_rate"] == 1.0
+    assert syn["kind"] == "synthetic" and syn["gaps"]["1"]["num_pairs"] == 4 and not syn["seen_in_training"]
+    # On exact synthetic data with 1 deg / ~1 cm motion, ICP (on the stored points) succeeds.
+    assert syn["gaps"]["1"]["methods"]["icp"]["success_rate"] == 1.0
     # ours + ICP costs at least ours's time.
-    g1 = m["sequences"]["tum_fr1_rpy"]["gaps"]["1"]["methods"]
+    g1 = m["sequences"]["tum_fr1_rpy@0:20"]["gaps"]["1"]["methods"]
     assert g1["ours_icp"]["time_s"]["median"] >= g1["ours"]["time_s"]["median"]
     realism = m["realism"]
     assert set(realism) >= {"raw_vs_real", "refined_vs_real"}
@@ -144,10 +148,11 @@ def test_evaluate_with_checkpoint_synthetic_set_and_realism(tum_rpy_dir, tmp_pat
     assert realism["raw_vs_real"]["1nna"] > 0.9
     assert realism["raw_vs_real"]["num_points"] == 64
     for f in ("ours.tum", "ours_icp.tum", "icp.tum", "groundtruth.tum"):
-        assert (tmp_path / "rep" / "trajectories" / "tum_fr1_rpy" / f).is_file()
+        assert (tmp_path / "rep" / "trajectories" / "tum_fr1_rpy_0_20" / f).is_file()
     report = (tmp_path / "rep" / "report.md").read_text()
     assert "refined synthetic vs real" in report and "ours + ICP" in report
-    assert "## Issue 5 goals" in report and "tum_fr1_rpy, gap 1: ours + ICP succeeds on" in report
+    assert "## Issue 5 goals" in report and "tum_fr1_rpy@0:20, gap 1 (2 pairs): ours + ICP" in report
+    assert "Every evaluated capture and synthetic sequence is held out" in report
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -166,14 +171,25 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_unknown_method_and_pair_selection():
-    from synthseq.training.evaluate import evaluate, pair_starts
+    from synthseq.errors import UsageError
+    from synthseq.training.evaluate import evaluate, pair_starts, trajectory_block
 
-    with pytest.raises(ValueError, match="unknown method 'sift'"):
+    with pytest.raises(UsageError, match="unknown method 'sift'"):
         evaluate(None, [], synthetic_dir=None, methods=["sift"], out_dir="unused")
-    assert pair_starts(10, 1, 3).tolist() == [0, 1, 2]  # consecutive: chains into a trajectory
+    # every gap, gap 1 included, spreads its pairs over the whole sequence
+    assert pair_starts(10, 1, 3).tolist() == [0, 4, 8]
+    assert pair_starts(100, 1, 3).tolist() == [0, 49, 98]
     assert pair_starts(100, 10, 3).tolist() == [0, 44, 89]
     assert pair_starts(5, 10, 3).tolist() == []
     assert pair_starts(6, 2, None).tolist() == [0, 1, 2, 3]
+    # frames without a pose: no pair touches them
+    valid = np.ones(10, bool)
+    valid[4] = False
+    assert pair_starts(10, 1, None, valid).tolist() == [0, 1, 2, 5, 6, 7, 8]
+    assert pair_starts(10, 2, None, valid).tolist() == [0, 1, 3, 5, 6, 7]
+    # the contiguous trajectory block skips them too
+    assert trajectory_block(valid, 3).tolist() == [0, 1, 2]
+    assert trajectory_block(valid, 5).tolist() == [5, 6, 7, 8]
 
 
 def test_evaluation_modules_import_nothing_heavy():

@@ -153,9 +153,11 @@ def test_tum_frame_without_ground_truth(tmp_path):
     root = make_tum_folder(tmp_path / "tum", gt_offsets=(0.0, -0.03, 0.0))
     with pytest.raises(DataError, match=r"groundtruth\.txt: no ground-truth pose within 0\.02 s of depth frame "
                                         r"100\.0333"):
-        load_capture(root)
-    seq = load_capture(root, missing_pose="drop", num_points=8)
+        load_capture(root, missing_pose="error")
+    seq = load_capture(root, num_points=8)  # default: dropped (with a warning), so a mocap gap never crashes
     assert seq.num_frames == 2
+    kept = load_capture(root, missing_pose="nan", num_points=8)
+    assert kept.num_frames == 3 and np.isnan(kept.camera_poses[1]).all() and np.isfinite(kept.camera_poses[[0, 2]]).all()
     assert load_capture(root, max_time_difference=0.06, num_points=8).num_frames == 3
 
 

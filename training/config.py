@@ -117,12 +117,16 @@ class EvaluateConfig:
     depth back-projected, up to ``max_depth_m``, voxelised at ``voxel_m``), P sees ``train.num_points``.
     """
 
-    gaps: list[int] = bounded([1, 5, 10], gt=0)      # frame gaps d of the evaluated pairs (t, t + d)
+    gaps: list[int] = bounded([1, 5, 10, 20, 30], gt=0)  # frame gaps d of the evaluated pairs (t, t + d)
     real: list[str] = field(default_factory=list)    # real captures (TUM / 7-Scenes / point-cloud folders)
     synthetic: str | None = None                     # a built dataset directory used as synthetic test set
     checkpoint: str | None = None                    # run dir or .pt of `synthseq train`; None = baselines only
     max_pairs: int | None = bounded(60, gt=0)        # pairs per (sequence, gap) at most; None = all
-    methods: list[Literal["ours", "ours_icp", "icp", "fpfh_ransac_icp"]] | None = None  # None = all that apply
+    methods: list[Literal["identity", "ours", "ours_icp", "icp", "fpfh_ransac_icp"]] | None = None  # None = all
+    #                                                  that apply; the identity (no motion) row is always added
+    trajectory_pairs: int = bounded(30, ge=0)        # gap-1 pairs chained into the TUM trajectories (evo_rpe);
+    #                                                  a contiguous block, evaluated apart from the spread pairs
+    bootstrap_resamples: int = bounded(2000, gt=0)   # block-bootstrap resamples of the 95% success intervals
     num_points: int = bounded(1024, gt=0)            # N for P when no checkpoint says otherwise
     use_ema: bool = False                            # evaluate the EMA teacher instead of the student P
     max_depth_m: float | None = bounded(3.0, gt=0)   # depth limit of the baselines' dense clouds (Open3D's

@@ -1,46 +1,68 @@
-"""The evaluation stage: pose error of ours / ours + ICP / ICP / FPFH + RANSAC + ICP on real and synthetic
-sequences with ground truth, GAN realism, and the report (report.md, metrics.json, plots, TUM files).
+"""The evaluation stage: pose error of the identity (no motion) / ours / ours + ICP / ICP / FPFH + RANSAC + ICP
+on held-out real and synthetic sequences with ground truth, GAN realism, and the report (report.md,
+metrics.json, pairs.csv, plots, TUM trajectories).
+
+Never on training data (issue 9): the checkpoint records its training inputs (``train.real`` with frame
+ranges, ``train.data``); a real capture whose frames overlap a training range of the same folder, or a
+synthetic set that is (partly) the training dataset, is refused with a line naming the overlap, unless
+``allow_train_data`` (``--allow-train-data``), and then every such row is marked "seen in training" in
+report.md, metrics.json and pairs.csv (see ``evaluation_data.training_overlap``).
 
 What each method sees (also written into report.md):
 
-- ``ours``: the pose network P on ``num_points`` points per frame (the trainer's N), sampled uniformly
-  from the valid depth pixels exactly as the trainer's ``RealPairs`` samples them (``load_capture`` with
-  its default options: no depth limit, no voxel grid; synthetic frames: the stored points resampled to N).
-  Raw camera-frame metres: P centres each cloud itself (training/models.py), no other normalisation.
-- ``ours_icp``: P's estimate refined by point-to-plane ICP on the dense clouds below.
+- ``identity``: predicts no motion (a_from_b = I); the floor every estimator has to beat.
+- ``ours``: the pose estimator (training/estimator.py) fed the same dense camera-frame clouds the baselines
+  get (below, before voxelisation); it samples its own ``num_points`` points (the trainer's N).
+- ``ours_icp``: ours's estimate refined by point-to-plane ICP on the dense clouds.
 - ``icp`` and ``fpfh_ransac_icp``: the dense cloud - every valid depth pixel back-projected, depth up to
   ``max_depth_m`` (default 3 m, Open3D's ``depth_trunc`` default: Kinect v1 depth past ~4 m comes in
   steps of 10+ cm and slows RANSAC by 10x), voxelised at ``voxel_m`` (2 cm) inside the baseline; synthetic
   shards without depth images fall back to their stored points (N per frame; normals then use a radius of
   3x the point spacing, see ``baselines.normal_radius``).
 
-Pairs: at gap d, frames (t, t + d). At gap 1 the pairs are the consecutive block (0, 1) ... (K - 1, K), so
-the chained frame-to-frame estimates form a trajectory over frames 0..K whose evo_rpe at ``--delta 1``
-equals the report's gap-1 numbers; other gaps use ``max_pairs`` start frames spread evenly over the
-sequence. Times are wall-clock per pair, one pair at a time (P: batch of one, forward only; baselines:
-preprocessing included; ours_icp: P's time plus the ICP's).
+Pairs: at every gap d, up to ``max_pairs`` pairs (t, t + d) with start frames spread evenly over the whole
+sequence (only pairs whose two frames have a ground-truth pose); gaps longer than a sequence are skipped with
+a note. Success rates come with 95% confidence intervals from a moving-block bootstrap over the pairs in
+start order (blocks of neighbouring pairs, resampled within each sequence: neighbouring pairs of one capture
+share frames and are correlated, so an iid bootstrap would be too narrow; never narrower than a Wilson
+interval at the effective sample size pairs / block length; ``metrics.block_bootstrap_ci``).
+The TUM trajectories for evo are a separate contiguous block of ``trajectory_pairs`` gap-1 pairs, chained.
+Times are wall-clock per pair, one pair at a time (baselines: preprocessing included; ours_icp: ours's time
+plus the ICP's).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
+import os
+import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from synthseq.errors import DataError
+from synthseq.errors import DataError, UsageError
 from synthseq.training import metrics as M
+from synthseq.training.evaluation_data import (  # noqa: F401 - re-exported: the evaluation's data API
+    EvalSequence,
+    load_real_sequence,
+    load_synthetic_sequences,
+    pair_starts,
+    real_overlaps,
+    synthetic_overlap,
+    trajectory_block,
+)
 
 log = logging.getLogger(__name__)
 
-METHODS = ("ours", "ours_icp", "icp", "fpfh_ransac_icp")
+METHODS = ("identity", "ours", "ours_icp", "icp", "fpfh_ransac_icp")
 MODEL_METHODS = ("ours", "ours_icp")
 METHOD_LABELS = {
+    "identity": "identity (no motion)",
     "ours": "ours (P)",
     "ours_icp": "ours + ICP",
     "icp": "ICP from identity",
@@ -48,156 +70,7 @@ METHOD_LABELS = {
 }
 # Methods whose chained gap-1 estimates are written as TUM trajectories.
 TRAJECTORY_METHODS = ("ours", "ours_icp", "icp", "fpfh_ransac_icp")
-
-
-@dataclass
-class EvalSequence:
-    """One sequence prepared for evaluation (V = 1: one view of a synthetic sequence, or a real capture).
-
-    Args:
-        name: display name (folder name, or ``<shard>:<key>/view<v>``).
-        kind: ``"real"`` or ``"synthetic"``.
-        points: (T, N, 3) float32 model input (the trainer's N), camera frame, metres.
-        num_valid: (T,) int valid points before sampling.
-        timestamps: (T,) float64 seconds.
-        world_from_camera: (T, 4, 4) float64 ground truth, or None.
-        dense: callable t -> (M, 3) float32 dense cloud of frame t for the baselines.
-        source: the path it came from.
-    """
-
-    name: str
-    kind: str
-    points: np.ndarray
-    num_valid: np.ndarray
-    timestamps: np.ndarray
-    world_from_camera: np.ndarray | None
-    dense: Callable[[int], np.ndarray]
-    source: str = ""
-    notes: list = field(default_factory=list)
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.points.shape[0])
-
-
-# ----------------------------------------------------------------------------------------------------
-# Data
-# ----------------------------------------------------------------------------------------------------
-
-def _dense_from_depth(depth_mm: np.ndarray, intrinsics: np.ndarray, max_depth_m: float | None):
-    from synthseq.datasets.types import backproject_depth
-
-    def dense(t: int) -> np.ndarray:
-        d = depth_mm[t].astype(np.float32) / 1000.0
-        if max_depth_m is not None:
-            d[d > max_depth_m] = 0.0
-        return backproject_depth(d, intrinsics)[0]
-
-    return dense
-
-
-def _dense_from_points(points: np.ndarray, num_valid: np.ndarray, max_depth_m: float | None):
-    def dense(t: int) -> np.ndarray:
-        p = points[t, : max(int(num_valid[t]), 0)]
-        if max_depth_m is not None:
-            p = p[p[:, 2] <= max_depth_m]
-        return p
-
-    return dense
-
-
-def load_real_sequence(path, num_points: int, max_depth_m: float | None = None, seed: int = 0) -> EvalSequence:
-    """Read a real capture for evaluation: N sampled points for P, the depth images for the baselines.
-
-    Args:
-        path: capture folder (TUM RGB-D, 7-Scenes, point-cloud folder).
-        num_points: N, the trainer's ``train.num_points``.
-        max_depth_m: depth limit of the baselines' dense clouds (None: all valid depth).
-        seed: point-sampling seed.
-
-    Returns:
-        EvalSequence (``world_from_camera`` None when the capture has no ground truth).
-
-    Raises:
-        FileNotFoundError / DataError: from ``load_capture``, naming the file.
-    """
-    from synthseq.datasets.real import detect_format, load_capture, parse_capture_spec
-
-    fmt = detect_format(path)
-    opts = dict(num_points=num_points, seed=seed)
-    if fmt != "pointclouds":
-        opts["keep_depth"] = True
-    seq = load_capture(path, **opts)
-    pts = seq.points[:, 0]
-    nv = seq.num_valid[:, 0]
-    if seq.depth is not None:
-        dense = _dense_from_depth(seq.depth[:, 0], seq.intrinsics[0], max_depth_m)
-    else:
-        # A point-cloud folder: load again with more points for the baselines (no depth images to use).
-        full = load_capture(path, num_points=max(num_points, 50_000), seed=seed)
-        dense = _dense_from_points(full.points[:, 0], full.num_valid[:, 0], max_depth_m)
-    poses = None if seq.camera_poses is None else seq.camera_poses[:, 0]
-    name = parse_capture_spec(path).display_name
-    return EvalSequence(name, "real", pts, nv, seq.timestamps, poses, dense, str(path))
-
-
-def load_synthetic_sequences(data_dir, num_points: int, max_sequences: int | None = None, view: int = -1,
-                             max_depth_m: float | None = None, seed: int = 0) -> list[EvalSequence]:
-    """Read up to ``max_sequences`` sequences (one view each) of a built dataset directory.
-
-    ``view`` indexes the views like a Python list: the default -1 is the last view, which is the moving
-    (handheld) camera in the bundled configs; a static rig view has identity relative poses.
-
-    The stored N points are resampled to ``num_points`` (as ``SyntheticPairs`` does) for P; the baselines
-    get the back-projected depth images when the shards store them, else the stored valid points.
-
-    Raises:
-        FileNotFoundError: no manifest.json (not a built dataset).
-        DataError: a shard does not match its manifest, or a sequence lacks camera poses.
-    """
-    from synthseq.datasets.shards import ShardReader, iter_dataset
-    from synthseq.datasets.types import sample_fixed
-
-    out = []
-    readers: dict[Path, Any] = {}
-    try:
-        for i, (shard, key) in enumerate(iter_dataset(data_dir, verify=True)):
-            if max_sequences is not None and len(out) >= max_sequences:
-                break
-            if shard not in readers:
-                readers[shard] = ShardReader(shard)
-            seq = readers[shard].read(key, fields=("camera_poses", "depth"))
-            if seq.camera_poses is None:
-                raise DataError(f"{shard}: sequence {key}: no camera_poses (needed as ground truth)")
-            v = min(view, seq.num_views - 1) if view >= 0 else max(seq.num_views + view, 0)
-            rng = np.random.default_rng([seed, i])
-            stored, nv = seq.points[:, v], seq.num_valid[:, v]
-            pts = np.stack([stored[t, sample_fixed(num_points, min(int(nv[t]), stored.shape[1]), rng)]
-                            for t in range(seq.num_frames)]).astype(np.float32)
-            pts[nv == 0] = 0.0
-            if seq.depth is not None:
-                dense = _dense_from_depth(seq.depth[:, v], seq.intrinsics[v], max_depth_m)
-            else:
-                dense = _dense_from_points(stored, np.minimum(nv, stored.shape[1]), max_depth_m)
-            out.append(EvalSequence(f"{shard.name}:{key}/view{v}", "synthetic", pts, nv, seq.timestamps,
-                                    seq.camera_poses[:, v], dense, str(shard)))
-    finally:
-        for r in readers.values():
-            r.close()
-    return out
-
-
-def pair_starts(num_frames: int, gap: int, max_pairs: int | None) -> np.ndarray:
-    """Start frames t of the (t, t + gap) pairs evaluated: at gap 1 the consecutive block 0..K-1 (so the
-    pairs chain into a trajectory), otherwise ``max_pairs`` starts spread evenly; all when None."""
-    n = num_frames - gap
-    if n <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if max_pairs is None or max_pairs >= n:
-        return np.arange(n)
-    if gap == 1:
-        return np.arange(max_pairs)
-    return np.unique(np.linspace(0, n - 1, max_pairs).round().astype(np.int64))
+SEEN = "seen in training"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -205,20 +78,39 @@ def pair_starts(num_frames: int, gap: int, max_pairs: int | None) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------
 
 class _PoseModel:
-    """P wrapped for numpy pairs: ``(points_a (N, 3), points_b (N, 3)) -> ((4, 4) a_from_b, seconds)``."""
+    """The pose estimator wrapped for numpy pairs: ``(cloud_a (M, 3), cloud_b (M, 3)) -> ((4, 4) a_from_b,
+    seconds)``, fed the dense camera-frame clouds the baselines get; ``last_confidence`` is the estimator's
+    confidence of the last pair (NaN when it gives none). training/estimator.py (the pose engineer's) plugs in
+    here; until it is there, P runs on ``num_points`` points drawn from each dense cloud."""
 
-    def __init__(self, model, device):
+    def __init__(self, model, device, num_points: int = 1024):
         self.model = model
         self.device = device
+        self.num_points = int(num_points)
+        self.last_confidence = float("nan")
+        try:
+            from synthseq.training.estimator import Estimator
+        except ImportError:
+            self.estimator = None
+        else:
+            self.estimator = Estimator(model, device=device)
 
     def __call__(self, points_a: np.ndarray, points_b: np.ndarray) -> tuple[np.ndarray, float]:
+        start = time.perf_counter()
+        if self.estimator is not None:
+            out, self.last_confidence = self.estimator(points_a, points_b)
+            return out, time.perf_counter() - start
         import torch
 
-        start = time.perf_counter()
+        from synthseq.datasets.types import sample_fixed
+
+        rng = np.random.default_rng(0)
+        a = points_a[sample_fixed(self.num_points, len(points_a), rng)]
+        b = points_b[sample_fixed(self.num_points, len(points_b), rng)]
         with torch.no_grad():
-            a = torch.as_tensor(points_a, dtype=torch.float32, device=self.device)[None]
-            b = torch.as_tensor(points_b, dtype=torch.float32, device=self.device)[None]
-            out = self.model(a, b)[0].double().cpu().numpy()
+            ta = torch.as_tensor(a, dtype=torch.float32, device=self.device)[None]
+            tb = torch.as_tensor(b, dtype=torch.float32, device=self.device)[None]
+            out = self.model(ta, tb)[0].double().cpu().numpy()
         return out, time.perf_counter() - start
 
 
@@ -228,7 +120,8 @@ def evaluate_pairs(seq: EvalSequence, gap: int, starts: np.ndarray, methods: Seq
     """Run every method on the pairs (t, t + gap), t in ``starts``.
 
     Returns:
-        ``{"starts": (P,), "gt": (P, 4, 4), "<method>": {"a_from_b": (P, 4, 4), "seconds": (P,)}}``.
+        ``{"starts": (P,), "gt": (P, 4, 4), "<method>": {"a_from_b": (P, 4, 4), "seconds": (P,),
+        "confidence": (P,)}}`` (confidence NaN where the method gives none).
     """
     from synthseq.datasets.types import relative_pose
     from synthseq.training import baselines as B
@@ -239,21 +132,25 @@ def evaluate_pairs(seq: EvalSequence, gap: int, starts: np.ndarray, methods: Seq
     if seq.world_from_camera is not None:
         out["gt"] = relative_pose(seq.world_from_camera[starts], seq.world_from_camera[starts + gap])
     for m in methods:
-        out[m] = {"a_from_b": np.full((P, 4, 4), np.nan), "seconds": np.zeros(P)}
+        out[m] = {"a_from_b": np.full((P, 4, 4), np.nan), "seconds": np.zeros(P), "confidence": np.full(P, np.nan)}
+    need_dense = any(m != "identity" for m in methods)
     for k, t in enumerate(starts):
         t = int(t)
-        need_dense = any(m != "ours" for m in methods)
         dense_a = seq.dense(t) if need_dense else None
         dense_b = seq.dense(t + gap) if need_dense else None
-        ours_pose, ours_s = None, 0.0
+        ours_pose, ours_s, ours_conf = None, 0.0, math.nan
         if pose_model is not None and any(m in MODEL_METHODS for m in methods):
-            ours_pose, ours_s = pose_model(seq.points[t], seq.points[t + gap])
+            ours_pose, ours_s = pose_model(dense_a, dense_b)
+            ours_conf = float(getattr(pose_model, "last_confidence", math.nan))
         for m in methods:
-            if m == "ours":
-                pose, sec = ours_pose, ours_s
+            conf = math.nan
+            if m == "identity":
+                pose, sec = np.eye(4), 0.0
+            elif m == "ours":
+                pose, sec, conf = ours_pose, ours_s, ours_conf
             elif m == "ours_icp":
                 r = B.refine_icp(dense_a, dense_b, ours_pose, **opts)
-                pose, sec = r.a_from_b, ours_s + r.seconds
+                pose, sec, conf = r.a_from_b, ours_s + r.seconds, ours_conf
             elif m == "icp":
                 r = B.icp_from_identity(dense_a, dense_b, **opts)
                 pose, sec = r.a_from_b, r.seconds
@@ -264,33 +161,43 @@ def evaluate_pairs(seq: EvalSequence, gap: int, starts: np.ndarray, methods: Seq
                 raise ValueError(f"unknown method {m!r}")
             out[m]["a_from_b"][k] = pose
             out[m]["seconds"][k] = sec
-            if on_pair is not None:
+            out[m]["confidence"][k] = conf
+            if on_pair is not None and m != "identity":
                 on_pair()
     return out
 
 
-def _summarize_sequence(raw_seq: dict, methods: list[str], kind: str, source: str, num_frames: int) -> dict:
-    """metrics.json entry of one sequence from ``evaluate_pairs`` results per gap (errors filled in)."""
-    entry = {"kind": kind, "source": source, "num_frames": int(num_frames), "gaps": {}}
-    for g, r in raw_seq.items():
-        gap_entry = {"num_pairs": int(len(r["starts"])), "motion": _motion_summary(r["gt"]), "methods": {}}
-        for m in methods:
-            gap_entry["methods"][m] = M.summarize_errors(r[m]["rot_deg"], r[m]["trans_cm"], r[m]["seconds"])
-        entry["gaps"][str(g)] = gap_entry
+def _block_lengths(raw_parts: list[tuple[int, dict, int]]) -> tuple[np.ndarray, dict]:
+    """Groups (one per sequence) and block lengths for the bootstrap of pooled per-pair results."""
+    groups, lengths = [], {}
+    for gi, (gap, r, num_frames) in enumerate(raw_parts):
+        P = len(r["starts"])
+        spacing = (float(r["starts"][-1] - r["starts"][0]) / (P - 1)) if P > 1 else 1.0
+        lengths[gi] = M.block_length(P, gap, spacing)
+        groups.append(np.full(P, gi))
+    return (np.concatenate(groups) if groups else np.zeros(0, np.int64)), lengths
+
+
+def _summarize_gap(parts: list[tuple[int, dict, int]], methods: list[str], resamples: int, seed: int) -> dict:
+    """metrics.json entry of one gap: pairs, true motion, per method errors + success with its 95% CI."""
+    r = _concat([p[1] for p in parts], methods)
+    groups, lengths = _block_lengths(parts)
+    entry = {"num_pairs": int(len(r["starts"])), "motion": _motion_summary(r["gt"]), "methods": {},
+             "bootstrap": {"kind": "moving-block, stratified by sequence", "resamples": int(resamples),
+                           "block_lengths": [int(v) for v in lengths.values()]}}
+    for m in methods:
+        conf = r[m]["confidence"] if np.isfinite(r[m]["confidence"]).any() else None
+        entry["methods"][m] = M.summarize_errors(r[m]["rot_deg"], r[m]["trans_cm"], r[m]["seconds"], groups=groups,
+                                                 block_lengths=lengths, num_resamples=resamples, seed=seed,
+                                                 confidence=conf)
     return entry
 
 
-def _pool(raw_seqs: list[dict], methods: list[str]) -> dict:
-    """Concatenate the per-pair results of several sequences, gap by gap."""
-    out: dict[int, dict] = {}
-    for g in sorted({g for r in raw_seqs for g in r}):
-        parts = [r[g] for r in raw_seqs if g in r]
-        pooled = {"starts": np.concatenate([p["starts"] for p in parts]),
-                  "gt": np.concatenate([p["gt"] for p in parts])}
-        for m in methods:
-            pooled[m] = {k: np.concatenate([p[m][k] for p in parts])
-                         for k in ("a_from_b", "seconds", "rot_deg", "trans_cm")}
-        out[g] = pooled
+def _concat(parts: list[dict], methods: list[str]) -> dict:
+    out = {"starts": np.concatenate([p["starts"] for p in parts]), "gt": np.concatenate([p["gt"] for p in parts])}
+    for m in methods:
+        out[m] = {k: np.concatenate([p[m][k] for p in parts])
+                  for k in ("a_from_b", "seconds", "rot_deg", "trans_cm", "confidence")}
     return out
 
 
@@ -330,41 +237,51 @@ def refine_clouds(refiner, clouds: np.ndarray, device, seed: int = 0, batch_size
 # Driver
 # ----------------------------------------------------------------------------------------------------
 
-def evaluate(checkpoint=None, real_paths: Sequence = (), synthetic_dir=None, gaps: Sequence[int] = (1, 5, 10),
+def evaluate(checkpoint=None, real_paths: Sequence = (), synthetic_dir=None, gaps: Sequence[int] = (1, 5, 10, 20, 30),
              out_dir="report", max_pairs_per_gap: int | None = 60, methods: Sequence[str] | None = None,
-             config=None, device: str = "cpu", progress: Callable[[int], Any] | None = None) -> dict:
-    """Evaluate a trained pose network (or only the classical baselines) and write the report.
+             config=None, device: str = "cpu", progress: Callable[[int], Any] | None = None,
+             allow_train_data: bool = False, overwrite: bool = False) -> dict:
+    """Evaluate a trained pose network (or only the classical baselines) on held-out data and write the report.
+
+    The report directory is written to a temporary sibling folder and renamed at the end: a failure leaves
+    nothing behind, and an existing ``out_dir`` is refused unless ``overwrite`` (then replaced as a whole).
 
     Args:
         checkpoint: run directory or checkpoint file of ``synthseq train``; None evaluates only the
-            baselines (``icp``, ``fpfh_ransac_icp``).
-        real_paths: real captures; those with ground truth are pose-evaluated, all feed the realism metrics.
+            baselines (``icp``, ``fpfh_ransac_icp``) and the identity.
+        real_paths: real captures (``PATH`` or ``PATH@START:STOP``); those with ground truth are pose-evaluated,
+            all feed the realism metrics.
         synthetic_dir: a built dataset directory (synthetic test set), or None.
         gaps: frame gaps d.
-        out_dir: report directory (created): report.md, metrics.json, config.yaml, plots/, trajectories/.
-        max_pairs_per_gap: pairs per (sequence, gap) at most (None: all).
-        methods: subset of ``METHODS`` (default: all that apply; the model methods need a checkpoint).
+        out_dir: report directory: report.md, metrics.json, pairs.csv, config.yaml, plots/, trajectories/.
+        max_pairs_per_gap: pairs per (sequence, gap) at most, spread over the sequence (None: all).
+        methods: subset of ``METHODS`` (default: all that apply; the model methods need a checkpoint); the
+            identity is always evaluated.
         config: an ``EvaluateConfig`` for the remaining options (depth limit, voxel, realism sizes, ...);
             its ``gaps``/``real``/``synthetic``/``max_pairs`` are overridden by the arguments above.
         device: torch device for P and G.
         progress: ``progress(total_pair_evaluations)`` -> object with ``update(n)`` and ``close()`` (tqdm).
+        allow_train_data: evaluate inputs the checkpoint trained on, marked "seen in training".
+        overwrite: replace an existing ``out_dir``.
 
     Returns:
-        The metrics dict written to metrics.json (``"sequences"``, ``"realism"``, ``"headline"``, ...).
+        The metrics dict written to metrics.json (``"sequences"``, ``"realism"``, ``"headline"``, ...) plus
+        ``"report"`` (the path of report.md).
 
     Raises:
         FileNotFoundError: a real path, the synthetic dir or the checkpoint does not exist.
-        ValueError: unknown method, bad gaps, or nothing to evaluate.
+        UsageError: unknown method, bad gaps, ``out_dir`` exists without ``overwrite``.
+        DataError: evaluation data overlaps the training data (without ``allow_train_data``); nothing to
+            evaluate (no ground truth, every gap longer than every sequence), naming what is missing.
     """
     import dataclasses
 
-    from synthseq.config import to_dict
     from synthseq.training.config import EvaluateConfig
 
     cfg = config if config is not None else EvaluateConfig()
     gaps = [int(g) for g in gaps]
     if not gaps or any(g < 1 for g in gaps):
-        raise ValueError(f"gaps: expected positive frame gaps, got {gaps}")
+        raise UsageError(f"gaps: expected positive frame gaps, got {gaps}")
     cfg = dataclasses.replace(cfg, gaps=gaps, real=[str(p) for p in real_paths],
                               synthetic=None if synthetic_dir is None else str(synthetic_dir),
                               checkpoint=None if checkpoint is None else str(checkpoint),
@@ -381,17 +298,23 @@ def evaluate(checkpoint=None, real_paths: Sequence = (), synthetic_dir=None, gap
     methods = list(methods)
     for m in methods:
         if m not in METHODS:
-            raise ValueError(f"methods: unknown method {m!r} (known: {', '.join(METHODS)})")
+            raise UsageError(f"methods: unknown method {m!r} (known: {', '.join(METHODS)})")
+    if "identity" not in methods:
+        methods.insert(0, "identity")
     if checkpoint is None and any(m in MODEL_METHODS for m in methods):
-        raise ValueError(f"methods {[m for m in methods if m in MODEL_METHODS]} need a checkpoint")
+        raise UsageError(f"methods {[m for m in methods if m in MODEL_METHODS]} need a checkpoint")
     if not cfg.real and cfg.synthetic is None:
-        raise ValueError("nothing to evaluate: give real captures and/or a synthetic dataset directory")
-
+        raise UsageError("nothing to evaluate: give real captures and/or a synthetic dataset directory")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not overwrite:
+        raise UsageError(f"--out {out_dir}: already exists; choose another report directory or pass --overwrite "
+                         "to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: exists and is not a directory")
+
     notes: list[str] = []
 
-    # --- models
+    # --- models and what they trained on
     pose_model = refiner = None
     num_points = cfg.num_points
     train_info: dict = {}
@@ -408,111 +331,247 @@ def evaluate(checkpoint=None, real_paths: Sequence = (), synthetic_dir=None, gap
         except (RuntimeError, KeyError) as e:  # state_dict of another architecture, or a missing network
             first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
             raise DataError(f"{ckpt}: cannot load the networks with this synthseq's models ({first})") from None
-        pose_model = _PoseModel(model, device)
+        pose_model = _PoseModel(model, device, tcfg.num_points)
         num_points = tcfg.num_points
         train_info = {"checkpoint": str(ckpt), "num_points": tcfg.num_points, "use_gan": tcfg.use_gan,
                       "real": list(tcfg.real), "data": tcfg.data}
-    if checkpoint is None:
-        notes.append("No checkpoint: classical baselines only.")
+    else:
+        notes.append("No checkpoint: identity and classical baselines only.")
+
+    # --- refuse (or mark) training data, before reading any capture
+    overlaps = real_overlaps(cfg.real, train_info.get("real", []), notes)
+    syn_overlap = synthetic_overlap(cfg.synthetic, train_info.get("data"), notes)
+    if syn_overlap is not None:
+        overlaps.append(syn_overlap)
+    if overlaps and not allow_train_data:
+        raise DataError("evaluation data the checkpoint trained on: " + "; ".join(o.message for o in overlaps)
+                        + ". Evaluate on held-out data (another frame range, capture or build seed), or pass "
+                          "--allow-train-data to report it marked 'seen in training'")
+    for o in overlaps:
+        notes.append(f"SEEN IN TRAINING: {o.message}")
 
     # --- data
-    seqs: list[EvalSequence] = [load_real_sequence(p, num_points, cfg.max_depth_m, cfg.seed) for p in cfg.real]
+    seqs: list[EvalSequence] = []
+    for p in cfg.real:
+        s = load_real_sequence(p, num_points, cfg.max_depth_m, cfg.seed)
+        hit = [o for o in overlaps if o.target == p]
+        if hit:
+            s.seen_in_training = hit[0].message
+        notes.extend(s.notes)
+        seqs.append(s)
     synth: list[EvalSequence] = []
     if cfg.synthetic is not None:
         synth = load_synthetic_sequences(cfg.synthetic, num_points, cfg.synthetic_sequences,
                                          view=cfg.synthetic_view, max_depth_m=cfg.max_depth_m, seed=cfg.seed)
+        if syn_overlap is not None:
+            for s in synth:
+                if syn_overlap.sequence_ids is None or s.sequence_id in syn_overlap.sequence_ids:
+                    s.seen_in_training = syn_overlap.message
+    missing: list[str] = []
     for s in seqs:
         if s.world_from_camera is None:
+            missing.append(f"{s.name} has no ground truth (camera poses)")
             notes.append(f"{s.name}: no ground truth; used for the realism metrics only.")
     posed = [s for s in seqs + synth if s.world_from_camera is not None]
 
-    # --- pose evaluation
-    plan = [(s, g, pair_starts(s.num_frames, g, cfg.max_pairs)) for s in posed for g in gaps]
-    for s, g, st in plan:
-        if len(st) == 0:
-            notes.append(f"{s.name}: gap {g} is longer than its {s.num_frames} frames; skipped.")
-    total = sum(len(st) for _, _, st in plan) * len(methods)
+    # --- the plan: spread pairs per (sequence, gap)
+    plan = []
+    for s in posed:
+        for g in gaps:
+            st = pair_starts(s.num_frames, g, cfg.max_pairs, s.pose_valid)
+            if len(st) == 0:
+                why = (f"gap {g} is longer than its {s.num_frames} frames" if g >= s.num_frames
+                       else f"no pair at gap {g} has ground truth at both frames")
+                notes.append(f"{s.name}: {why}; skipped.")
+                missing.append(f"{s.name}: {why}")
+            else:
+                plan.append((s, g, st))
+    if not plan:
+        raise DataError("nothing to evaluate: " + "; ".join(missing or ["no sequence with ground truth"]))
+    trajectory_plan = []
+    if cfg.trajectory_pairs > 0:
+        for s in [x for x in posed if x.kind == "real"] + [x for x in posed if x.kind == "synthetic"][:1]:
+            block = trajectory_block(s.pose_valid, cfg.trajectory_pairs)
+            if len(block) >= 1:
+                trajectory_plan.append((s, block))
+    per_pair = len([m for m in methods if m != "identity"])
+    total = (sum(len(st) for _, _, st in plan) + sum(len(b) for _, b in trajectory_plan)) * per_pair
     bar = progress(total) if progress is not None else None
     on_pair = (lambda: bar.update(1)) if bar is not None else None
     baseline_options = dict(voxel_m=cfg.voxel_m, max_correspondence_m=cfg.max_correspondence_m)
-    raw: dict[str, dict] = {}
+
+    tmp_dir = _temporary_sibling(out_dir)
     try:
-        for s, g, st in plan:
-            if len(st) == 0:
-                continue
-            r = evaluate_pairs(s, g, st, methods, pose_model, baseline_options, cfg.seed, on_pair)
-            for m in methods:
-                r[m]["rot_deg"], r[m]["trans_cm"] = M.relative_pose_errors(r[m]["a_from_b"], r["gt"])
-            raw.setdefault(s.name, {})[g] = r
-    finally:
-        if bar is not None:
-            bar.close()
-    # Real sequences are reported one by one; synthetic ones pooled into one "synthetic" entry (their
-    # per-sequence summaries go to metrics.json's "synthetic_sequences").
+        raw: dict[str, dict] = {}
+        traj_raw: dict[str, dict] = {}
+        try:
+            for s, g, st in plan:
+                r = evaluate_pairs(s, g, st, methods, pose_model, baseline_options, cfg.seed, on_pair)
+                for m in methods:
+                    r[m]["rot_deg"], r[m]["trans_cm"] = M.relative_pose_errors(r[m]["a_from_b"], r["gt"])
+                raw.setdefault(s.name, {})[g] = r
+            for s, block in trajectory_plan:
+                gap1 = raw.get(s.name, {}).get(1)
+                if gap1 is not None and np.array_equal(gap1["starts"], block):
+                    traj_raw[s.name] = gap1  # the spread gap-1 pairs are already this contiguous block
+                else:
+                    r = evaluate_pairs(s, 1, block, methods, pose_model, baseline_options, cfg.seed, on_pair)
+                    for m in methods:
+                        r[m]["rot_deg"], r[m]["trans_cm"] = M.relative_pose_errors(r[m]["a_from_b"], r["gt"])
+                    traj_raw[s.name] = r
+        finally:
+            if bar is not None:
+                bar.close()
+        metrics_out = _write_report(tmp_dir, cfg, methods, gaps, posed, seqs, synth, raw, traj_raw, refiner,
+                                    device, notes, train_info, num_points, allow_train_data)
+        _replace_dir(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    log.info("wrote %s", out_dir / "report.md")
+    metrics_out["report"] = str(out_dir / "report.md")
+    return metrics_out
+
+
+def _write_report(out_dir: Path, cfg, methods, gaps, posed, seqs, synth, raw, traj_raw, refiner, device, notes,
+                  train_info, num_points, allow_train_data) -> dict:
+    """Summaries, trajectories, realism, metrics.json, pairs.csv, config.yaml, plots and report.md into ``out_dir``."""
+    from synthseq.config import to_dict
+
+    resamples = cfg.bootstrap_resamples
+    # Real sequences are reported one by one; synthetic ones pooled, held-out and seen-in-training apart
+    # (their per-sequence summaries go to metrics.json's "synthetic_sequences").
     results: dict[str, dict] = {}
     synthetic_sequences: dict[str, dict] = {}
-    for s in posed:
-        if s.name in raw:
-            target = results if s.kind == "real" else synthetic_sequences
-            target[s.name] = _summarize_sequence(raw[s.name], methods, s.kind, s.source, s.num_frames)
-    synth_raw = [raw[s.name] for s in synth if s.name in raw]
-    if synth_raw:
-        pooled = _pool(synth_raw, methods)
-        name = f"synthetic ({len(synth_raw)} sequences)"
-        raw[name] = pooled
-        results[name] = _summarize_sequence(pooled, methods, "synthetic", str(cfg.synthetic),
-                                            sum(s.num_frames for s in synth))
+    plots_raw: dict[str, dict] = {}
 
-    # --- trajectories (chained gap-1 estimates; real sequences and the first synthetic one)
-    traj_dir = out_dir / "trajectories"
-    for s in [x for x in posed if x.kind == "real"] + synth[:1]:
-        r = raw.get(s.name, {}).get(1)
+    def entry_of(seq_list: list[EvalSequence], kind: str, source: str, name: str) -> dict | None:
+        by_gap = {}
+        for g in gaps:
+            parts = [(g, raw[s.name][g], s.num_frames) for s in seq_list if g in raw.get(s.name, {})]
+            if parts:
+                by_gap[g] = parts
+        if not by_gap:
+            return None
+        entry = {"kind": kind, "source": source, "num_frames": int(sum(s.num_frames for s in seq_list)),
+                 "seen_in_training": any(s.seen_in_training for s in seq_list),
+                 "gaps": {str(g): _summarize_gap(p, methods, resamples, cfg.seed) for g, p in by_gap.items()}}
+        if entry["seen_in_training"]:
+            entry["seen_in_training_reason"] = next(s.seen_in_training for s in seq_list if s.seen_in_training)
+        plots_raw[name] = {g: _concat([p[1] for p in parts], methods) for g, parts in by_gap.items()}
+        return entry
+
+    for s in posed:
+        if s.kind != "real" or s.name not in raw:
+            continue
+        e = entry_of([s], "real", s.source, s.name)
+        e["intrinsics"] = s.intrinsics
+        e["first_frame"] = s.first_frame
+        results[s.name] = e
+    for s in synth:
+        if s.name in raw:
+            synthetic_sequences[s.name] = entry_of([s], "synthetic", s.source, s.name)
+            plots_raw.pop(s.name, None)
+    for seen in (False, True):
+        group = [s for s in synth if s.name in raw and bool(s.seen_in_training) == seen]
+        if group:
+            name = f"synthetic ({len(group)} sequences{', ' + SEEN if seen else ''})"
+            results[name] = entry_of(group, "synthetic", str(cfg.synthetic), name)
+
+    # --- trajectories (a contiguous block of gap-1 pairs, chained)
+    for s in posed:
+        r = traj_raw.get(s.name)
         if r is None:
             continue
-        K = len(r["starts"])
+        frames = np.concatenate([r["starts"], r["starts"][-1:] + 1])
         ests = {m: r[m]["a_from_b"] for m in methods if m in TRAJECTORY_METHODS}
-        folder = traj_dir / _safe_name(s.name)
-        paths = M.export_tum_trajectories(folder, s.timestamps[:K + 1], s.world_from_camera[:K + 1], ests, s.name)
-        entry = results.get(s.name) or synthetic_sequences[s.name]
+        folder = out_dir / "trajectories" / _safe_name(s.name)
+        paths = M.export_tum_trajectories(folder, s.timestamps[frames], s.world_from_camera[frames], ests, s.name)
+        entry = results.get(s.name) or synthetic_sequences.get(s.name)
+        if entry is None:
+            continue
         entry["trajectories"] = {k: str(Path(v).relative_to(out_dir)) for k, v in paths.items()}
-        entry["trajectory_frames"] = K + 1
-    for s in synth:
-        raw.pop(s.name, None)  # plots show the pooled synthetic entry
+        entry["trajectory_frames"] = [int(s.first_frame + frames[0]), int(s.first_frame + frames[-1])]
+        # the errors of the chained pairs: what evo_rpe --delta 1 gives on the exported files
+        entry["trajectory_errors"] = {m: M.summarize_errors(r[m]["rot_deg"], r[m]["trans_cm"], r[m]["seconds"],
+                                                            num_resamples=resamples, seed=cfg.seed)
+                                      for m in methods if m in TRAJECTORY_METHODS}
 
-    # --- GAN realism
     realism = _realism(cfg, seqs, synth, refiner, device, notes)
-
-    headline = _headline(results, methods)
     metrics_out = {
         "methods": methods,
         "method_labels": {m: METHOD_LABELS[m] for m in methods},
         "gaps": gaps,
         "success": {"max_rot_deg": M.SUCCESS_ROT_DEG, "max_trans_cm": M.SUCCESS_TRANS_CM},
+        "confidence_interval": {"level": 0.95, "method": "moving-block bootstrap over the pairs in start order, "
+                                "stratified by sequence, widened to at least a Wilson score interval at the "
+                                "effective sample size (pairs / block length)", "resamples": resamples},
+        "pair_selection": f"up to {cfg.max_pairs if cfg.max_pairs else 'all'} pairs per (sequence, gap), start "
+                          "frames spread evenly over the whole sequence; pairs need a ground-truth pose at both "
+                          "frames",
+        "allow_train_data": bool(allow_train_data),
         "train": train_info,
         "sequences": results,
         "synthetic_sequences": synthetic_sequences,
         "realism": realism,
-        "headline": headline,
+        "headline": _headline(results, methods),
         "notes": notes,
         "inputs": _inputs_text(num_points, cfg),
     }
     (out_dir / "config.yaml").write_text(_yaml(to_dict(cfg)))
     (out_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics_out), indent=2, allow_nan=True) + "\n")
+    _write_pairs_csv(out_dir / "pairs.csv", posed, raw, methods)
     figures = {}
-    try:
-        from synthseq.training import report as R
+    from synthseq.training import report as R
 
-        figures = R.write_plots(out_dir / "plots", results, raw, methods, gaps, seqs, synth, refiner, device,
+    try:
+        figures = R.write_plots(out_dir / "plots", results, plots_raw, methods, gaps, seqs, synth, refiner, device,
                                 cfg.seed)
     except ImportError as e:
         notes.append(f"plots skipped: {e}")
         log.warning("plots skipped: %s", e)
-    from synthseq.training import report as R
-
     (out_dir / "report.md").write_text(R.render_report(metrics_out, figures, out_dir))
-    log.info("wrote %s", out_dir / "report.md")
-    metrics_out["report"] = str(out_dir / "report.md")
     return metrics_out
+
+
+def _write_pairs_csv(path: Path, posed: list[EvalSequence], raw: dict, methods: list[str]) -> None:
+    """One row per (sequence, gap, pair, method): frames, errors, success, time, confidence, seen in training."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sequence", "kind", "gap", "frame_a", "frame_b", "method", "rot_err_deg", "trans_err_cm",
+                    "success", "seconds", "confidence", "seen_in_training"])
+        for s in posed:
+            for g, r in raw.get(s.name, {}).items():
+                for m in methods:
+                    ok = M.success_mask(r[m]["rot_deg"], r[m]["trans_cm"])
+                    for k, t in enumerate(r["starts"]):
+                        c = r[m]["confidence"][k]
+                        w.writerow([s.name, s.kind, g, s.first_frame + int(t), s.first_frame + int(t) + g, m,
+                                    f"{r[m]['rot_deg'][k]:.4f}", f"{r[m]['trans_cm'][k]:.4f}", int(ok[k]),
+                                    f"{r[m]['seconds'][k]:.4f}", "" if not np.isfinite(c) else f"{c:.4f}",
+                                    int(bool(s.seen_in_training))])
+
+
+def _temporary_sibling(out_dir: Path) -> Path:
+    """A fresh hidden folder beside ``out_dir`` (same file system, so the final rename is atomic)."""
+    parent = out_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{out_dir.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Move the finished report into place; an existing ``out_dir`` (``--overwrite``) is replaced whole."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _realism(cfg, seqs, synth, refiner, device, notes) -> dict | None:
@@ -548,22 +607,25 @@ def _headline(results: dict, methods: list[str]) -> list[dict]:
             for m in methods:
                 s = ge["methods"][m]
                 rows.append({"sequence": name, "kind": entry["kind"], "gap": int(g), "method": m,
-                             "success_rate": s["success_rate"], "rot_deg_median": s["rot_deg"]["median"],
+                             "success_rate": s["success_rate"], "success_ci": s["success_ci"],
+                             "rot_deg_median": s["rot_deg"]["median"],
                              "trans_cm_median": s["trans_cm"]["median"],
                              "time_s_median": (s["time_s"] or {}).get("median", math.nan),
-                             "num_pairs": s["num_pairs"]})
+                             "num_pairs": s["num_pairs"], "seen_in_training": bool(entry.get("seen_in_training"))})
     return rows
 
 
 def _inputs_text(num_points: int, cfg) -> dict:
     depth = "all valid depth" if cfg.max_depth_m is None else f"depth <= {cfg.max_depth_m} m"
+    dense = f"dense clouds: every valid depth pixel back-projected ({depth})"
     return {
-        "ours": f"{num_points} points per frame sampled uniformly from the valid depth pixels (as in training), "
-                "raw camera frame, metres",
-        "ours_icp": f"P's estimate, refined by point-to-plane ICP ({cfg.max_correspondence_m} m) on the dense "
+        "identity": "nothing: predicts no motion (a_from_b = identity), the floor every method has to beat",
+        "ours": f"the same {dense} as the baselines, before voxelisation; the estimator samples {num_points} "
+                "points per cloud itself (the trainer's N), raw camera frame, metres",
+        "ours_icp": f"ours's estimate, refined by point-to-plane ICP ({cfg.max_correspondence_m} m) on the dense "
                     "clouds",
-        "icp": f"dense clouds: every valid depth pixel back-projected ({depth}), voxelised at {cfg.voxel_m} m, "
-               f"normals; point-to-plane ICP from identity, max correspondence {cfg.max_correspondence_m} m",
+        "icp": f"{dense}, voxelised at {cfg.voxel_m} m, normals; point-to-plane ICP from identity, max "
+               f"correspondence {cfg.max_correspondence_m} m",
         "fpfh_ransac_icp": f"the same dense clouds; FPFH (radius {5 * cfg.voxel_m:g} m) + RANSAC (seed "
                            f"{cfg.seed}), then point-to-plane ICP ({cfg.max_correspondence_m} m)",
     }
@@ -584,6 +646,8 @@ def _jsonable(x):
         return float(x)
     if isinstance(x, (np.integer,)):
         return int(x)
+    if isinstance(x, (np.bool_,)):
+        return bool(x)
     return x
 
 

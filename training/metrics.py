@@ -91,17 +91,25 @@ def _stats(x: np.ndarray) -> dict:
             "max": float(np.max(x))}
 
 
-def summarize_errors(rot_deg: np.ndarray, trans_cm: np.ndarray, seconds: np.ndarray | None = None) -> dict:
-    """Summary of per-pair errors: median / mean / RMSE / max of each, success rate, time per pair.
+def summarize_errors(rot_deg: np.ndarray, trans_cm: np.ndarray, seconds: np.ndarray | None = None,
+                     groups: np.ndarray | None = None, block_lengths: dict | int = 1,
+                     num_resamples: int = 2000, seed: int = 0, confidence: np.ndarray | None = None) -> dict:
+    """Summary of per-pair errors: median / mean / RMSE / max of each, success rate with its 95% block
+    bootstrap interval, time per pair.
 
     Args:
         rot_deg: (P,) rotation errors, degrees (inf/NaN = the method failed to return a pose).
         trans_cm: (P,) translation errors, centimetres.
         seconds: (P,) wall-clock seconds per pair, or None.
+        groups, block_lengths, num_resamples: the bootstrap (``block_bootstrap_ci``); pairs in start order
+            within each group (sequence).
+        seed: bootstrap seed.
+        confidence: (P,) the estimator's confidence per pair, or None.
 
     Returns:
         ``{"num_pairs", "rot_deg": {median, mean, rmse, max}, "trans_cm": {...}, "success_rate" (0..1),
-        "num_failed", "time_s": {median, mean} or None}``. Statistics are over all pairs; a failed pair
+        "success_ci": [low, high] (95%), "num_failed", "time_s": {median, mean} or None,
+        "confidence": {median, mean} or None}``. Statistics are over all pairs; a failed pair
         (non-finite error) counts as 180 deg / its non-finite translation replaced by 1e4 cm so it hurts the
         statistics rather than vanishing from them.
     """
@@ -116,14 +124,106 @@ def summarize_errors(rot_deg: np.ndarray, trans_cm: np.ndarray, seconds: np.ndar
         "rot_deg": _stats(rot),
         "trans_cm": _stats(trans),
         "success_rate": float(ok.mean()) if rot.size else math.nan,
+        "success_ci": list(block_bootstrap_ci(ok, groups, block_lengths, num_resamples,
+                                              rng=np.random.default_rng(seed))),
         "num_failed": int(failed.sum()),
         "time_s": None,
+        "confidence": None,
     }
+    if confidence is not None:
+        c = np.asarray(confidence, dtype=np.float64)
+        c = c[np.isfinite(c)]
+        if c.size:
+            out["confidence"] = {"median": float(np.median(c)), "mean": float(np.mean(c))}
     if seconds is not None:
         s = np.asarray(seconds, dtype=np.float64)
         out["time_s"] = {"median": float(np.median(s)) if s.size else math.nan,
                          "mean": float(np.mean(s)) if s.size else math.nan}
     return out
+
+
+def block_length(num_pairs: int, gap: int = 1, spacing_frames: float = 1.0) -> int:
+    """Block length of the moving-block bootstrap for ``num_pairs`` pairs (t, t + gap) whose starts are
+    ``spacing_frames`` apart: at least the number of neighbouring pairs whose frame windows overlap
+    (``ceil(gap / spacing)``: they share frames, so their outcomes are correlated), and at least
+    ``ceil(P ** (1/3))`` (the usual order for bootstrap variance/interval estimates, Hall, Horowitz & Jing
+    1995); at most P."""
+    if num_pairs <= 1:
+        return 1
+    overlap = math.ceil(gap / max(float(spacing_frames), 1e-9))
+    return int(min(num_pairs, max(1, overlap, math.ceil(num_pairs ** (1.0 / 3.0)))))
+
+
+def block_bootstrap_ci(values: np.ndarray, groups: np.ndarray | None = None, block_lengths: dict | int = 1,
+                       num_resamples: int = 2000, level: float = 0.95,
+                       rng: np.random.Generator | None = None, binary: bool = True) -> tuple[float, float]:
+    """Percentile confidence interval of the mean of ``values`` (e.g. 0/1 success per pair) under a moving-block
+    bootstrap: within each group (a sequence), blocks of ``L`` consecutive values (in the given order, i.e.
+    by start frame) are drawn with replacement until the group's length is filled; groups are resampled
+    separately (stratified) and pooled. Neighbouring pairs of one capture are correlated, so an iid bootstrap
+    would give intervals that are too narrow.
+
+    Args:
+        values: (P,) float (or bool), in pair order within each group.
+        groups: (P,) group labels (None: one group). Values of a group must be contiguous or at least in order.
+        block_lengths: one L for all groups, or {group: L}.
+        num_resamples: bootstrap resamples.
+        level: coverage of the interval.
+        rng: random generator (default seeded 0: the interval is reproducible).
+        binary: for 0/1 values, widen the interval to at least the Wilson score interval at the effective
+            sample size sum over groups of P_g / L_g (the bootstrap alone collapses with few blocks).
+
+    Returns:
+        (low, high), NaN when there are no values.
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size == 0:
+        return math.nan, math.nan
+    rng = rng if rng is not None else np.random.default_rng(0)
+    g = np.zeros(v.size, dtype=np.int64) if groups is None else np.asarray(groups)
+    sums = np.zeros(num_resamples)
+    for label in list(dict.fromkeys(g.tolist())):
+        x = v[g == label]
+        n = len(x)
+        L = block_lengths if isinstance(block_lengths, int) else block_lengths.get(label, 1)
+        L = int(max(1, min(int(L), n)))
+        num_blocks = -(-n // L)
+        starts = rng.integers(0, n - L + 1, size=(num_resamples, num_blocks))
+        # sum of the first n values of the concatenated blocks: whole blocks, then a partial last one
+        csum = np.concatenate([[0.0], np.cumsum(x)])
+        block_sums = csum[starts + L] - csum[starts]
+        last = n - (num_blocks - 1) * L
+        total = block_sums[:, :-1].sum(axis=1) + (csum[starts[:, -1] + last] - csum[starts[:, -1]])
+        sums += total
+    means = sums / v.size
+    alpha = 0.5 * (1.0 - level)
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    if binary and np.all((v == 0) | (v == 1)):
+        # With only a few blocks per sequence the bootstrap distribution collapses (one block = the whole
+        # sequence gives a zero-width interval); never report less uncertainty than a Wilson score interval
+        # at the effective sample size sum(P_g / L_g) (independent blocks).
+        n_eff = 0.0
+        for label in set(g.tolist()):
+            n = int(np.sum(g == label))
+            L = block_lengths if isinstance(block_lengths, int) else block_lengths.get(label, 1)
+            n_eff += n / max(1, min(int(L), n))
+        w_lo, w_hi = wilson_interval(float(v.mean()), n_eff, level)
+        lo, hi = min(lo, w_lo), max(hi, w_hi)
+    return float(lo), float(hi)
+
+
+def wilson_interval(rate: float, n: float, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``rate`` observed on ``n`` (possibly fractional, effective)
+    independent trials."""
+    from statistics import NormalDist
+
+    if n <= 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(0.5 + 0.5 * level)
+    denom = 1.0 + z * z / n
+    centre = (rate + z * z / (2 * n)) / denom
+    half = z * math.sqrt(max(rate * (1 - rate) / n + z * z / (4 * n * n), 0.0)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def relative_poses_at_delta(world_from_camera: np.ndarray, delta: int = 1) -> np.ndarray:

@@ -10,9 +10,11 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-COLORS = {"ours": "tab:red", "ours_icp": "tab:purple", "icp": "tab:blue", "fpfh_ransac_icp": "tab:green"}
-LABELS = {"ours": "ours (P)", "ours_icp": "ours + ICP", "icp": "ICP from identity",
-          "fpfh_ransac_icp": "FPFH + RANSAC + ICP"}
+COLORS = {"identity": "tab:gray", "ours": "tab:red", "ours_icp": "tab:purple", "icp": "tab:blue",
+          "fpfh_ransac_icp": "tab:green"}
+LABELS = {"identity": "identity (no motion)", "ours": "ours (P)", "ours_icp": "ours + ICP",
+          "icp": "ICP from identity", "fpfh_ransac_icp": "FPFH + RANSAC + ICP"}
+SEEN_MARK = " **[seen in training]**"
 
 
 def _plt():
@@ -42,33 +44,45 @@ def _time(s) -> str:
 # Tables
 # ----------------------------------------------------------------------------------------------------
 
+def _success(rate, ci) -> str:
+    """``83% [61-95]``: the success rate and its 95% interval, in percent."""
+    if rate is None or not math.isfinite(rate):
+        return "-"
+    if not ci or any(c is None or not math.isfinite(c) for c in ci):
+        return f"{100 * rate:.0f}%"
+    return f"{100 * rate:.0f}% [{100 * ci[0]:.0f}-{100 * ci[1]:.0f}]"
+
+
 def format_headline(metrics: dict) -> str:
     """The headline table (one row per sequence, gap and method) as a Markdown table."""
-    lines = ["| sequence | gap | method | success | rot median (deg) | trans median (cm) | time/pair | pairs |",
+    lines = ["| sequence | gap | method | success [95% CI] | rot median (deg) | trans median (cm) | time/pair | pairs |",
              "|---|---|---|---|---|---|---|---|"]
     for r in metrics.get("headline", []):
-        lines.append(f"| {r['sequence']} | {r['gap']} | {LABELS.get(r['method'], r['method'])} | "
-                     f"{100 * r['success_rate']:.0f}% | {_fmt(r['rot_deg_median'])} | "
+        seen = SEEN_MARK if r.get("seen_in_training") else ""
+        lines.append(f"| {r['sequence']}{seen} | {r['gap']} | {LABELS.get(r['method'], r['method'])} | "
+                     f"{_success(r['success_rate'], r.get('success_ci'))} | {_fmt(r['rot_deg_median'])} | "
                      f"{_fmt(r['trans_cm_median'])} | {_time(r['time_s_median'])} | {r['num_pairs']} |")
     return "\n".join(lines)
 
 
 def _sequence_table(entry: dict, methods: list[str]) -> str:
-    lines = ["| gap | true motion (median) | method | success | rot median / mean / RMSE (deg) | "
-             "trans median / mean / RMSE (cm) | time/pair (median) | failed |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| gap | pairs | true motion (median) | method | success [95% CI] | rot median / mean / RMSE (deg) | "
+             "trans median / mean / RMSE (cm) | time/pair (median) | confidence (median) | failed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for g, ge in entry["gaps"].items():
         mo = ge["motion"]
         motion = f"{mo['rot_deg_median']:.1f} deg, {mo['trans_cm_median']:.1f} cm"
+        pairs = str(ge["num_pairs"])
         for m in methods:
             s = ge["methods"][m]
             r, t = s["rot_deg"], s["trans_cm"]
+            conf = (s.get("confidence") or {}).get("median")
             lines.append(
-                f"| {g} | {motion} | {LABELS.get(m, m)} | {100 * s['success_rate']:.0f}% | "
+                f"| {g} | {pairs} | {motion} | {LABELS.get(m, m)} | {_success(s['success_rate'], s.get('success_ci'))} | "
                 f"{_fmt(r['median'])} / {_fmt(r['mean'])} / {_fmt(r['rmse'])} | "
                 f"{_fmt(t['median'])} / {_fmt(t['mean'])} / {_fmt(t['rmse'])} | "
-                f"{_time((s['time_s'] or {}).get('median'))} | {s['num_failed']} |")
-            motion = ""
+                f"{_time((s['time_s'] or {}).get('median'))} | {_fmt(conf)} | {s['num_failed']} |")
+            motion = pairs = ""
     return "\n".join(lines)
 
 
@@ -91,12 +105,25 @@ def _goals(metrics: dict) -> list[str]:
     for name, entry in metrics["sequences"].items():
         if entry["kind"] != "real" or not entry["gaps"]:
             continue
-        g = max(entry["gaps"], key=int)
-        ms = entry["gaps"][g]["methods"]
+        if entry.get("seen_in_training"):
+            out.append(f"{name}: not judged (seen in training)")
+            continue
+        g = "10" if "10" in entry["gaps"] else max(entry["gaps"], key=int)
+        ge = entry["gaps"][g]
+        ms = ge["methods"]
         if "ours_icp" in ms and "icp" in ms:
-            diff = 100 * (ms["ours_icp"]["success_rate"] - ms["icp"]["success_rate"])
-            out.append(f"{name}, gap {g}: ours + ICP succeeds on {diff:+.0f} points of pairs vs ICP alone "
-                       f"(goal: >= +10) - {'met' if diff >= 10 else 'missed'}")
+            a, b = ms["ours_icp"], ms["icp"]
+            diff = 100 * (a["success_rate"] - b["success_rate"])
+            sure = a["success_ci"][0] > b["success_ci"][1]
+            out.append(f"{name}, gap {g} ({ge['num_pairs']} pairs): ours + ICP {_success(a['success_rate'], a['success_ci'])}"
+                       f" vs ICP alone {_success(b['success_rate'], b['success_ci'])}: {diff:+.0f} points "
+                       f"(goal: >= +10) - {'met' if diff >= 10 else 'missed'}"
+                       f"{'' if diff < 10 else (', intervals apart' if sure else ', but the intervals overlap')}")
+        if "ours" in ms and "identity" in ms:
+            a, b = ms["ours"], ms["identity"]
+            out.append(f"{name}, gap {g}: ours {_success(a['success_rate'], a['success_ci'])} vs identity (no motion) "
+                       f"{_success(b['success_rate'], b['success_ci'])}; median rotation error "
+                       f"{a['rot_deg']['median']:.2f} deg vs {b['rot_deg']['median']:.2f} deg")
         if "ours" in ms:
             med = ms["ours"]["rot_deg"]["median"]
             out.append(f"{name}, gap {g}: ours median rotation error {med:.2f} deg (goal: < 5) - "
@@ -118,14 +145,27 @@ def render_report(metrics: dict, figures: dict, out_dir) -> str:
     tr = metrics.get("train") or {}
     if tr:
         parts += [f"Checkpoint: `{tr.get('checkpoint')}` (N = {tr.get('num_points')}, use_gan = "
-                  f"{tr.get('use_gan')}, real captures in training: {tr.get('real') or 'none'}).", ""]
+                  f"{tr.get('use_gan')}). Trained on: synthetic `{tr.get('data')}`, real "
+                  f"{', '.join(f'`{r}`' for r in tr.get('real') or []) or 'none'}.", ""]
     else:
-        parts += ["No checkpoint: classical baselines only.", ""]
+        parts += ["No checkpoint: identity and classical baselines only.", ""]
+    seen = [n for n, e in metrics["sequences"].items() if e.get("seen_in_training")]
+    if seen:
+        parts += [f"**Rows marked [seen in training] were evaluated on data the checkpoint trained on "
+                  f"(--allow-train-data): {', '.join(seen)}. Their numbers measure fitting, not generalisation.**", ""]
+    else:
+        parts += ["Every evaluated capture and synthetic sequence is held out: none was a training input of "
+                  "the checkpoint (checked against its train.real ranges and train.data).", ""]
     succ = metrics["success"]
+    ci = metrics.get("confidence_interval") or {}
     parts += [f"Success = rotation error < {succ['max_rot_deg']:g} deg and translation error < "
               f"{succ['max_trans_cm']:g} cm against the ground-truth relative pose cam_t_from_cam_(t+d). "
               "Errors follow evo's RPE (rotation angle of inv(gt) est; translation |t_est - t_gt|). "
               "A method that returned no pose counts as a failure (180 deg in the statistics).", ""]
+    if metrics.get("pair_selection"):
+        parts += [f"Pairs: {metrics['pair_selection']}. Success intervals: {int(100 * ci.get('level', 0.95))}% "
+                  f"{ci.get('method', '')} ({ci.get('resamples')} resamples; blocks at least as long as the "
+                  "number of neighbouring pairs that share frames). Per-pair results: `pairs.csv`.", ""]
     parts += ["## What each method sees", ""]
     for m in methods:
         parts.append(f"- **{LABELS.get(m, m)}**: {metrics['inputs'][m]}")
@@ -135,16 +175,25 @@ def render_report(metrics: dict, figures: dict, out_dir) -> str:
     if goals:
         parts += ["## Issue 5 goals", ""] + [f"- {g}" for g in goals] + [""]
     for name, entry in metrics["sequences"].items():
-        parts += [f"## {name} ({entry['kind']}, {entry['num_frames']} frames)", "", _sequence_table(entry, methods), ""]
+        seen = SEEN_MARK if entry.get("seen_in_training") else ""
+        parts += [f"## {name} ({entry['kind']}, {entry['num_frames']} frames){seen}", ""]
+        intr = entry.get("intrinsics")
+        if intr:
+            parts += [f"Intrinsics: fx {intr['fx']:g}, fy {intr['fy']:g}, cx {intr['cx']:g}, cy {intr['cy']:g} "
+                      f"(from {intr['source']}).", ""]
+        if entry.get("seen_in_training"):
+            parts += [f"Seen in training: {entry.get('seen_in_training_reason', '')}", ""]
+        parts += [_sequence_table(entry, methods), ""]
         trajs = entry.get("trajectories")
         if trajs:
             gt = trajs["groundtruth"]
-            parts += [f"Trajectories (frames 0..{entry['trajectory_frames'] - 1}, the gap-1 estimates chained from "
-                      "the ground-truth first pose) in TUM format:", ""]
+            f0, f1 = entry["trajectory_frames"]
+            parts += [f"Trajectories (frames {f0}..{f1}: a contiguous block of gap-1 pairs evaluated apart from "
+                      "the spread pairs above, chained from the ground-truth first pose) in TUM format:", ""]
             for k, v in trajs.items():
                 if k != "groundtruth":
                     parts.append(f"- `{v}`: `evo_rpe tum {gt} {v} --delta 1 --delta_unit f -r angle_deg` "
-                                 "(and `-r trans_part`) gives the gap-1 row above.")
+                                 "(and `-r trans_part`) gives the errors of those chained pairs.")
             parts.append("")
     parts += ["## GAN realism", ""]
     realism = metrics.get("realism")

@@ -35,7 +35,8 @@ from pathlib import Path
 from synthseq.datasets.types import PointSequence
 from synthseq.errors import DataError
 
-__all__ = ["load_capture", "detect_format", "parse_capture_spec", "CaptureSpec"]
+__all__ = ["load_capture", "detect_format", "parse_capture_spec", "CaptureSpec", "capture_intrinsics",
+           "describe_capture"]
 
 FORMATS = ("tum", "7scenes", "pointclouds")
 _RANGE = re.compile(r"^(\d*):(\d*)$")
@@ -148,6 +149,62 @@ def detect_format(path) -> str:
     raise DataError(
         f"{path}: unknown capture format; expected a TUM RGB-D folder (depth.txt + depth/*.png), a 7-Scenes "
         f"folder (frame-XXXXXX.depth.png + .pose.txt) or a folder of point clouds ({', '.join(CLOUD_SUFFIXES)})")
+
+
+def capture_intrinsics(path, intrinsics=None) -> tuple:
+    """The intrinsics a capture is read with and where they come from, without reading any image.
+
+    Returns:
+        (K (3, 3) float64, source str): e.g. ``"folder name (freiburg1)"``, ``"intrinsics.txt"``,
+        ``"camera-intrinsics.txt"``; for point-cloud folders the nominal camera (they carry none).
+    """
+    spec = parse_capture_spec(path)
+    fmt = detect_format(spec.path)
+    if fmt == "tum":
+        from synthseq.datasets.real.tum import tum_intrinsics
+
+        return tum_intrinsics(spec.path, intrinsics, warn=False)  # the reader warns
+    if fmt == "7scenes":
+        from synthseq.datasets.real.sevenscenes import sevenscenes_intrinsics
+
+        return sevenscenes_intrinsics(spec.path, intrinsics)
+    from synthseq.datasets.real.depth import check_intrinsics
+    from synthseq.datasets.real.pointcloud_folder import NOMINAL_INTRINSICS
+
+    if intrinsics is not None:
+        return check_intrinsics(intrinsics, NOMINAL_INTRINSICS), "argument"
+    return NOMINAL_INTRINSICS.copy(), "nominal (point clouds carry no camera)"
+
+
+def describe_capture(path, num_points: int = 1024) -> str:
+    """A few lines about a capture for ``synthseq info``: format, frames, range, image size, intrinsics and
+    their source, ground truth (and frames without a pose). Reads every frame of the range (N points each)."""
+    import numpy as np
+
+    spec = parse_capture_spec(path)
+    fmt = detect_format(spec.path)
+    K, source = capture_intrinsics(spec)
+    opts = {"num_points": num_points}
+    if fmt == "tum":
+        opts["missing_pose"] = "nan"
+    seq = load_capture(spec, **opts)
+    W, H = (int(x) for x in seq.image_size[0])
+    lines = [f"capture {spec.text}: {fmt}, {seq.num_frames} frames"
+             + (f" (range {spec.range_text})" if spec.has_range else "")
+             + (f", {seq.fps:.1f} fps" if seq.num_frames > 1 else ""),
+             f"  intrinsics: fx {K[0, 0]:g}, fy {K[1, 1]:g}, cx {K[0, 2]:g}, cy {K[1, 2]:g} "
+             f"(from {source}); image {W}x{H}"]
+    if seq.camera_poses is None:
+        lines.append("  ground truth: none (usable for training and realism, not for pose evaluation)")
+    else:
+        ok = np.all(np.isfinite(seq.camera_poses[:, 0]), axis=(1, 2))
+        extra = "" if ok.all() else (f"; {int((~ok).sum())} frame(s) without a pose within tolerance "
+                                     f"(frames {[spec.start + int(i) for i in np.nonzero(~ok)[0]][:10]}): "
+                                     "evaluation skips pairs that touch them")
+        lines.append(f"  ground truth: camera poses for {int(ok.sum())} of {seq.num_frames} frames{extra}")
+    nv = seq.num_valid[:, 0]
+    lines.append(f"  valid points per frame: median {int(np.median(nv))}, min {int(nv.min())}")
+    return "\n".join(lines)
 
 
 def load_capture(path, *, format: str | None = None, **options) -> PointSequence:

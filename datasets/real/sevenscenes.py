@@ -78,6 +78,17 @@ def read_intrinsics_file(path) -> np.ndarray:
         raise DataError(f"{path}: {e}") from None
 
 
+def sevenscenes_intrinsics(root, intrinsics=None) -> tuple[np.ndarray, str]:
+    """(K (3, 3), source): the ``intrinsics`` argument, else ``camera-intrinsics.txt``, else 7-Scenes' usual
+    approximation (585, 585, 320, 240)."""
+    root = Path(root)
+    if intrinsics is not None:
+        return check_intrinsics(intrinsics, SEVENSCENES_INTRINSICS), "argument"
+    if (root / "camera-intrinsics.txt").is_file():
+        return read_intrinsics_file(root / "camera-intrinsics.txt"), "camera-intrinsics.txt"
+    return SEVENSCENES_INTRINSICS.copy(), "7-Scenes default (585, 585, 320, 240)"
+
+
 def list_frames(root) -> list[tuple[int, Path]]:
     """(frame number, depth PNG) of every ``frame-XXXXXX.depth.png`` in ``root``, by frame number."""
     frames = []
@@ -118,10 +129,7 @@ def read_7scenes(path, *, num_points: int = DEFAULT_NUM_POINTS, start: int = 0, 
     frames = list_frames(root)
     if not frames:
         raise FileNotFoundError(f"{root}: no frame-XXXXXX.depth.png files (not a 7-Scenes sequence folder)")
-    if intrinsics is None and (root / "camera-intrinsics.txt").is_file():
-        K = read_intrinsics_file(root / "camera-intrinsics.txt")
-    else:
-        K = check_intrinsics(intrinsics, SEVENSCENES_INTRINSICS)
+    K, _ = sevenscenes_intrinsics(root, intrinsics)
     sel = select_frames(len(frames), start, stride, max_frames, frame_range, root)
     points, num_valid, depths, world_from_camera = [], [], [], []
     size = None

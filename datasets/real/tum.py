@@ -7,14 +7,23 @@ Conventions (TUM's file-format page; ../shared/data/real/tum_fr1_rpy/PROVENANCE.
 - ``groundtruth.txt``: ``timestamp tx ty tz qx qy qz qw`` (scalar-last quaternion) = world_from_camera
   of the colour camera's optical centre, 100 Hz mocap, not synchronised with depth: each depth frame takes
   the pose with the nearest timestamp within ``max_time_difference`` (default 0.02 s).
-- Intrinsics default to freiburg1's calibrated colour camera (fx 517.3, fy 516.5, cx 318.6, cy 255.3).
-  Other sequences: fr2 (520.9, 521.0, 325.1, 249.7), fr3 (535.4, 539.2, 320.1, 247.6), or the ROS default
-  (525, 525, 319.5, 239.5); pass ``intrinsics=``. Images are not undistorted (fr1 distortion is small).
+- Intrinsics (``tum_intrinsics``; the depth images are registered to the colour camera, so its calibration
+  applies), first match wins: the ``intrinsics=`` argument; an ``intrinsics.txt`` in the folder (one line
+  ``fx fy cx cy``); the camera named by the folder name (``rgbd_dataset_freiburg3_...``, ``tum_fr1_...``) or
+  else by depth.txt's header (``# file: 'rgbd_dataset_freiburg1_xyz.bag'``), with the calibrated colour
+  intrinsics the TUM RGB-D website publishes: freiburg1 (517.3, 516.5, 318.6, 255.3), freiburg2 (520.9,
+  521.0, 325.1, 249.7), freiburg3 (535.4, 539.2, 320.1, 247.6); otherwise the ROS default (525, 525, 319.5,
+  239.5), with a warning. Images are not undistorted (fr1 distortion is small; fr3 images are undistorted
+  already).
+- Frames without a ground-truth pose within ``max_time_difference`` (mocap gaps, e.g. two frames of
+  tum_fr1_xyz_a): dropped with a warning by default, kept with NaN poses (``missing_pose='nan'``: training
+  and evaluation keep the frame sequence intact and skip the pairs that touch them) or an error.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +39,83 @@ from synthseq.datasets.real.depth import (
     read_depth_png,
     select_frames,
 )
-from synthseq.datasets.trajectory import associate_timestamps, read_text_lines, read_tum_trajectory
+from synthseq.datasets.trajectory import associate_timestamps, parse_floats, read_text_lines, read_tum_trajectory
 from synthseq.datasets.types import PointSequence
 from synthseq.errors import DataError
 
 log = logging.getLogger(__name__)
 
-FR1_INTRINSICS = np.array([[517.3, 0.0, 318.6], [0.0, 516.5, 255.3], [0.0, 0.0, 1.0]])
+def _K(fx, fy, cx, cy) -> np.ndarray:
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+# Calibrated colour-camera intrinsics published on the TUM RGB-D website ("File Formats" > "Intrinsic Camera
+# Calibration of the Kinect"); depth is registered to the colour camera.
+TUM_CAMERAS = {
+    "freiburg1": _K(517.3, 516.5, 318.6, 255.3),
+    "freiburg2": _K(520.9, 521.0, 325.1, 249.7),
+    "freiburg3": _K(535.4, 539.2, 320.1, 247.6),
+}
+FR1_INTRINSICS = TUM_CAMERAS["freiburg1"]
+ROS_DEFAULT_INTRINSICS = _K(525.0, 525.0, 319.5, 239.5)
 TUM_DEPTH_SCALE = 5000.0
+INTRINSICS_FILE = "intrinsics.txt"
+_CAMERA_NAME = re.compile(r"(?<![a-z0-9])(?:freiburg|fr)([123])(?![0-9])", re.IGNORECASE)
+
+
+def _camera_in(text: str) -> str | None:
+    m = _CAMERA_NAME.search(text)
+    return f"freiburg{m.group(1)}" if m else None
+
+
+def read_intrinsics_txt(path) -> np.ndarray:
+    """(3, 3) K from an ``intrinsics.txt``: one line ``fx fy cx cy`` (``#`` comments).
+
+    Raises:
+        DataError: not exactly one line of four finite numbers with positive focal lengths (names the file).
+    """
+    path = Path(path)
+    rows = [parse_floats(path, lineno, text, 4, "'fx fy cx cy'") for lineno, text in read_text_lines(path)]
+    if len(rows) != 1:
+        raise DataError(f"{path}: expected one line 'fx fy cx cy', got {len(rows)} lines")
+    try:
+        return check_intrinsics(np.asarray(rows[0]), FR1_INTRINSICS)
+    except ValueError as e:
+        raise DataError(f"{path}: {e}") from None
+
+
+def tum_intrinsics(path, intrinsics=None, warn: bool = True) -> tuple[np.ndarray, str]:
+    """The intrinsics of a TUM folder and where they come from (see the module docstring for the order).
+
+    Returns:
+        K: (3, 3) float64.
+        source: e.g. ``"intrinsics.txt"``, ``"folder name (freiburg3)"``, ``"depth.txt header (freiburg1)"``,
+            ``"ROS default (camera unknown)"`` or ``"argument"``.
+    """
+    root = Path(path)
+    if intrinsics is not None:
+        return check_intrinsics(intrinsics, FR1_INTRINSICS), "argument"
+    if (root / INTRINSICS_FILE).is_file():
+        return read_intrinsics_txt(root / INTRINSICS_FILE), INTRINSICS_FILE
+    cam = _camera_in(root.resolve().name)
+    if cam:
+        return TUM_CAMERAS[cam].copy(), f"folder name ({cam})"
+    header = ""
+    try:
+        with open(root / "depth.txt", errors="replace") as f:
+            for line in f:
+                if not line.startswith("#"):
+                    break
+                header += line
+    except OSError:
+        pass
+    cam = _camera_in(header)
+    if cam:
+        return TUM_CAMERAS[cam].copy(), f"depth.txt header ({cam})"
+    if warn:
+        log.warning("%s: the folder name names no TUM camera (freiburg1/2/3) and there is no %s; using the ROS "
+                    "default intrinsics (525, 525, 319.5, 239.5)", root, INTRINSICS_FILE)
+    return ROS_DEFAULT_INTRINSICS.copy(), "ROS default (camera unknown)"
 
 
 def read_tum_list(path) -> tuple[np.ndarray, list[str]]:
@@ -78,7 +156,7 @@ def read_tum(path, *, num_points: int = DEFAULT_NUM_POINTS, start: int = 0, stri
              max_frames: int | None = None, min_depth_m: float = 0.0, max_depth_m: float | None = None,
              voxel_size_m: float | None = None, seed: int = 0, intrinsics=None,
              depth_scale: float = TUM_DEPTH_SCALE, groundtruth: bool | str = True,
-             max_time_difference: float = 0.02, missing_pose: str = "error",
+             max_time_difference: float = 0.02, missing_pose: str = "drop",
              keep_depth: bool = False,
              frame_range: tuple[int, int | None] | None = None) -> PointSequence:
     """Read a TUM RGB-D folder as a PointSequence (V = 1).
@@ -91,13 +169,15 @@ def read_tum(path, *, num_points: int = DEFAULT_NUM_POINTS, start: int = 0, stri
             ``PATH@START:STOP`` gives it (``load_capture``); out of bounds is a DataError.
         min_depth_m, max_depth_m: valid depth range; voxel_size_m: voxel downsampling before sampling.
         seed: sampling seed (frame i's points depend only on (seed, i)).
-        intrinsics: (3, 3) K or (fx, fy, cx, cy); default freiburg1 (``FR1_INTRINSICS``).
+        intrinsics: (3, 3) K or (fx, fy, cx, cy); default: ``tum_intrinsics`` (intrinsics.txt, the camera
+            the folder name or depth.txt's header names, else the ROS default).
         depth_scale: raw value per metre (5000 for TUM).
         groundtruth: True (``groundtruth.txt`` if present), False (ignore it), or a trajectory file path
             (then it must exist).
         max_time_difference: seconds; the largest depth-to-GT timestamp gap accepted.
-        missing_pose: ``'error'`` (DataError naming the GT file and the depth timestamp) or ``'drop'``
-            (leave out depth frames with no GT in tolerance).
+        missing_pose: depth frames with no GT pose in tolerance: ``'drop'`` (default: leave them out, with a
+            warning), ``'nan'`` (keep them, with NaN poses: the frame sequence stays intact; evaluation skips
+            pairs that touch them) or ``'error'`` (DataError naming the GT file and the depth timestamp).
         keep_depth: also return the depth images (uint16 mm) in ``depth``.
 
     Returns:
@@ -111,11 +191,11 @@ def read_tum(path, *, num_points: int = DEFAULT_NUM_POINTS, start: int = 0, stri
     """
     root = Path(path)
     num_points = check_num_points(num_points)
-    if missing_pose not in ("error", "drop"):
-        raise ValueError(f"missing_pose: expected 'error' or 'drop', got {missing_pose!r}")
+    if missing_pose not in ("error", "drop", "nan"):
+        raise ValueError(f"missing_pose: expected 'drop', 'nan' or 'error', got {missing_pose!r}")
     if not depth_scale or depth_scale <= 0:
         raise ValueError(f"depth_scale: expected a positive number of raw units per metre, got {depth_scale}")
-    K = check_intrinsics(intrinsics, FR1_INTRINSICS)
+    K, _ = tum_intrinsics(root, intrinsics)
     list_path = root / "depth.txt"
     if not list_path.is_file():
         raise FileNotFoundError(f"{list_path}: not found (a TUM RGB-D folder needs depth.txt listing the depth PNGs)")
@@ -136,13 +216,19 @@ def read_tum(path, *, num_points: int = DEFAULT_NUM_POINTS, start: int = 0, stri
                     f"{gt_path}: no ground-truth pose within {max_time_difference} s of depth frame {t0!r} "
                     f"({names[sel[missing[0]]]}; nearest GT at {near!r}, {abs(near - t0):.3f} s away; "
                     f"{len(missing)} frame(s) affected; pass missing_pose='drop' to leave them out)")
-            log.info("%s: dropping %d depth frames with no ground truth within %s s", gt_path, len(missing),
-                     max_time_difference)
-            keep = match >= 0
-            sel, match = sel[keep], match[keep]
-            if len(sel) == 0:
+            if len(missing) == len(sel):
                 raise DataError(f"{gt_path}: no depth frame has a ground-truth pose within {max_time_difference} s")
-        poses = gt_poses[match]
+            if missing_pose == "drop":
+                log.warning("%s: dropping %d depth frame(s) with no ground-truth pose within %s s (frames %s)",
+                            gt_path, len(missing), max_time_difference, sel[missing].tolist()[:10])
+                keep = match >= 0
+                sel, match = sel[keep], match[keep]
+            else:
+                log.info("%s: %d depth frame(s) with no ground-truth pose within %s s get NaN poses (frames %s)",
+                         gt_path, len(missing), max_time_difference, sel[missing].tolist()[:10])
+        poses = gt_poses[np.maximum(match, 0)]
+        if missing_pose == "nan":
+            poses = np.where((match >= 0)[:, None, None], poses, np.nan)
     elif gt_path is not None:
         log.info("%s: no groundtruth.txt; camera_poses will be None", root)
 
