@@ -33,3 +33,7 @@ class DataError(SynthseqError, ValueError):
 
 class FormatVersionError(DataError):
     """A shard was written with a format_version this reader does not understand."""
+
+
+class Interrupted(SynthseqError):
+    """A long command stopped at a safe point on Ctrl-C / SIGTERM after saving its state (a checkpoint)."""

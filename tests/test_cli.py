@@ -170,3 +170,57 @@ def test_unreadable_checkpoints_are_described_not_echoed(tmp_path, capsys):
                               "--out", tmp_path / f"r-{name}"], capsys)
         assert rc == 1 and err.count("\n") == 1, err
         assert words in err and "weights_only" not in err and "Errno" not in err, err
+
+
+# --------------------------------------------------------------------------------------------- training
+
+def _wait_for_rows(path: Path, rows: int, proc, timeout_s: float = 240.0) -> None:
+    import time
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if path.exists() and len(path.read_text().splitlines()) >= rows:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended early: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.2)
+    raise AssertionError("training did not log in time")
+
+
+def test_interrupted_first_run_saves_a_checkpoint_and_resumes(dataset, tmp_path, capsys):
+    """SIGTERM (as Ctrl-C) mid-training: a checkpoint is written before exiting, `--resume` continues from it;
+    the same --name again is refused unless --resume/--overwrite (issue 14)."""
+    import signal
+
+    pytest.importorskip("torch")
+    from synthseq.training.checkpoint import load_checkpoint
+
+    runs = tmp_path / "runs"
+    base = ["train", "tiny", "--name", "t1", "--out", str(runs), "--no-progress", "--threads", "1",
+            "--set", f"train.data={dataset}", "--set", "train.real=[]", "--set", "train.gaps=[1]",
+            "--set", "train.log_interval=1", "--set", "train.checkpoint_interval=100000"]
+    proc = subprocess.Popen([SYNTHSEQ, *base, "--set", "train.max_steps=100000"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_rows(runs / "t1" / "metrics.jsonl", 3, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "checkpoint saved" in err and f"--resume {runs / 't1'}" in err
+    step = load_checkpoint(runs / "t1")["step"]
+    assert step >= 3
+
+    rc, _, err = run_cli(base + ["--set", "train.max_steps=5"], capsys)
+    assert rc == 1 and "--resume" in err and "--overwrite" in err and err.count("\n") == 1
+    rc, _, err = run_cli(["train", "--resume", runs / "t1", "--no-progress", "--set",
+                          f"train.max_steps={step + 2}"], capsys)
+    assert rc == 0, err
+    assert load_checkpoint(runs / "t1")["step"] == step + 2
+    rc, _, err = run_cli(base + ["--set", "train.max_steps=1", "--overwrite"], capsys)
+    assert rc == 0, err
+    assert load_checkpoint(runs / "t1")["step"] == 1
+    rc, _, err = run_cli(base + ["--name", "a/b"], capsys)
+    assert rc == 1 and "--name 'a/b'" in err
