@@ -63,3 +63,17 @@ def test_a_logged_command_writes_lines_not_carriage_returns(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("rendering: ")]
     assert len(lines) == 3 and lines[-1].startswith("rendering: 3/3 frame (100%)"), proc.stderr
     assert proc.stdout.splitlines() == [f"wrote {tmp_path / 's.gif'} (3 frames of sequence 000000)"], proc.stdout
+
+
+def test_open3d_warnings_stay_off_stdout_once_the_cli_started():
+    """The CLI's import hook sets Open3D's verbosity at `import open3d` anywhere (ICP baselines, readers):
+    the colour-coded [Open3D WARNING] lines never reach stdout, where result tables go."""
+    code = ("import open3d as o3d\n"
+            "o3d.io.read_point_cloud('/nonexistent.xyz')\n"
+            "o3d.pipelines.registration.registration_icp(o3d.geometry.PointCloud(), o3d.geometry.PointCloud(), 0.1)\n"
+            "print('done')\n")
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "[Open3D WARNING]" in plain.stdout  # the library's default: why the hook exists
+    hooked = subprocess.run([sys.executable, "-c", "from synthseq.progress import quiet_open3d_on_import\n"
+                             "quiet_open3d_on_import()\n" + code], capture_output=True, text=True, timeout=120)
+    assert hooked.returncode == 0 and hooked.stdout == "done\n", hooked.stdout
