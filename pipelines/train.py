@@ -52,6 +52,8 @@ def run(args) -> int:
         run_dir = Path(args.resume)
         if not run_dir.is_dir():
             raise FileNotFoundError(f"--resume {run_dir}: run directory not found")
+        if not args.config and not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"--resume {run_dir}: not a run directory of `synthseq train` (no config.yaml)")
         config_path = args.config or run_dir / "config.yaml"
         cfg = load_config(config_path, overrides)
     else:

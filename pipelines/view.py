@@ -120,8 +120,11 @@ MAX_CAPTURE_POINTS = 2_000_000   # per frame: a 640x480 depth image has 307,200 
 
 
 def _check_range(flag: str, value, lo, hi) -> None:
+    def fmt(x):
+        return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
     if value is not None and not lo <= value <= hi:
-        raise UsageError(f"{flag}: expected a value between {lo:g} and {hi:g}, got {value:g}")
+        raise UsageError(f"{flag}: expected a value between {fmt(lo)} and {fmt(hi)}, got {fmt(value)}")
 
 
 def capture_options(args) -> dict:
