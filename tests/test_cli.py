@@ -146,6 +146,10 @@ def test_failed_commands_leave_no_partial_output(dataset, tmp_path, monkeypatch,
     assert rc == 1 and sorted(p.name for p in keep.iterdir()) == ["notes.txt"]
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
 
+    # a build that fails before its first shard (here: no cluster at that address) leaves no folder
+    rc, _, err = run_cli(["build", "tiny", "--out", tmp_path / "b" / "data", "--address", "127.0.0.1:1"], capsys)
+    assert rc == 1 and err.count("\n") == 1 and not (tmp_path / "b").exists()
+
     # a render that fails leaves no image and no folder
     rc, _, err = run_cli(["view", dataset, "--screenshot", tmp_path / "a" / "b.png", "--viewpoint", "sensor",
                           "--fused"], capsys)
