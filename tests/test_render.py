@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import trimesh
@@ -417,3 +419,31 @@ def test_raycast_is_bit_identical_across_thread_counts_and_calls(meshes_dir):
     for again in (two.render_views(scene, [camera] * 2, poses), two.render_views(scene, [camera] * 2, poses)):
         for a, b in zip(one, again):
             assert np.array_equal(a.depth, b.depth) and np.array_equal(a.instance, b.instance)
+
+
+def test_moderngl_is_bit_identical_across_llvmpipe_thread_counts():
+    """Build workers set llvmpipe's thread count from their CPU share (make_renderer(threads=...)); the
+    build promises the same bytes with 1 or 2 workers, so the rendering must not depend on it. Mesa reads
+    LP_NUM_THREADS once per process: one fresh interpreter per thread count."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, hashlib, numpy as np\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from pathlib import Path\n"
+        "from test_render import _random_boxes, room_mesh, look_at\n"
+        "from synthseq.datasets.types import Camera\n"
+        "from synthseq.generator.render import make_renderer\n"
+        "scene = _random_boxes(np.random.default_rng(3), 8, 'lp') + [room_mesh()]\n"
+        "poses = np.stack([look_at((1.5 * np.cos(a), 1.5 * np.sin(a), 1.3), (0.0, 0.0, 0.2)) for a in (0.3, 2.4)])\n"
+        "r = make_renderer('moderngl', threads=int(sys.argv[1]))\n"
+        "h = hashlib.sha256()\n"
+        "for res in r.render_views(scene, [Camera.from_fov(62.0, 320, 240)] * 2, poses):\n"
+        "    h.update(res.depth.tobytes()); h.update(res.instance.tobytes())\n"
+        "print(h.hexdigest())\n"
+    )
+    tests_dir = str(Path(__file__).resolve().parent)
+    digests = {subprocess.run([sys.executable, "-c", code, str(t), tests_dir], check=True,
+                              capture_output=True, text=True).stdout.strip() for t in (1, 2)}
+    assert len(digests) == 1, digests
