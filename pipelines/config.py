@@ -18,6 +18,10 @@ from synthseq.training.config import EvaluateConfig, TrainConfig
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
+MAX_SEQUENCES = 10_000_000  # every spec is made up front: more is a typo, not a dataset
+MAX_WORKERS = 100_000
+
+
 @dataclass
 class BuildConfig:
     """How a dataset is built: how many sequences, how they are grouped into shards, the root seed."""
@@ -31,11 +35,14 @@ class BuildConfig:
     def __post_init__(self):
         from synthseq.errors import ConfigError
 
-        for name in ("num_sequences", "sequences_per_shard"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"build.{name}: expected a positive int, got {getattr(self, name)}")
-        if self.workers < 0:
-            raise ConfigError(f"build.workers: expected an int >= 0, got {self.workers}")
+        for name, limit in (("num_sequences", MAX_SEQUENCES), ("sequences_per_shard", MAX_SEQUENCES)):
+            value = getattr(self, name)
+            if not 0 < value <= limit:
+                raise ConfigError(f"build.{name}: expected a positive int up to {limit:,}, got {value}",
+                                  key=f"build.{name}")
+        if not 0 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"build.workers: expected an int from 0 to {MAX_WORKERS:,}, got {self.workers}",
+                              key="build.workers")
         if self.max_retries < 0:
             raise ConfigError(f"build.max_retries: expected an int >= 0, got {self.max_retries}")
 
