@@ -3,8 +3,13 @@ RSS of a Ray worker after 100 vs 1000 sequences.
 
     .venv/bin/python bench/bench_build.py                      # rates, default config, 1 and 2 workers
     .venv/bin/python bench/bench_build.py --rss                # + worker RSS after 100 vs 1000 sequences
+    .venv/bin/python bench/bench_build.py --cli --num-sequences 24 --workers 2 --renderers moderngl raycast
 
-Ray is started before the clock starts (its start-up is not part of the build rate).
+Ray is started before the clock starts (its start-up is not part of the build rate), except with ``--cli``:
+that times the whole command ``synthseq build CONFIG --num-sequences N --workers W --set
+generate.renderer=R`` as a user runs it (Python and Ray start-up, spec making, rendering, HDF5, hashing,
+manifest), ``--repeat`` times per renderer, with the load average before and after each run (the machine
+is shared: repeat when the load was high).
 """
 
 from __future__ import annotations
@@ -70,6 +75,41 @@ def rss_run(cfg, total: int, per_shard: int) -> list[tuple[int, int]]:
     return points
 
 
+def cli_runs(config: str, num_sequences: int, workers: int, renderers, repeat: int, overrides) -> None:
+    """Time the user's command end to end (issue 11's target: >= 250 view-frames/s at 320x240, 2 cores)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from synthseq.pipelines.config import load_config
+
+    cfg = load_config(config, list(overrides))
+    view_frames = num_sequences * cfg.generate.num_frames * cfg.generate.cameras.num_views
+    synthseq = str(Path(sys.executable).with_name("synthseq"))
+    print(f"`synthseq build {config} --num-sequences {num_sequences} --workers {workers}` "
+          f"({view_frames} view-frames at {cfg.generate.cameras.width}x{cfg.generate.cameras.height})")
+    print("| renderer | run | wall s | view-frames/s | load before | load after |\n|---|---|---|---|---|---|")
+    for renderer in renderers:
+        for run in range(repeat):
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "ds"
+                cmd = [synthseq, "build", config, "--num-sequences", str(num_sequences), "--workers", str(workers),
+                       "--out", str(out), "--set", f"generate.renderer={renderer}"]
+                for o in overrides:
+                    cmd += ["--set", o]
+                load0 = os.getloadavg()[0]
+                t0 = time.perf_counter()
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                wall = time.perf_counter() - t0
+                load1 = os.getloadavg()[0]
+                shutil.rmtree(out, ignore_errors=True)
+            if done.returncode != 0:
+                print(f"| {renderer} | {run + 1} | failed: {done.stderr.strip().splitlines()[-1:]} |")
+                continue
+            print(f"| {renderer} | {run + 1} | {wall:.1f} | {view_frames / wall:.1f} | {load0:.1f} | {load1:.1f} |",
+                  flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="default")
@@ -79,7 +119,13 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--rss", action="store_true", help="also measure worker RSS after 100 vs 1000 sequences")
     ap.add_argument("--rss-frames", type=int, default=2, help="frames per sequence in the RSS run")
+    ap.add_argument("--cli", action="store_true", help="time the whole `synthseq build` command instead")
+    ap.add_argument("--renderers", nargs="+", default=["moderngl", "raycast"], help="--cli: renderers to run")
+    ap.add_argument("--repeat", type=int, default=1, help="--cli: runs per renderer")
     args = ap.parse_args()
+    if args.cli:
+        cli_runs(args.config, args.num_sequences, args.workers[-1], args.renderers, args.repeat, args.overrides)
+        return
 
     from synthseq.pipelines.config import load_config
 
