@@ -315,6 +315,9 @@ class IndoorConfig:
         floor_clutter_size: [low, high] their largest extent, metres.
         camera_height_m: [low, high] height of the handheld camera above the floor, metres.
         camera_clearance_m: smallest distance from the camera to any static surface along its path, metres.
+        max_background_m: a view is kept only if, continued past its point of interest, the optical axis meets
+            the floor, a wall or the ceiling within this distance (metres): what lies behind is near, as in
+            the real captures, not the far side of a large room.
         moving_region_m: half extents (x, y, z) of the box above the first view's target in which the moving
             objects' origins stay, metres.
         placement_tries: candidate camera placements per view before the room is drawn again.
@@ -333,6 +336,7 @@ class IndoorConfig:
     floor_clutter_size: Union[float, tuple[float, float]] = (0.25, 0.6)
     camera_height_m: Union[float, tuple[float, float]] = (1.1, 1.7)
     camera_clearance_m: float = bounded(0.3, ge=0)
+    max_background_m: float = bounded(2.0, gt=0)
     moving_region_m: tuple[float, float, float] = bounded((0.6, 0.6, 0.5), gt=0)
     placement_tries: int = bounded(60, ge=1)
 

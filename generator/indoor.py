@@ -398,6 +398,15 @@ def _furnish(cfg, index: int, sources: tuple, chair_files: tuple, rng: np.random
     return layout
 
 
+def _exit_distance(point: np.ndarray, direction: np.ndarray, size: tuple) -> float:
+    """Distance from ``point`` inside the room along the unit ``direction`` to the floor, a wall or the ceiling."""
+    X, Y, Z = size
+    lo, hi = np.array([-0.5 * X, -0.5 * Y, 0.0]), np.array([0.5 * X, 0.5 * Y, Z])
+    with np.errstate(divide="ignore"):
+        t = np.where(direction > 0, (hi - point) / direction, np.where(direction < 0, (lo - point) / direction, np.inf))
+    return float(t.min())
+
+
 def _place_camera(cfg, layout: _Layout, times: np.ndarray, rng: np.random.Generator):
     """A handheld motion looking at a point of interest of ``layout``, its path clear of every static part and
     inside the room; (motion, target) or None after ``indoor.placement_tries`` candidates."""
@@ -430,6 +439,10 @@ def _place_camera(cfg, layout: _Layout, times: np.ndarray, rng: np.random.Genera
                             target if any(velocity) else None)
         path = motion.poses(times)[:, :3, 3]
         if np.any(path < room_lo) or np.any(path > room_hi):
+            continue
+        # What lies behind the point: the room (floor, a wall) within max_background_m along the view, as in
+        # the real captures (a desk against a wall, a kitchen counter), not the far side of a large room.
+        if _exit_distance(target, (target - eye) / d, layout.size) > ind.max_background_m:
             continue
         if len(boxes) and point_box_distance(path, boxes).min() < clear:
             continue
