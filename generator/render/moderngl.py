@@ -42,7 +42,7 @@ _VERTEX_SHADER = """
 #version 330
 in vec3 in_position;
 in int in_mesh;
-in float in_code;                      // instance_id + 2 of the vertex's mesh (0 is left for "no hit")
+in float in_code;                      // instance_id + 1 of the vertex's mesh (>= 0; the clear value 0 decodes to -1)
 uniform sampler2D camera_from_object;  // texel (3 mesh + r, tile): row r of that tile's 3x4 transform
 uniform vec4 intrinsics;               // fx, fy, cx + 0.5, cy + 0.5 (GL pixel centres sit at +0.5)
 uniform vec2 tile_size;                // W, H
@@ -159,7 +159,7 @@ class ModernglRenderer(MultiViewRenderer):
                 continue
             positions.append(vertices)
             mesh_index.append(np.full(len(vertices), k, dtype=np.int32))
-            codes.append(np.full(len(vertices), mesh.instance_id + 2, dtype=np.float32))
+            codes.append(np.full(len(vertices), mesh.instance_id + 1, dtype=np.float32))
             indices.append(faces.astype(np.uint32) + np.uint32(offset))
             offset += len(vertices)
         ctx = self.ctx
@@ -244,7 +244,9 @@ class ModernglRenderer(MultiViewRenderer):
         # the process (pyrender) make theirs current without telling us.
         with self.ctx:
             self._render_frames(meshes, world_from_objects, world_from_cameras, camera, depth, codes)
-        instance = np.where(codes > 0, codes - 2, -1).astype(np.int16)
+        # code = instance_id + 1, cleared to 0: "no hit" and the room/background (-1) both decode to -1
+        instance = codes.astype(np.int16)
+        instance -= 1
         return depth.reshape(T, V, H, W), instance.reshape(T, V, H, W)
 
     def _render_frames(self, meshes, world_from_objects, world_from_cameras, camera: Camera, depth, codes):
@@ -292,9 +294,12 @@ class ModernglRenderer(MultiViewRenderer):
         self._pose_texture.use(0)
         vao.render(moderngl.TRIANGLES, instances=B)
         atlas = np.frombuffer(fbo.read(viewport=used, components=2, dtype="f4"), dtype=np.float32)
-        tiles_img = atlas.reshape(rows, H, per_row, W, 2).transpose(0, 2, 1, 3, 4).reshape(rows * per_row, H, W, 2)
-        depth_out[:] = tiles_img[:B, ..., 0]
-        code_out[:] = tiles_img[:B, ..., 1]
+        # (row, y, tile in row, x, channel) -> tiles: one strided copy per channel straight into the outputs
+        grid = atlas.reshape(rows, H, per_row, W, 2).transpose(0, 2, 1, 3, 4)
+        full = B // per_row
+        for channel, out in ((0, depth_out), (1, code_out)):
+            out[:full * per_row].reshape(full, per_row, H, W)[:] = grid[:full, ..., channel]
+            out[full * per_row:] = grid[full, :B - full * per_row, ..., channel] if B > full * per_row else 0
 
     def render_views(self, meshes: list[RenderMesh], cameras: list[Camera], world_from_cameras) -> list[RenderResult]:
         """Render V views of one scene state; views with the same camera share one batch.
