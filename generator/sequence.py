@@ -19,7 +19,7 @@ from synthseq.generator.scene import SceneSpec, make_spec, sequence_seed, static
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SceneSpec", "generate_sequence", "make_spec", "sequence_seed", "sample_view"]
+__all__ = ["SceneSpec", "generate_sequence", "make_spec", "sequence_seed", "sample_view", "sample_views"]
 
 # Neighbours whose z differs by more than this fraction of z are across a depth edge (normal estimation).
 _NORMAL_EDGE_FRACTION = 0.1
@@ -49,7 +49,7 @@ def _backproject(depth: np.ndarray, rows: np.ndarray, cols: np.ndarray, K: np.nd
 
 
 def depth_normals(depth: np.ndarray, instance: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                  K: np.ndarray) -> np.ndarray:
+                  K: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
     """Surface normals at some pixels of a z-depth image, from the back-projected 4-neighbourhood.
 
     Tangents are central differences where both neighbours lie on the same surface (same instance, z within
@@ -57,19 +57,22 @@ def depth_normals(depth: np.ndarray, instance: np.ndarray, rows: np.ndarray, col
     pair (or no depth) get the direction back to the camera, -p / |p|.
 
     Args:
-        depth: (H, W) float z-depth, metres, 0 = none (the ideal, pre-sensor render).
-        instance: (H, W) int instance ids.
+        depth: (H, W) float z-depth, metres, 0 = none (the ideal, pre-sensor render), or (B, H, W) images.
+        instance: (H, W) or (B, H, W) int instance ids.
         rows, cols: (M,) int pixel coordinates.
         K: (3, 3) intrinsics.
+        images: (M,) int index of each pixel's image when ``depth`` is (B, H, W) (many views in one call:
+            the per-call overhead of ~40 small array operations is paid once).
 
     Returns:
         (M, 3) float64 unit normals, OpenCV camera frame.
     """
-    H, W = depth.shape
+    H, W = depth.shape[-2:]
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     flat_depth = depth.reshape(-1)
     flat_instance = instance.reshape(-1)
-    centre = rows * W + cols
+    base = 0 if images is None else images * (H * W)  # flat offset of each pixel's image
+    centre = rows * W + cols + base
     z0 = flat_depth[centre].astype(np.float64)
     x0 = (cols - cx) / fx * z0
     y0 = (rows - cy) / fy * z0
@@ -80,7 +83,7 @@ def depth_normals(depth: np.ndarray, instance: np.ndarray, rows: np.ndarray, col
     inb = (r >= 0) & (r < H) & (c >= 0) & (c < W)
     r = np.minimum(np.maximum(r, 0), H - 1)
     c = np.minimum(np.maximum(c, 0), W - 1)
-    idx = r * W + c
+    idx = r * W + c + base
     zn = flat_depth[idx].astype(np.float64)
     ok = (inb & (zn > 0) & (flat_instance[idx] == flat_instance[centre][None, :])
           & (np.abs(zn - z0) <= _NORMAL_EDGE_FRACTION * z0))
@@ -143,6 +146,46 @@ def sample_view(depth: np.ndarray, instance: np.ndarray, K: np.ndarray, num_poin
     if ideal_depth is not None:
         normals = depth_normals(ideal_depth, ideal_instance, rows, cols, K).astype(np.float32)
     return points, labels, normals, M
+
+
+def sample_views(depth: np.ndarray, instance: np.ndarray, K: np.ndarray, num_points: int,
+                 rng: np.random.Generator, ideal_depth: np.ndarray | None = None,
+                 ideal_instance: np.ndarray | None = None):
+    """:func:`sample_view` over B views: the same points, labels and normals, drawing the same random numbers
+    in view order; only the draw of N indices (each view has its own M) is per view, the gathers,
+    back-projection and normals are array code over the batch.
+
+    Args:
+        depth, instance: (B, H, W) after the sensor model. ideal_depth, ideal_instance: (B, H, W) or None.
+
+    Returns:
+        points (B, N, 3) float32, labels (B, N) int16, normals (B, N, 3) float32 or None, num_valid (B,) int32.
+    """
+    B, H, W = depth.shape
+    flat = depth.reshape(B, H * W)
+    pix = np.zeros((B, num_points), np.int64)
+    num_valid = np.zeros(B, np.int32)
+    for b in range(B):
+        valid = np.flatnonzero(flat[b] > 0)  # NaN compares False: invalid too
+        num_valid[b] = len(valid)
+        if len(valid):
+            pix[b] = valid[sample_fixed(num_points, len(valid), rng)]
+    images = np.repeat(np.arange(B), num_points)
+    pix_flat = pix.reshape(-1)
+    rows, cols = pix_flat // W, pix_flat % W
+    at = images * (H * W) + pix_flat
+    z = depth.reshape(-1)[at].astype(np.float64)
+    points = np.stack([(cols - K[0, 2]) / K[0, 0] * z, (rows - K[1, 2]) / K[1, 1] * z, z], axis=-1).astype(np.float32)
+    labels = instance.reshape(-1)[at].astype(np.int16)
+    empty = np.repeat(num_valid == 0, num_points)
+    points[empty] = 0.0  # pixel 0 of an empty view: its depth is 0 anyway
+    labels[empty] = BACKGROUND_LABEL
+    normals = None
+    if ideal_depth is not None:
+        normals = depth_normals(ideal_depth, ideal_instance, rows, cols, K, images).astype(np.float32)
+        normals[empty] = 0.0
+        normals = normals.reshape(B, num_points, 3)
+    return points.reshape(B, num_points, 3), labels.reshape(B, num_points), normals, num_valid
 
 
 def _render_key(obj) -> str:
@@ -241,13 +284,13 @@ def generate_sequence(spec: SceneSpec, renderer=None, device=None) -> PointSeque
                 inst = i_t.cpu().numpy() if instance is not None else None
             else:
                 d, inst = apply_sensor_batch(ideal, ideal_inst, camera, spec.sensor, sensor_rng)
-                for b in range(B):  # only the draw of N indices is per view (each view has its own M)
-                    t, v = divmod(b, V)
-                    p, lab, nrm, m = sample_view(d[b], inst[b], Kmat, N, sample_rng,
-                                                 ideal[b] if spec.store_normals else None, ideal_inst[b])
-                    points[t0 + t, v], labels[t0 + t, v], num_valid[t0 + t, v] = p, lab, m
-                    if normals is not None:
-                        normals[t0 + t, v] = nrm
+                p, lab, nrm, m = sample_views(d, inst, Kmat, N, sample_rng,
+                                              ideal if spec.store_normals else None, ideal_inst)
+                points[t0:t1] = p.reshape(t1 - t0, V, N, 3)
+                labels[t0:t1] = lab.reshape(t1 - t0, V, N)
+                num_valid[t0:t1] = m.reshape(t1 - t0, V)
+                if normals is not None:
+                    normals[t0:t1] = nrm.reshape(t1 - t0, V, N, 3)
             if depth_mm is not None:
                 depth_mm[t0:t1] = np.clip(np.rint(d * 1000.0), 0, 65535).reshape(t1 - t0, V, H, W)
             if instance is not None:

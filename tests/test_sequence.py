@@ -245,3 +245,26 @@ def test_torch_sample_views_contract():
     # view 2: the 5 valid pixels first, each once, then repeats of them
     cols = np.rint(project_points(K, p[2].astype(np.float64))[:, 0]).astype(int)
     assert sorted(cols[:5].tolist()) == [7, 8, 9, 10, 11] and set(cols[5:].tolist()) <= {7, 8, 9, 10, 11}
+
+
+def test_sample_views_equals_sample_view_per_view():
+    """The batched sampler (what generate_sequence uses) against the one-view reference, view by view, with
+    the same random stream: many valid pixels, few (repeats), none."""
+    from synthseq.generator.sequence import sample_views
+
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.5, 3.0, size=(4, 30, 40)).astype(np.float32)
+    depth[0][rng.random((30, 40)) < 0.3] = 0.0
+    depth[1] = 0.0
+    depth[2][rng.random((30, 40)) < 0.97] = 0.0  # fewer valid pixels than N
+    instance = rng.integers(-1, 3, size=depth.shape).astype(np.int16)
+    ideal = depth + np.float32(0.01)
+    K = np.array([[35.0, 0, 19.5], [0, 36.0, 14.5], [0, 0, 1]])
+    p, lab, nrm, m = sample_views(depth, instance, K, 100, np.random.default_rng(5), ideal, instance)
+    ref_rng = np.random.default_rng(5)
+    for b in range(4):
+        rp, rl, rn, rm = sample_view(depth[b], instance[b], K, 100, ref_rng, ideal[b], instance[b])
+        assert m[b] == rm
+        np.testing.assert_array_equal(p[b], rp)
+        np.testing.assert_array_equal(lab[b], rl)
+        np.testing.assert_allclose(nrm[b], rn, atol=1e-6)
