@@ -28,7 +28,9 @@ _NEIGHBOUR_DC = np.array([1, -1, 0, 0])
 
 
 # Frames rendered and noised together: bounds the images held at once (~12 bytes per pixel) whatever T is.
+# On a device, bigger chunks mean fewer GL draws, readbacks and kernel launches per sequence.
 _CHUNK_PIXELS = 1 << 22
+_DEVICE_CHUNK_PIXELS = 1 << 25
 
 
 def _sensor_rng(seed: int) -> np.random.Generator:
@@ -256,7 +258,7 @@ def generate_sequence(spec: SceneSpec, renderer=None, device=None) -> PointSeque
         normals = np.zeros((T, V, N, 3), np.float16) if spec.store_normals else None
         depth_mm = np.zeros((T, V, H, W), np.uint16) if spec.store_depth else None
         instance = np.zeros((T, V, H, W), np.int16) if spec.store_instance else None
-        chunk = max(1, _CHUNK_PIXELS // (V * H * W))
+        chunk = max(1, (_CHUNK_PIXELS if device is None else _DEVICE_CHUNK_PIXELS) // (V * H * W))
         if device is not None:
             from synthseq.generator import device as on_device
 
