@@ -91,6 +91,9 @@ class ShardWriter:
         self._file = None
         self._meshes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.sequence_ids: list[str] = []
+        # key -> what a reader needs to index the sequence without opening the shard (``sequence_index_entry``);
+        # the build copies it into the manifest, so opening a dataset reads no shard (issue 11).
+        self.sequence_index: dict[str, dict] = {}
 
     def __enter__(self) -> "ShardWriter":
         from synthseq import __version__
@@ -135,6 +138,7 @@ class ShardWriter:
             vertices, faces = seq.meshes[mesh_name]
             self._write_mesh(mesh_name, np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
         self.sequence_ids.append(key)
+        self.sequence_index[key] = sequence_index_entry(seq)
 
     def _write_mesh(self, name: str, vertices: np.ndarray, faces: np.ndarray) -> None:
         if name in self._meshes:
@@ -157,6 +161,16 @@ class ShardWriter:
             return
         _fsync(self.tmp_path)
         os.replace(self.tmp_path, self.path)
+
+
+def sequence_index_entry(seq: PointSequence) -> dict:
+    """The manifest's per-sequence index entry: ``{"T", "V", "N", "K", "name", "arrays"}`` (the optional
+    arrays stored: labels, camera_poses, object_poses, ...). ``torch.SyntheticPairs`` builds its index from
+    these when the manifest has them, without opening any shard."""
+    T, V, N, _ = seq.points.shape
+    arrays = [n for n in _ARRAYS if n not in _REQUIRED and getattr(seq, n) is not None]
+    return {"T": int(T), "V": int(V), "N": int(N), "K": len(seq.object_names), "name": str(seq.name),
+            "arrays": arrays}
 
 
 def _fsync(path: Path) -> None:

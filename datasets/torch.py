@@ -23,10 +23,10 @@ The trainer must not use ``a_from_b`` of real pairs (``RealPairs``): it is there
 
 HDF5 files are opened lazily in the process that reads (each DataLoader worker opens its own handles and
 memory maps; the Dataset pickles without any h5py object, so ``fork`` and ``spawn`` both work). Every
-shard's size and sha256 are checked against ``manifest.json`` when the Dataset is built, and
-``ShardReader`` checks ``format_version``. Sampling is deterministic: sample ``i`` draws from
-``np.random.default_rng([seed, epoch, i])``, so the same seed gives the same samples with any number of
-workers (``set_epoch`` varies it between epochs).
+shard's byte size is checked against ``manifest.json`` when the Dataset is built (the full sha256 is
+``synthseq verify``'s job, or ``verify="sha256"``), and ``ShardReader`` checks ``format_version``.
+Sampling is deterministic: sample ``i`` draws from ``np.random.default_rng([seed, epoch, i])``, so the same
+seed gives the same samples with any number of workers (``set_epoch`` varies it between epochs).
 
 Speed (bench/bench_dataset.py): a (t, v) cloud is read from a memory map at the byte offset HDF5 reports
 for its chunk (uncompressed, one chunk per frame, as ``ShardWriter`` stores points/labels), and
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Callable, Sequence as TypingSequence
 
@@ -58,27 +59,49 @@ __all__ = ["SyntheticFrames", "SyntheticPairs", "RealPairs", "Batch", "collate_p
 
 class _ShardIndex:
     """What a Dataset knows about a built dataset without holding any file open: per sequence its shard,
-    key, T, V, N, K and which optional arrays exist. Built once in the constructing process."""
+    key, T, V, N, K and which optional arrays exist. Built once in the constructing process.
 
-    def __init__(self, root, verify: bool = True):
+    Opening is cheap (issue 11): each shard's size is compared with the manifest (one ``stat``; the full
+    sha256 is ``synthseq verify``'s job, or ``verify="sha256"``), and when the manifest carries the
+    per-sequence index (``sequences``, written by ``synthseq build`` from ``ShardWriter.sequence_index``) no
+    shard is opened at all; older manifests fall back to opening each shard once. A shard whose content does
+    not match the manifest still fails on first read: ``ShardReader`` checks the format, h5py the structure.
+    """
+
+    def __init__(self, root, verify: bool | str = "size"):
         self.root = Path(root)
         manifest = read_manifest(self.root)
         if manifest.get("complete") is False:
             log.warning("%s: manifest marked incomplete (build still running or interrupted); using the %d "
                         "shards it lists", self.root / "manifest.json", len(manifest["shards"]))
+        if verify not in (True, False, "size", "sha256"):
+            raise ValueError(f"verify: expected 'size', 'sha256', True (= 'sha256') or False, got {verify!r}")
+        checksum = verify is True or verify == "sha256"
+        root_text = str(self.root)  # plain os.path below: pathlib costs ~100 us per shard, os.stat ~5 us
         self.files: list[str] = []
         self.seqs: list[dict] = []
         for entry in manifest["shards"]:
             for k in ("file", "sequence_ids"):
                 if k not in entry:
                     raise DataError(f"{self.root / 'manifest.json'}: shard entry without {k!r}: {entry}")
+            path = os.path.join(root_text, entry["file"])
             if verify:
-                problem = verify_shard_file(self.root, entry)
+                problem = _size_problem(path, entry) if not checksum else verify_shard_file(self.root, entry)
                 if problem:
                     raise DataError(f"{problem}; refusing to read it (rebuild or `synthseq verify`)")
-            path = self.root / entry["file"]
             file_index = len(self.files)
-            self.files.append(str(path))
+            self.files.append(path)
+            listed = entry.get("sequences")
+            if isinstance(listed, dict) and all(key in listed for key in entry["sequence_ids"]):
+                for key in entry["sequence_ids"]:
+                    info = listed[key]
+                    arrays = set(info.get("arrays", ()))
+                    self.seqs.append(dict(
+                        file=file_index, key=key, T=int(info["T"]), V=int(info["V"]), N=int(info["N"]),
+                        K=int(info["K"]), name=str(info.get("name") or key),
+                        has_labels="labels" in arrays, has_camera_poses="camera_poses" in arrays,
+                        has_object_poses="object_poses" in arrays))
+                continue
             with ShardReader(path) as reader:
                 present = set(reader.sequence_ids)
                 for key in entry["sequence_ids"]:
@@ -95,6 +118,19 @@ class _ShardIndex:
         if not self.seqs:
             raise DataError(f"{self.root / 'manifest.json'}: lists no sequences")
         self.k_max = max(s["K"] for s in self.seqs)
+
+
+def _size_problem(path: str, entry: dict) -> str | None:
+    """``verify_shard_file(..., checksum=False)`` with one ``os.stat`` and no pathlib (it runs per shard)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return f"{path}: missing"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path}: missing"
+    if st.st_size != entry.get("bytes"):
+        return f"{path}: size {st.st_size} bytes, manifest says {entry.get('bytes')}"
+    return None
 
 
 class _LazyShards:
@@ -236,7 +272,7 @@ class _LazyShards:
 class _ShardDataset(Dataset):
     """Shared machinery: index, lazy per-process handles, per-sample RNG, transform."""
 
-    def __init__(self, root, num_points: int | None, transform, seed: int, verify: bool):
+    def __init__(self, root, num_points: int | None, transform, seed: int, verify: bool | str):
         self.root = Path(root)
         self.index = _ShardIndex(root, verify=verify)
         self.num_points = None if num_points is None else int(num_points)
@@ -322,7 +358,8 @@ class SyntheticFrames(_ShardDataset):
         transform: ``transform(sample, rng) -> sample`` (see ``synthseq.datasets.transforms``).
         seed: sampling seed.
         views: only these view indices (None: all).
-        verify: check every shard's size and sha256 against the manifest first.
+        verify: ``"size"`` (default): every shard's byte size against the manifest (cheap); ``"sha256"`` (or
+            True): also its checksum (reads every byte; what ``synthseq verify`` does); False: neither.
 
     Raises:
         FileNotFoundError: no manifest.
@@ -330,7 +367,7 @@ class SyntheticFrames(_ShardDataset):
     """
 
     def __init__(self, root, num_points: int | None = None, transform=None, seed: int = 0,
-                 views: TypingSequence[int] | None = None, verify: bool = True):
+                 views: TypingSequence[int] | None = None, verify: bool | str = "size"):
         super().__init__(root, num_points, transform, seed, verify)
         rows = []
         for si, s in enumerate(self.index.seqs):
@@ -393,7 +430,8 @@ class SyntheticPairs(_ShardDataset):
         object_centric: one object per sample, as above.
         min_object_points: object-centric visibility threshold.
         views: only these view indices (None: all).
-        verify: check every shard's size and sha256 against the manifest first.
+        verify: ``"size"`` (default): every shard's byte size against the manifest (cheap); ``"sha256"`` (or
+            True): also its checksum (reads every byte; what ``synthseq verify`` does); False: neither.
 
     Raises:
         FileNotFoundError: no manifest.
@@ -403,20 +441,24 @@ class SyntheticPairs(_ShardDataset):
 
     def __init__(self, root, gaps: TypingSequence[int] = (1, 5, 10), num_points: int | None = None,
                  transform: Callable | None = None, seed: int = 0, object_centric: bool = False,
-                 min_object_points: int = 32, views: TypingSequence[int] | None = None, verify: bool = True):
+                 min_object_points: int = 32, views: TypingSequence[int] | None = None,
+                 verify: bool | str = "size"):
         super().__init__(root, num_points, transform, seed, verify)
         self.gaps = _check_gaps(gaps)
         self.object_centric = bool(object_centric)
         self.min_object_points = int(min_object_points)
-        rows = []
+        blocks = []  # (si, v, t, d, -1) for every t < T - d, built per (sequence, view, gap) with numpy
         for si, s in enumerate(self.index.seqs):
             for v in range(s["V"]):
                 if views is not None and v not in views:
                     continue
                 for d in self.gaps:
-                    for t in range(s["T"] - d):
-                        rows.append((si, v, t, d, -1))
-        items = np.asarray(rows, dtype=np.int64).reshape(-1, 5)
+                    n = s["T"] - d
+                    if n > 0:
+                        b = np.empty((n, 5), dtype=np.int64)
+                        b[:, 0], b[:, 1], b[:, 2], b[:, 3], b[:, 4] = si, v, np.arange(n), d, -1
+                        blocks.append(b)
+        items = np.concatenate(blocks) if blocks else np.zeros((0, 5), dtype=np.int64)
         if self.object_centric:
             items = self._object_items(items)
         self.items = items

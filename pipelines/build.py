@@ -256,6 +256,7 @@ def build_shard(job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: 
     return {
         "file": shard_name(job.index),
         "sequence_ids": [sequence_key(i) for i in job.sequence_indices],
+        "sequences": writer.sequence_index,  # per-sequence T/V/N/K: datasets open without reading shards
         "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
         "num_sequences": len(job.sequence_indices),
@@ -487,7 +488,7 @@ def _drive(task, todo, out: Path, config_json, window, threads, progress, done, 
                 if hashlib.sha256(data).hexdigest() != summary["sha256"]:
                     raise BuildError(f"shard {job.index}: bytes received differ from the task's sha256")
                 write_bytes_atomic(out / summary["file"], data)
-                entry = {k: summary[k] for k in ("file", "sequence_ids", "bytes", "sha256")}
+                entry = {k: summary[k] for k in ("file", "sequence_ids", "bytes", "sha256", "sequences")}
                 done[entry["file"]] = entry
                 save_manifest(False)
                 if on_shard is not None:

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
-from synthseq.datasets.shards import FORMAT_VERSION, ShardWriter, sequence_key, sha256_file, shard_name  # noqa: E402
+from synthseq.datasets.shards import FORMAT_VERSION, ShardReader, ShardWriter, sequence_key, sha256_file, shard_name  # noqa: E402
 from synthseq.datasets.torch import (  # noqa: E402
     RealPairs,
     SyntheticFrames,
@@ -254,21 +254,50 @@ def test_spawn_worker_and_pickle(toy_root):
     torch.testing.assert_close(b[0]["points_a"], _loader_batches(subset, 0)[0]["points_a"])
 
 
-def test_refuses_shard_with_wrong_checksum(tmp_path):
+def test_refuses_shard_with_wrong_size_or_checksum(tmp_path):
+    from synthseq.datasets.shards import verify_dataset
+
     root = tmp_path / "data"
     manifest = write_toy_dataset(root, num_shards=1, T=3, V=1)
+    # Opening checks sizes only (issue 11: no re-hash of every shard); the full sha256 is opt-in / `verify`.
     manifest["shards"][0]["sha256"] = "0" * 64
     (root / "manifest.json").write_text(json.dumps(manifest))
+    assert len(SyntheticPairs(root)) > 0
     with pytest.raises(DataError, match=r"shard-00000\.h5.*sha256 mismatch"):
-        SyntheticPairs(root)
-    # A modified file of the same size is caught too.
-    manifest["shards"][0]["sha256"] = sha256_file(root / "shard-00000.h5")
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    data = bytearray((root / "shard-00000.h5").read_bytes())
-    data[-10] ^= 0xFF
-    (root / "shard-00000.h5").write_bytes(bytes(data))
-    with pytest.raises(DataError, match=r"shard-00000\.h5"):
+        SyntheticPairs(root, verify="sha256")
+    assert any("sha256 mismatch" in p for p in verify_dataset(root))
+    # A truncated (or grown) shard is refused on open.
+    data = (root / "shard-00000.h5").read_bytes()
+    (root / "shard-00000.h5").write_bytes(data[:-10])
+    with pytest.raises(DataError, match=r"shard-00000\.h5: size \d+ bytes, manifest says \d+"):
         SyntheticFrames(root)
+    (root / "shard-00000.h5").unlink()
+    with pytest.raises(DataError, match=r"shard-00000\.h5: missing"):
+        SyntheticPairs(root)
+
+
+def test_index_from_the_manifest_opens_no_shard(tmp_path):
+    """With the per-sequence index in the manifest (as `synthseq build` writes it), opening reads no shard."""
+    from synthseq.datasets.shards import sequence_index_entry
+
+    root = tmp_path / "data"
+    manifest = write_toy_dataset(root, num_shards=2, per_shard=2, T=4, V=2)
+    reference = SyntheticPairs(root, gaps=(1, 2))
+    for entry in manifest["shards"]:
+        with ShardReader(root / entry["file"]) as r:
+            entry["sequences"] = {k: sequence_index_entry(r.read(k)) for k in entry["sequence_ids"]}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    # make the shards unreadable as HDF5 but keep their size: only a file open would notice
+    saved = {}
+    for entry in manifest["shards"]:
+        p = root / entry["file"]
+        saved[p] = p.read_bytes()
+        p.write_bytes(b"\0" * len(saved[p]))
+    fast = SyntheticPairs(root, gaps=(1, 2))
+    assert fast.index.seqs == reference.index.seqs and len(fast) == len(reference)
+    for p, b in saved.items():
+        p.write_bytes(b)
+    np.testing.assert_array_equal(fast[3]["points_a"], reference[3]["points_a"])
 
 
 def test_refuses_other_format_version_and_missing_manifest(tmp_path):
