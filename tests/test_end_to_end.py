@@ -10,7 +10,7 @@ from synthseq.datasets.shards import read_manifest, verify_dataset
 from synthseq.pipelines.cli import main as cli_main
 
 
-def test_build_train_evaluate(tmp_path, tum_xyz_pair_dir, capsys):
+def test_build_train_evaluate(tmp_path, tum_xyz_pair_dir, real_dir, capsys):
     data, runs, report = tmp_path / "data", tmp_path / "runs", tmp_path / "report"
     assert cli_main(["build", "tiny", "--out", str(data), "--num-sequences", "2", "--sequences-per-shard", "1",
                      "--workers", "2", "--no-progress", "--set", "generate.num_frames=6"]) == 0
@@ -25,8 +25,12 @@ def test_build_train_evaluate(tmp_path, tum_xyz_pair_dir, capsys):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows and all("loss_P" in r for r in rows)
 
-    assert cli_main(["evaluate", "--checkpoint", str(run), "--real", str(tum_xyz_pair_dir),
-                     "--synthetic", str(data), "--gaps", "1", "--max-pairs", "2", "--out", str(report)]) == 0
+    # evaluated on data it never trained on: the agreed real validation split, a build of another seed
+    held_out, test_data = real_dir / "tum_fr1_xyz_b", tmp_path / "test-data"
+    assert cli_main(["build", "tiny", "--out", str(test_data), "--num-sequences", "1", "--seed", "1",
+                     "--no-progress", "--set", "generate.num_frames=6"]) == 0
+    assert cli_main(["evaluate", "--checkpoint", str(run), "--real", f"{held_out}@0:6",
+                     "--synthetic", str(test_data), "--gaps", "1", "--max-pairs", "2", "--out", str(report)]) == 0
     out = capsys.readouterr().out
     assert "report.md" in out
     metrics = json.loads((report / "metrics.json").read_text())
