@@ -45,6 +45,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".bench-gpu"
+
+
+def set_cache(path: Path) -> None:
+    global CACHE
+    CACHE = Path(path).resolve()
 WHEELS = ["moderngl==5.13.0", "glcontext==3.1.0", "trimesh==5.2.0", "PyYAML==6.0.2"]
 
 
@@ -68,11 +73,20 @@ def prepare(python_version: str) -> None:
 
 
 def install() -> None:
+    """pip-install the prepared wheels into .bench-gpu/site (--target: no change to the system Python, no
+    PEP 668 refusal) and put that folder on the path of this process and of its workers."""
     wheels = sorted((CACHE / "wheels").glob("*.whl"))
     if not wheels:
         raise SystemExit(f"no wheels in {CACHE / 'wheels'}: run --prepare on a machine with internet first")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-                    *map(str, wheels)], check=True)
+    site = CACHE / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--upgrade",
+                    "--target", str(site), *map(str, wheels)], check=True)
+    use_site(site)
+
+
+def use_site(site: Path) -> None:
+    sys.path.insert(0, str(site))
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 def import_synthseq():
@@ -247,12 +261,16 @@ def main() -> int:
     ap.add_argument("--meshes", default=None, help="mesh folder (default: ../shared/data/meshes or "
                                                   ".bench-gpu/meshes)")
     ap.add_argument("--out", default=os.environ.get("OUT"), help="folder for bench_gpu.json")
+    ap.add_argument("--cache", type=Path, default=CACHE, help="folder of the prepared wheels and meshes")
     args = ap.parse_args()
+    set_cache(args.cache)
     if args.prepare:
         prepare(args.python_version)
         return 0
     if args.install:
         install()
+    elif (CACHE / "site").is_dir():
+        use_site(CACHE / "site")
     if args.meshes is None and (CACHE / "meshes").is_dir():
         args.meshes = str(CACHE / "meshes")
     import_synthseq()
