@@ -386,12 +386,14 @@ def verify_dataset(root, deep: bool = True) -> list[str]:
             problems.append(problem)
             continue
         if deep:
-            problems.extend(check_shard_schema(root / entry["file"], entry.get("sequence_ids")))
+            problems.extend(check_shard_schema(root / entry["file"], entry.get("sequence_ids"),
+                                               entry.get("sequences")))
     return problems
 
 
-def check_shard_schema(path, expected_ids: list[str] | None = None) -> list[str]:
-    """Schema check of one shard: readable, right format, expected sequences, arrays of consistent shape."""
+def check_shard_schema(path, expected_ids: list[str] | None = None, index: dict | None = None) -> list[str]:
+    """Schema check of one shard: readable, right format, expected sequences, arrays of consistent shape, and
+    the manifest's per-sequence ``index`` (``sequence_index_entry``; what datasets open with) as stored."""
     problems = []
     try:
         with ShardReader(path) as r:
@@ -414,6 +416,14 @@ def check_shard_schema(path, expected_ids: list[str] | None = None) -> list[str]
                 for n in r.attrs(key)["object_names"]:
                     if n not in r._file["meshes"]:
                         problems.append(f"{path}: sequence {key}: mesh {n!r} missing under /meshes")
+                listed = (index or {}).get(key)
+                if listed is not None:
+                    actual = {"T": T, "V": V, "N": N, "K": len(r.attrs(key)["object_names"]),
+                              "arrays": [n for n in _ARRAYS if n not in _REQUIRED and n in g]}
+                    wrong = {k: (listed.get(k), v) for k, v in actual.items() if listed.get(k) != v}
+                    if wrong:
+                        problems.append(f"{path}: sequence {key}: the manifest's index says "
+                                        + ", ".join(f"{k}={a} (stored: {b})" for k, (a, b) in wrong.items()))
     except (FileNotFoundError, DataError, OSError) as e:
         problems.append(str(e) if str(path) in str(e) else f"{path}: {_short(e)}")
     return problems

@@ -148,3 +148,29 @@ def test_schema_check_finds_missing_array(tmp_path):
     with h5py.File(f, "r+") as h:
         del h["sequences/000000/num_valid"]
     assert "missing num_valid" in check_shard_schema(f)[0]
+
+
+def test_manifest_index_is_checked_by_verify(tmp_path):
+    """The per-sequence index datasets open with (no shard read) is what the shard stores; verify checks it."""
+    import json
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    seq = make_sequence(np.random.default_rng(7))
+    with ShardWriter(root / "shard-00000.h5") as w:
+        w.write("000000", seq)
+    assert w.sequence_index == {"000000": {"T": seq.num_frames, "V": seq.num_views, "N": seq.num_points,
+                                           "K": seq.num_objects, "name": seq.name,
+                                           "arrays": [n for n in ("labels", "normals", "depth", "instance",
+                                                                  "camera_poses", "object_poses")
+                                                      if getattr(seq, n) is not None]}}
+    f = root / "shard-00000.h5"
+    manifest = {"format": "synthseq", "format_version": FORMAT_VERSION, "complete": True,
+                "shards": [{"file": f.name, "sequence_ids": ["000000"], "sequences": w.sequence_index,
+                            "bytes": f.stat().st_size, "sha256": sha256_file(f)}]}
+    write_json_atomic(root / "manifest.json", manifest)
+    assert verify_dataset(root) == []
+    manifest["shards"][0]["sequences"]["000000"]["N"] += 1
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    problems = verify_dataset(root)
+    assert len(problems) == 1 and f"the manifest's index says N={seq.num_points + 1} (stored: {seq.num_points})" in problems[0]
