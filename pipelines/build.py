@@ -363,8 +363,9 @@ def build_dataset(cfg, out_dir, *, resume: bool = False, address: str | None = N
         jobs.append(ShardJob(j, idx, tuple(specs[i] for i in idx),
                              tuple((p, by_path[p].sha256, by_path[p].suffix) for p in used)))
 
+    created = [p for p in [out, *out.parents] if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
-    with build_lock(out):
+    with _remove_if_nothing_built(out, created), build_lock(out):
         for stale in out.glob("*.tmp"):
             stale.unlink()
         done: dict[str, dict] = {}
@@ -397,18 +398,40 @@ def build_dataset(cfg, out_dir, *, resume: bool = False, address: str | None = N
 
         save_manifest(False)
         todo = [job for job in jobs if shard_name(job.index) not in done]
-        log.info("%d shards planned, %d already built, %d to build", len(jobs), len(jobs) - len(todo), len(todo))
+        plan_line = ("%d shards planned, %d already built, %d to build", len(jobs), len(jobs) - len(todo), len(todo))
         if on_planned is not None:
             on_planned()
         if todo:
             config_json = json.loads(json.dumps(manifest["shard_config"]))
-            _run_ray(todo, out, cfg, address, progress, done, save_manifest, on_shard, mesh_bytes, config_json)
+            _run_ray(todo, out, cfg, address, progress, done, save_manifest, on_shard, mesh_bytes, config_json,
+                     plan_line)
+        else:
+            log.info(*plan_line)
         save_manifest(True)
     return manifest
 
 
+@contextmanager
+def _remove_if_nothing_built(out: Path, created: list[Path]):
+    """A build that fails before its first shard leaves no folder behind (config.yaml and an empty manifest
+    would only make the same command refuse the folder as 'not empty'); one with shards stays resumable."""
+    try:
+        yield
+    except BaseException:
+        if created and not any(out.glob("shard-*.h5")):
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+            for p in created[1:]:
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
+        raise
+
+
 def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_shard, mesh_bytes,
-             config_json) -> None:
+             config_json, plan_line=None) -> None:
     try:
         import ray
     except ImportError as e:
@@ -420,6 +443,8 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     started_here = connect(address, num_cpus=cfg.build.workers or os.cpu_count(),
                            runtime_env={"env_vars": {"PYOPENGL_PLATFORM": "egl"}})
+    if plan_line:  # after connecting, so that a connection error is the only line a failed build prints
+        log.info(*plan_line)
     try:
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
         window = min(cfg.build.workers or cluster_cpus, len(todo))

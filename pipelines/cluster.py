@@ -2,12 +2,13 @@
 
 Used by ``synthseq build`` and ``synthseq train --num-workers``. What it owns:
 
-- ``connect``: ``ray.init`` for a local cluster (``address=None``) or an existing one. Ray 2.60 clusters
-  started by ``ray start`` require token authentication, and a client that connects by explicit address
-  only sends its token when ``RAY_AUTH_MODE=token`` is set; ``connect`` sets it when a token is available
-  where Ray looks for one (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``), so the
-  address ``ray start`` prints just works. Every failure is one line (:class:`ClusterError`): an
-  unreachable address within a few seconds, a missing or refused token naming what to set.
+- ``connect``: ``ray.init`` for a local cluster (``address=None``) or an existing one. A Ray 2.60 cluster
+  started by ``ray start`` (with a token in ``~/.ray/auth_token``) requires token authentication, and a
+  client that connects by explicit address only sends its token when ``RAY_AUTH_MODE=token`` is set.
+  ``connect`` asks the cluster (one RPC) whether it wants a token, checks the one available where Ray looks
+  (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``) and sets the mode, so the address
+  ``ray start`` prints just works. Every failure is one line (:class:`ClusterError`) within seconds: an
+  unreachable address, a missing or refused token (naming what to set).
 - ``InputFile`` / ``read_input_files`` / ``materialize``: files the driver reads once and ships to tasks
   through the object store, keyed by content hash; a task writes them into a node-local cache and never
   opens a path of the driver's machine (a multi-node cluster has no shared filesystem).
@@ -89,26 +90,83 @@ def token_source(environ) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def enable_token_auth(address: str | None, environ) -> str | None:
-    """For an explicit address with ``RAY_AUTH_MODE`` unset: set it to ``token`` when a token is available.
+def read_token(environ) -> str | None:
+    """The Ray auth token available to this process (``RAY_AUTH_TOKEN``, else the token file), or None."""
+    if environ.get(TOKEN_ENV):
+        return environ[TOKEN_ENV].strip()
+    source = token_source(environ)
+    return Path(source).read_text().strip() if source else None
 
-    Ray's client only sends its token in token mode, and only ``ray.init()`` / ``address="auto"`` switch the
-    mode on by themselves; ``ray.init(address="host:port")`` otherwise fails with InvalidAuthToken.
+
+def probe_auth(address: str, token: str | None = None, timeout_s: float = REACH_TIMEOUT_S) -> str:
+    """Ask the GCS at ``host:port`` for its cluster id, with ``token`` or without one (one cheap RPC).
 
     Returns:
-        Where the token comes from (for error messages), or None when none was found or the mode was set.
+        ``"ok"``, ``"unauthenticated"`` (the cluster requires a token, or refused this one) or
+        ``"unknown"`` (another answer: not a GCS, a Ray without this RPC; ``ray.init`` decides).
     """
-    if not is_explicit(address):
-        return None
-    source = token_source(environ)
-    if environ.get(AUTH_MODE_ENV) is None and source is not None:
-        environ[AUTH_MODE_ENV] = "token"
-        try:  # refresh Ray's cached config when ray was already imported (same call as Ray's own switch)
+    import grpc
+
+    host, port = parse_address(address)
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        call = channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId")
+        try:
+            call(b"", timeout=timeout_s, metadata=metadata)
+            return "ok"
+        except grpc.RpcError as e:
+            return "unauthenticated" if e.code() == grpc.StatusCode.UNAUTHENTICATED else "unknown"
+
+
+def _set_auth_mode(environ, mode: str) -> None:
+    environ[AUTH_MODE_ENV] = mode
+    if environ is os.environ:
+        try:  # refresh Ray's cached config when ray was already imported (what Ray does when it switches)
             from ray._raylet import Config
 
             Config.initialize("")
-        except Exception:  # noqa: BLE001 - an older/newer Ray without it reads the env var at init anyway
+        except Exception:  # noqa: BLE001 - a Ray without it reads the env var at init anyway
             pass
+
+
+def configure_auth(address: str | None, environ) -> str | None:
+    """Make this process's Ray client authenticate the way the cluster at an explicit address expects.
+
+    Ray's client only sends its token in token mode, and only ``ray.init()`` / ``address="auto"`` switch the
+    mode on by themselves: ``ray.init(address="host:port")`` to a cluster with token authentication (what
+    ``ray start`` gives when a token exists) fails after ~20 s with InvalidAuthToken, and a client in token
+    mode joined to a cluster without authentication has its tasks fail (the workers cannot call back).
+    So: one RPC without a token; if refused, one with the available token; then set ``RAY_AUTH_MODE``.
+    An explicitly set ``RAY_AUTH_MODE=disabled`` is respected.
+
+    Returns:
+        Where the token came from, or None (no token needed, or ``ray://`` / ``auto`` addresses).
+
+    Raises:
+        ClusterError: the cluster requires a token and none is available, or it refused the token.
+    """
+    if not is_explicit(address) or address.startswith("ray://"):
+        return None
+    answer = probe_auth(address)
+    if answer == "ok":
+        if environ.get(AUTH_MODE_ENV, "").lower() == "token":
+            log.info("the Ray cluster at %s has no token authentication: using RAY_AUTH_MODE=disabled", address)
+            _set_auth_mode(environ, "disabled")
+        return None
+    if answer != "unauthenticated":
+        return None
+    source = TOKEN_ENV if environ.get(TOKEN_ENV) else token_source(environ)
+    if source is None:
+        raise ClusterError(
+            f"the Ray cluster at {address} requires its auth token and none was found here: copy "
+            f"~/.ray/auth_token from the head node to this machine's ~/.ray/auth_token, or set "
+            f"{TOKEN_ENV}=<token> (`ray get-auth-token` on the head node prints it)")
+    if probe_auth(address, read_token(environ)) == "unauthenticated":
+        raise ClusterError(
+            f"the Ray cluster at {address} refused the auth token from {source}: set {TOKEN_ENV}=<token> to "
+            f"the head node's token (`ray get-auth-token` on the head node prints it)")
+    if environ.get(AUTH_MODE_ENV, "").lower() != "disabled":
+        _set_auth_mode(environ, "token")
     return source
 
 
@@ -174,7 +232,7 @@ def connect(address: str | None, *, num_cpus: int | None = None, runtime_env: di
         return True
     if is_explicit(address):
         check_reachable(address)
-    source = enable_token_auth(address, environ)
+    source = configure_auth(address, environ)
     with _stderr_captured() as take:
         try:
             ray.init(address=address, runtime_env=runtime_env, **kwargs)
@@ -259,3 +317,118 @@ def materialize(sha256: str, suffix: str, data: bytes) -> str:
             f.write(data)
         os.replace(tmp, path)
     return str(path)
+
+
+# ----------------------------------------------------------------------------------------- training workers
+
+class _TrainWorker:
+    """One rank of a data-parallel training run, as a Ray actor (synthseq.training.distributed does the work)."""
+
+    def endpoint(self) -> tuple[str, int]:
+        """(IP, free TCP port) of this worker's node: the torch.distributed rendezvous when it is rank 0."""
+        import ray
+
+        ip = ray.util.get_node_ip_address()
+        with socket.socket() as s:
+            s.bind((ip, 0))
+            return ip, s.getsockname()[1]
+
+    def run(self, cfg, run_dir: str, **kwargs) -> dict:
+        from synthseq.training.distributed import train_worker
+
+        return train_worker(cfg, run_dir, **kwargs)
+
+
+def check_worker_count(num_workers: int, gpus_per_worker: float, cpus: int, gpus: int, where: str) -> None:
+    """Refuse more workers than the cluster can hold (1 CPU and ``gpus_per_worker`` GPUs each).
+
+    Raises:
+        ClusterError: naming what is available.
+    """
+    from synthseq.errors import UsageError
+
+    if num_workers < 1:
+        raise UsageError(f"--num-workers: expected a positive int, got {num_workers}")
+    if gpus_per_worker < 0:
+        raise UsageError(f"--gpus-per-worker: expected a number >= 0, got {gpus_per_worker}")
+    if num_workers > cpus:
+        raise ClusterError(f"--num-workers {num_workers}: {where} has {cpus} CPUs and {gpus} GPUs; each worker "
+                           f"takes 1 CPU, so at most {cpus} workers")
+    if gpus_per_worker and num_workers * gpus_per_worker > gpus:
+        raise ClusterError(f"--num-workers {num_workers} --gpus-per-worker {gpus_per_worker:g}: {where} has {gpus} "
+                           f"GPUs and {cpus} CPUs; at most {int(gpus // gpus_per_worker)} workers with "
+                           f"{gpus_per_worker:g} GPUs each")
+
+
+def train_on_cluster(cfg, run_dir, *, num_workers: int, address: str | None = None, gpus_per_worker: float = 0,
+                     resume: bool = False, device: str | None = None, environ=None) -> dict:
+    """Train data-parallel on ``num_workers`` Ray actors (torch.distributed: gloo on CPU, NCCL on GPU).
+
+    Rank 0 runs on the driver's node when that node is part of the cluster (so ``run_dir`` is written on
+    this machine) and writes every output. Each worker reads ``train.data`` / ``train.real`` at the same
+    path on its node.
+
+    Returns:
+        Rank 0's result ({"step", "metrics", "checkpoint", "seconds"}) with ``"workers"``.
+
+    Raises:
+        ClusterError: not enough CPUs/GPUs (naming what is available), unreachable cluster, a worker died.
+        SynthseqError: a worker's own error (bad config, bad data), re-raised as it is.
+    """
+    import ray
+
+    local = not address or address == "local"
+    if local:
+        check_worker_count(num_workers, gpus_per_worker, os.cpu_count() or 1, 0 if not gpus_per_worker else
+                           _local_gpus(), "this machine (a local Ray cluster)")
+    started = connect(address, num_cpus=os.cpu_count(), environ=environ)
+    actors = []
+    try:
+        res = cluster_resources()
+        check_worker_count(num_workers, gpus_per_worker, int(res.get("CPU", 0)), int(res.get("GPU", 0)),
+                           "the local Ray cluster" if local else f"the Ray cluster at {address}")
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        worker = ray.remote(num_cpus=1, num_gpus=gpus_per_worker or 0, max_restarts=0)(_TrainWorker)
+        here = ray.get_runtime_context().get_node_id()
+        actors.append(worker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote())
+        actors.extend(worker.remote() for _ in range(num_workers - 1))
+        host, port = ray.get(actors[0].endpoint.remote())
+        dev = device or ("cuda" if gpus_per_worker else None)
+        refs = [a.run.remote(cfg, str(Path(run_dir).resolve()), rank=r, world_size=num_workers,
+                             init_method=f"tcp://{host}:{port}", resume=resume, device=dev)
+                for r, a in enumerate(actors)]
+        rank_of = {ref: r for r, ref in enumerate(refs)}
+        results, pending = {}, list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            ref = ready[0]
+            try:
+                results[rank_of[ref]] = ray.get(ref)
+            except ray.exceptions.RayTaskError as e:
+                cause = getattr(e, "cause", None)
+                if isinstance(cause, SynthseqError):
+                    raise cause from None
+                first = (str(cause or e).strip().splitlines() or [""])[0]
+                raise ClusterError(f"training worker {rank_of[ref]}: {type(cause or e).__name__}: {first}") from None
+            except ray.exceptions.RayError as e:
+                raise ClusterError(f"training worker {rank_of[ref]} died ({type(e).__name__}); resume with "
+                                   f"--resume and the same --num-workers") from None
+        out = dict(results[0])
+        out["workers"] = num_workers
+        out["seconds_per_rank"] = [results[r]["seconds"] for r in range(num_workers)]
+        return out
+    finally:
+        for a in actors:
+            ray.kill(a)
+        if started:
+            ray.shutdown()
+
+
+def _local_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except ImportError:
+        return 0

@@ -34,6 +34,17 @@ def configure_parser(p) -> None:
                    help="torch CPU threads (default: torch's choice; measured on a 2-core machine shared with "
                         "other jobs, 1 thread was 4-5x faster than 2; see docs/training.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--num-workers", type=int, metavar="K",
+                   help="train data-parallel on K Ray workers (1 CPU each; train.batch_size per worker; rank 0 "
+                        "writes the run; docs/cluster.md)")
+    p.add_argument("--address", metavar="ADDR",
+                   help="with --num-workers: the Ray cluster (HOST:PORT as `ray start --head` prints it, or auto); "
+                        "default: a local one")
+    p.add_argument("--gpus-per-worker", type=float, default=0, metavar="G",
+                   help="with --num-workers: GPUs per worker (NCCL); default 0 (CPU, gloo)")
+    p.add_argument("--follow", action="store_true",
+                   help="train.data is a build still running: start on its first shards and take in new ones "
+                        "as its manifest lists them, until train.max_steps (docs/cluster.md)")
 
 
 def run(args) -> int:
@@ -68,6 +79,16 @@ def run(args) -> int:
             raise FileExistsError(f"{run_dir}: holds {what}; continue it with --resume {run_dir}, replace it with "
                                   "--overwrite, or choose another --name")
 
+    if args.follow and (args.num_workers is not None or args.address):
+        raise UsageError("--follow trains in one process: drop --num-workers/--address")
+    if args.num_workers is not None or args.address:
+        return _run_distributed(args, cfg, run_dir)
+    synthetic = None
+    if args.follow:
+        from synthseq.training.follow import FollowingPairs
+
+        synthetic = FollowingPairs(cfg.train)
+
     import torch
 
     from synthseq.errors import Interrupted
@@ -88,7 +109,7 @@ def run(args) -> int:
     try:
         with stop.installed():
             result = train(cfg, run_dir, resume=bool(args.resume), device=args.device,
-                           progress=not args.no_progress, stop=stop)
+                           progress=not args.no_progress, stop=stop, synthetic=synthetic)
     except Interrupted as e:
         print(f"synthseq train: {e}; continue with: synthseq train --resume {run_dir}", file=sys.stderr)
         return 130
@@ -103,6 +124,23 @@ def run(args) -> int:
     summary = ", ".join(f"{k} {m[k]:.4g}" for k in ("loss_P", "P_rot_err_deg", "P_trans_err_m", "loss_D", "loss_G")
                         if k in m)
     log.info("done: %d steps -> %s (%s)", result["step"], result["checkpoint"], summary)
+    return 0
+
+
+def _run_distributed(args, cfg, run_dir) -> int:
+    """--num-workers / --address: data-parallel training on Ray workers (synthseq.pipelines.cluster)."""
+    import os
+    import shutil
+
+    from synthseq.pipelines.cluster import train_on_cluster
+
+    if args.overwrite and run_dir.is_dir():
+        log.info("--overwrite: removing the earlier run in %s", run_dir)
+        shutil.rmtree(run_dir)
+    result = train_on_cluster(cfg, run_dir, num_workers=args.num_workers or 1,
+                              address=args.address or os.environ.get("RAY_ADDRESS") or None,
+                              gpus_per_worker=args.gpus_per_worker, resume=bool(args.resume), device=args.device)
+    log.info("done: %d steps on %d workers -> %s", result["step"], result["workers"], result["checkpoint"])
     return 0
 
 

@@ -32,6 +32,9 @@ from synthseq.pipelines.config import load_config
 BIN = Path(sys.executable).parent
 SYNTHSEQ = str(BIN / "synthseq")
 RAY = str(BIN / "ray")
+# Small object stores: the default (30% of RAM per node, in /dev/shm) for several nodes on one shared machine
+# made a raylet abort at start.
+OBJECT_STORE = ["--object-store-memory", str(200 * 1024 * 1024)]
 
 
 def _write_meshes(folder: Path, scale: float = 1.0) -> Path:
@@ -192,17 +195,23 @@ class RayStartCluster:
     """A cluster started with the `ray` CLI (`ray start --head --block`, `ray start --address --block`),
     each in its own process group, in a private RAY_TMPDIR and HOME (so its token is its own)."""
 
-    def __init__(self, root: Path, dashboard: bool = False):
+    def __init__(self, root: Path, dashboard: bool = False, token: bool = True):
         self.root = root
         self.env = {**os.environ, "RAY_TMPDIR": str(root), "HOME": str(root / "home")}
         for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
             self.env.pop(k, None)
         (root / "home").mkdir(parents=True, exist_ok=True)
+        if token:  # `ray start --head` turns token authentication on when a token exists (Ray 2.60)
+            import uuid
+
+            (root / "home" / ".ray").mkdir(exist_ok=True)
+            (root / "home" / ".ray" / "auth_token").write_text(uuid.uuid4().hex)
+        self.token = token
         self.port = _free_port()
         self.dashboard_port = _free_port() if dashboard else None
         self.procs = []
         args = ["--head", "--port", str(self.port), "--num-cpus", "0", "--temp-dir", str(root),
-                "--disable-usage-stats"]
+                "--disable-usage-stats", *OBJECT_STORE]
         if dashboard:
             args += ["--include-dashboard", "true", "--dashboard-port", str(self.dashboard_port),
                      "--dashboard-host", "127.0.0.1"]
@@ -211,11 +220,14 @@ class RayStartCluster:
         self.head_log = self._start(args, "head")
         self.address = self._wait_for_address()
 
-    def _start(self, args, name) -> Path:
+    def _start(self, args, name, extra_env=None) -> Path:
+        # Several nodes on one machine (and other runs' clusters): every fixed default port would clash
+        # (the dashboard agent's 52365 did: "bind: Address already in use").
+        args = [*args, "--dashboard-agent-listen-port", str(_free_port()), "--metrics-export-port", str(_free_port())]
         log = self.root / f"{name}.log"
         with open(log, "w") as f:
-            self.procs.append(subprocess.Popen([RAY, "start", "--block", *args], env=self.env, stdout=f,
-                                               stderr=subprocess.STDOUT, start_new_session=True))
+            self.procs.append(subprocess.Popen([RAY, "start", "--block", *args], env={**self.env, **(extra_env or {})},
+                                               stdout=f, stderr=subprocess.STDOUT, start_new_session=True))
         return log
 
     def _wait_for_address(self, timeout=180) -> str:
@@ -231,14 +243,16 @@ class RayStartCluster:
 
     def add_worker(self, num_cpus=1) -> None:
         n = len(self.procs)
-        self._start(["--address", self.address, "--num-cpus", str(num_cpus), "--disable-usage-stats"],
-                    f"worker{n}")
+        # A worker node joining a cluster with token authentication needs RAY_AUTH_MODE=token (and the
+        # token) in Ray 2.60, like any client connecting by explicit address (docs/cluster.md).
+        self._start(["--address", self.address, "--num-cpus", str(num_cpus), "--disable-usage-stats", *OBJECT_STORE],
+                    f"worker{n}", {"RAY_AUTH_MODE": "token"} if self.token else {})
 
     def wait_for_cpus(self, cpus: int, timeout=180) -> None:
         code = ("import ray, time; ray.init(address=%r, logging_level='ERROR'); t = time.time()\n"
                 "while ray.cluster_resources().get('CPU', 0) < %d and time.time() - t < %d: time.sleep(0.5)\n"
                 "print(ray.cluster_resources().get('CPU', 0))" % (self.address, cpus, timeout))
-        env = {**self.env, "RAY_AUTH_MODE": "token"}
+        env = {**self.env, "RAY_AUTH_MODE": "token" if self.token else "disabled"}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                              timeout=timeout + 60)
         assert out.returncode == 0 and float(out.stdout.split()[-1]) >= cpus, out.stderr[-2000:]
@@ -293,9 +307,10 @@ def test_ray_start_address_just_works_with_token_auth(ray_start_cluster, tmp_pat
     --address <the printed address>` from a shell with no RAY_AUTH_MODE set completes and verifies."""
     c = ray_start_cluster()
     c.add_worker()
+    c.wait_for_cpus(1)
     c.add_worker()
     c.wait_for_cpus(2)
-    assert (c.root / "home" / ".ray" / "auth_token").is_file(), "the head created its token"
+    assert "Token authentication is enabled" in c.head_log.read_text()
     out = tmp_path / "ds"
     r = subprocess.run([SYNTHSEQ, "build", "tiny", "--out", str(out), "--address", c.address, "--no-progress",
                         "--num-sequences", "4", "--sequences-per-shard", "1", "--set", "generate.num_frames=3"],
@@ -311,7 +326,7 @@ def test_ray_start_address_just_works_with_token_auth(ray_start_cluster, tmp_pat
     took = time.time() - t0
     err = r.stderr.strip()
     assert r.returncode == 1 and len(err.splitlines()) == 1, err[-3000:]
-    assert "requires its auth token" in err and "RAY_AUTH_TOKEN" in err and took < 30
+    assert "requires its auth token" in err and "RAY_AUTH_TOKEN" in err and took < 30, (took, err)
     assert not (tmp_path / "x").exists()
     # a wrong token: says the token was refused
     r = subprocess.run([SYNTHSEQ, "build", "tiny", "--out", str(tmp_path / "x"), "--address", c.address],
@@ -322,11 +337,24 @@ def test_ray_start_address_just_works_with_token_auth(ray_start_cluster, tmp_pat
 
 @pytest.mark.slow
 def test_ray_job_submit_build(ray_start_cluster, tmp_path):
-    """`ray job submit -- synthseq build ...` against a head started with `ray start --head` (docs/cluster.md)."""
+    """`ray job submit -- synthseq build ...` against a head started with `ray start --head` (docs/cluster.md).
+
+    This head has no token (so token authentication is off); a client that has a token file of its own
+    still joins it with --address (it must not switch to token mode, or its tasks could not call back).
+    """
     pytest.importorskip("aiohttp", reason="ray job submit needs the dashboard: pip install 'ray[default]'")
-    c = ray_start_cluster(dashboard=True)
+    c = ray_start_cluster(dashboard=True, token=False)
     c.add_worker(num_cpus=2)
     c.wait_for_cpus(2)
+    assert "Token authentication is disabled" in c.head_log.read_text()
+    home = tmp_path / "client"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("a-token-of-another-cluster")
+    r = subprocess.run([SYNTHSEQ, "build", "tiny", "--out", str(tmp_path / "direct"), "--address", c.address,
+                        "--no-progress", "--num-sequences", "1", "--set", "generate.num_frames=2"],
+                       env={**c.env, "HOME": str(home)}, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert verify_dataset(tmp_path / "direct") == []
     out = tmp_path / "ds"
     r = subprocess.run([RAY, "job", "submit", "--address", f"http://127.0.0.1:{c.dashboard_port}", "--",
                         SYNTHSEQ, "build", "tiny", "--out", str(out), "--no-progress", "--num-sequences", "2",
