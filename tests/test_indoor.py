@@ -239,6 +239,17 @@ def test_indoor_points_lie_on_their_meshes_and_the_static_scene(index, meshes_di
     assert 0.5 < np.median(z) < 2.5
 
 
+def test_indoor_sequence_is_deterministic(meshes_dir):
+    from synthseq.generator.sequence import generate_sequence
+
+    cfg = _indoor(SMALL + ["generate.num_frames=3"])
+    a, b = generate_sequence(make_spec(cfg, 4, 1)), generate_sequence(make_spec(cfg, 4, 1))
+    for name in ("points", "labels", "num_valid", "camera_poses", "object_poses", "normals"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    c = generate_sequence(make_spec(cfg, 4, 2))
+    assert not np.array_equal(a.points, c.points)
+
+
 @pytest.mark.slow
 def test_indoor_config_builds_with_ray_and_verifies(tmp_path, capsys, meshes_dir):
     """The bundled config through `synthseq build indoor` (a real local Ray cluster) and `synthseq verify`."""
