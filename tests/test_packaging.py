@@ -46,7 +46,7 @@ def test_console_script_help():
 
 
 # import name -> distribution name, where they differ
-DISTRIBUTION = {"PIL": "pillow", "yaml": "pyyaml", "OpenGL": "pyopengl", "open3d": "open3d-cpu"}
+DISTRIBUTION = {"PIL": "pillow", "yaml": "pyyaml", "OpenGL": "pyopengl", "open3d": "open3d-cpu", "grpc": "grpcio"}
 
 
 def _declared_requirements() -> tuple[set[str], set[str]]:
