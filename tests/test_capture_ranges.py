@@ -113,3 +113,19 @@ def test_real_pairs_reads_ranges(tmp_path):
     root = make_tum_folder(tmp_path / "tum", T=6, gt_offsets=(0, 0, 0, 0, 0, 0))
     ds = RealPairs([f"{root}@0:3", f"{root}@3:6"], gaps=(1,), num_points=16)
     assert len(ds) == 4 and {ds[i]["sequence"] for i in range(4)} == {f"{root}@0:3", f"{root}@3:6"}
+
+
+def test_view_and_evaluate_cli_read_ranges(tmp_path, capsys):
+    from synthseq.pipelines.cli import main
+    from synthseq.pipelines.view import load_sequence
+
+    root = make_tum_folder(tmp_path / "tum", T=5, gt_offsets=(0, 0, 0, 0, 0))
+    seq = load_sequence(f"{root}@1:4", capture_options={"num_points": 16})
+    assert seq.num_frames == 3 and seq.name == f"{root}@1:4"
+    for bad, match in ((f"{root}@3:1", "empty frame range 3:1"), (f"{root}@0:9", "out of bounds"),
+                       (f"{root}@x:", "malformed frame range"), (f"{tmp_path / 'nope'}@0:2", "nope")):
+        rc = main(["evaluate", "--real", bad, "--methods", "identity", "--gaps", "1", "--out",
+                   str(tmp_path / "r"), "--no-progress"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 1 and len(err) == 1 and match in err[0], err
+        assert not (tmp_path / "r").exists()
