@@ -259,8 +259,20 @@ def compare(dataset, reals: list, frames: int = 120, patches: int = 150, patch_s
     out["patch_realism"] = realism_metrics(syn_patches, real_patches, num_points=patch_size,
                                            max_clouds=max(len(syn_patches), len(real_patches)),
                                            rng=np.random.default_rng(seed))
-    out["patch_realism"]["patch_size"] = patch_size
+    pr = out["patch_realism"]
+    pr["patch_size"] = patch_size
+    pr["1nna_ci95"] = wilson_interval(pr["1nna"], pr["num_generated"] + pr["num_reference"])
     return out
+
+
+def wilson_interval(p: float, n: int, z: float = 1.96) -> list[float]:
+    """95% Wilson score interval of a proportion ``p`` over ``n`` trials. For 1-NNA this treats the
+    leave-one-out decisions as independent, which they are not quite: an approximation of the spread."""
+    if n <= 0:
+        return [math.nan, math.nan]
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(centre - half), float(centre + half)]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -287,7 +299,8 @@ def format_table(res: dict) -> str:
               f"real pool: valid ratio {res['pool_valid_ratio']:.3f} (captures weighted equally)",
               f"W1(z) synthetic vs pooled real: {res['w1_z_m']['synthetic_vs_pool']:.3f} m",
               f"patch realism ({pr['patch_size']}-point patches, {pr['num_generated']} synthetic / "
-              f"{pr['num_reference']} real): 1-NNA {100 * pr['1nna']:.1f}% (50% = indistinguishable), "
+              f"{pr['num_reference']} real): 1-NNA {100 * pr['1nna']:.1f}% (95% CI {100 * pr['1nna_ci95'][0]:.0f}-"
+              f"{100 * pr['1nna_ci95'][1]:.0f}%, binomial approximation; 50% = indistinguishable), "
               f"MMD {pr['mmd']:.3g} m^2, COV {100 * pr['cov']:.0f}%"]
     return "\n".join(lines)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from synthseq.pipelines.cli import main
-from synthseq.pipelines.compare import knn_distance, local_patches, normal_view_angles, pooled_w1
+from synthseq.pipelines.compare import knn_distance, local_patches, normal_view_angles, pooled_w1, wilson_interval
 
 CONFIGS = Path(__file__).resolve().parents[1] / "pipelines" / "configs"
 
@@ -57,6 +57,13 @@ def test_pooled_w1_weights_every_capture_equally():
     assert pooled_w1(np.zeros(100), [a, b]) == pytest.approx(0.5)
     assert pooled_w1(np.full(100, 0.5), [a, b]) == pytest.approx(0.5)
     assert pooled_w1(np.ones(5), [b]) == pytest.approx(0.0)
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(0.5, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)
+    lo, hi = wilson_interval(1.0, 20)
+    assert hi == pytest.approx(1.0) and 0.8 < lo < 0.85
 
 
 def _write_dataset(root: Path, cfg_overrides: list[str], num: int = 2) -> None:
@@ -110,7 +117,9 @@ def test_compare_cli_writes_table_json_and_plot(indoor_root, tum_rpy_dir, sevens
         assert s["knn8_distance_mm"]["median"] > 0
     # the two real captures are far apart in depth (TUM desk ~1.1 m, 7-Scenes kitchen ~1.7 m)
     assert res["w1_z_m"]["real_vs_pool_of_others"]["tum_fr1_rpy@0:8"] > 0.2
-    assert 0.5 <= res["patch_realism"]["1nna"] <= 1.0 and res["patch_realism"]["num_generated"] == 20
+    pr = res["patch_realism"]
+    assert 0.5 <= pr["1nna"] <= 1.0 and pr["num_generated"] == 20
+    assert pr["1nna_ci95"][0] <= pr["1nna"] <= pr["1nna_ci95"][1]
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob(".*tmp*"))
 
