@@ -126,3 +126,42 @@ def test_gradient_distillation_runs_reaches_input_and_differs_from_features():
     assert float(same.detach()) < 1e-6
     (g,) = torch.autograd.grad(grad_loss, fake)  # double backprop reaches the refined cloud
     assert torch.isfinite(g).all() and float(g.abs().sum()) > 0
+
+
+def _fourier(p, W):
+    f = torch.cat([torch.sin(p @ W), torch.cos(p @ W)], -1)
+    return torch.nn.functional.normalize(f, dim=-1)
+
+
+def test_correspondence_loss_is_low_for_matching_descriptors_and_ignores_moving_points():
+    from synthseq.training.losses import correspondence_loss
+
+    g = torch.Generator().manual_seed(0)
+    B, N = 2, 300
+    pa = torch.rand(B, N, 3, generator=g) + torch.tensor([0.0, 0.0, 2.0])
+    T = torch.eye(4).repeat(B, 1, 1)
+    T[:, :3, 3] = torch.tensor([0.05, -0.02, 0.1])
+    pb = pa - T[:, None, :3, 3]                        # the same points seen from b: a = T b
+    W = torch.randn(3, 16, generator=g) * 8
+    f_a, f_b = _fourier(pa, W), _fourier(pb + T[:, None, :3, 3], W)  # descriptors that follow the geometry
+    good, hit = correspondence_loss(f_a, f_b, pa, pb, T, temperature=0.05, generator=torch.Generator().manual_seed(1))
+    rand_b = torch.nn.functional.normalize(torch.randn(B, N, 32, generator=g), dim=-1)
+    rand_a = torch.nn.functional.normalize(torch.randn(B, N, 32, generator=g), dim=-1)
+    bad, hit_bad = correspondence_loss(rand_a, rand_b, pa, pb, T, temperature=0.05,
+                                       generator=torch.Generator().manual_seed(1))
+    assert float(good) < 0.5 * float(bad)
+    assert float(hit) > 0.9 and float(hit_bad) < 0.1
+    # points marked invalid (moving objects) are never anchors: all invalid -> zero loss
+    none, _ = correspondence_loss(f_a, rand_b, pa, pb, T, valid_b=torch.zeros(B, N, dtype=torch.bool))
+    assert float(none) == 0.0
+
+
+def test_static_points_marks_moving_objects_as_outliers():
+    from synthseq.training.losses import static_points
+
+    cam = torch.eye(4)[None]
+    moved = torch.eye(4)
+    moved[0, 3] = 0.2
+    obj = torch.stack([torch.eye(4), moved])[None]             # object 0 still, object 1 moved
+    labels = torch.tensor([[-1, 0, 1, 1, -1]])
+    assert static_points(labels, obj, torch.tensor([[True, True]]), cam).tolist() == [[True, True, False, False, True]]

@@ -21,12 +21,15 @@ def clouds(B=3, N=50, seed=0):
 
 def test_build_models_from_config_sizes():
     m = build_models(ModelConfig(zdim=4, g_hidden=8, g_global=16, d_hidden=8, d_blocks=3, d_norm="none",
-                                 p_hidden=8, p_global=16))
+                                 p_hidden=8, p_global=16, pose="regress"))
     assert isinstance(m["G"], Refiner) and m["G"].zdim == 4
     assert isinstance(m["D"], Discriminator) and len(m["D"].blocks) == 3
     assert not any(isinstance(x, torch.nn.BatchNorm1d) for x in m["D"].modules())
     assert any(isinstance(x, torch.nn.BatchNorm1d) for x in build_models(ModelConfig())["D"].modules())
     assert isinstance(m["P"], PoseNet)
+    from synthseq.training.models import MatchPoseNet
+
+    assert isinstance(build_models(ModelConfig())["P"], MatchPoseNet)  # the default: correspondences
 
 
 def test_refiner_shapes_latent_and_near_identity_start():
@@ -124,32 +127,49 @@ def test_rotation_6d_identity():
     assert torch.allclose(rotation_6d_to_matrix(torch.tensor([1.0, 0, 0, 0, 1, 0])), torch.eye(3))
 
 
-def test_refiner_offsets_are_bounded_by_max_offset():
+def test_refiner_offsets_are_not_squashed_so_their_gradient_stays_alive():
+    """No tanh cap (it saturated at +-max_offset with a zero gradient); the trainer penalises the excess."""
     torch.manual_seed(0)
     G = Refiner(zdim=4, hidden=16, global_dim=16, max_offset=0.05)
     for p in G.parameters():
         torch.nn.init.normal_(p, std=2.0)  # a G that wants to move points by metres
     out = G(clouds())
-    assert float(out.offsets.detach().abs().max()) <= 0.05 + 1e-6
-    assert float(out.offsets.detach().abs().max()) > 0.04
-    unbounded = Refiner(zdim=4, hidden=16, global_dim=16, max_offset=None)
-    unbounded.load_state_dict(G.state_dict())
-    assert float(unbounded(clouds()).offsets.detach().abs().max()) > 0.1
+    assert float(out.offsets.detach().abs().max()) > 0.1
+    out.offsets.abs().mean().backward()
+    assert float(G.decoder[-1].weight.grad.abs().sum()) > 0
+    # the latent-recovery head sees the refined cloud and its offsets
+    assert G.recover_z(out.points.detach(), out.offsets.detach()).shape == (3, 4)
 
 
-def test_local_patches_match_a_naive_knn():
+def test_local_patches_match_a_naive_knn_around_random_centres():
     from synthseq.training.models import local_patches
 
     x = clouds(B=2, N=40)
-    p = local_patches(x, num_patches=5, k=6)
+    p = local_patches(x, num_patches=5, k=6, generator=torch.Generator().manual_seed(3))
+    pick = torch.rand(2, 40, generator=torch.Generator().manual_seed(3)).argsort(dim=1)[:, :5]
     assert p.shape == (2, 5, 6, 3)
     for b in range(2):
         for m in range(5):
-            d = ((x[b] - x[b, m]) ** 2).sum(-1)
-            want = x[b][d.argsort()[:6]] - x[b, m]
+            c = x[b, pick[b, m]]
+            d = ((x[b] - c) ** 2).sum(-1)
+            want = x[b][d.argsort()[:6]] - c
             got = p[b, m]
             assert torch.allclose(torch.sort(got.norm(dim=-1)).values, torch.sort(want.norm(dim=-1)).values, atol=1e-6)
     assert torch.allclose(p[:, :, 0], torch.zeros(2, 5, 3))  # the centre itself comes first
+
+
+def test_patch_centres_are_spatially_random_on_a_raster_ordered_cloud():
+    """On a cloud stored in image-row order, patch centres must cover the whole image, not its top rows."""
+    from synthseq.training.models import local_patches
+
+    rows = torch.linspace(0, 1, 400)
+    x = torch.stack([torch.rand(400), rows, torch.full((400,), 2.0)], -1)[None]  # sorted by y (raster)
+    p, centres = local_patches(x, num_patches=40, k=4, generator=torch.Generator().manual_seed(0),
+                               return_centres=True)
+    assert p.shape == (1, 40, 4, 3) and centres.shape == (1, 40, 3)
+    assert float(centres[0, :, 1].max() - centres[0, :, 1].min()) > 0.7  # the first 40 rows span 0.1
+    # each patch is made of the centre's neighbours
+    assert torch.allclose((p[0] + centres[0, :, None])[:, 0], centres[0])
 
 
 def test_patch_discriminator_shapes_and_gradients():
@@ -160,3 +180,66 @@ def test_patch_discriminator_shapes_and_gradients():
     assert logits.shape == (3,) and f.shape == (3, 16)
     logits.sum().backward()
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+# ----------------------------------------------------------------------------------- correspondence P
+
+def rigid(angle_deg: float, axis, t) -> torch.Tensor:
+    from toy_pairs import random_rotation  # noqa: F401  (same convention as the pair samples)
+
+    axis = torch.tensor(axis, dtype=torch.float64)
+    axis = axis / axis.norm()
+    a = torch.deg2rad(torch.tensor(angle_deg, dtype=torch.float64))
+    K = torch.tensor([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]], dtype=torch.float64)
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, :3] = torch.eye(3, dtype=torch.float64) + torch.sin(a) * K + (1 - torch.cos(a)) * K @ K
+    T[:3, 3] = torch.tensor(t, dtype=torch.float64)
+    return T
+
+
+def test_weighted_procrustes_is_exact_on_noise_free_correspondences():
+    from synthseq.training.models import weighted_procrustes
+
+    g = torch.Generator().manual_seed(0)
+    src = torch.rand(2, 50, 3, generator=g, dtype=torch.float64)
+    T = torch.stack([rigid(30, (1, 2, 3), (0.1, -0.2, 0.3)), rigid(170, (0, 0, 1), (1.0, 0.0, 0.0))])
+    dst = src @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
+    # outliers with zero weight do not matter
+    dst[:, :10] += 5.0
+    w = torch.ones(2, 50, dtype=torch.float64)
+    w[:, :10] = 0.0
+    est = weighted_procrustes(src.float(), dst.float(), w.float())
+    assert torch.allclose(est.double(), T, atol=1e-4)
+    assert torch.allclose(torch.linalg.det(est[:, :3, :3]), torch.ones(2), atol=1e-5)  # never a reflection
+
+
+def test_local_features_are_invariant_to_rigid_motion_and_point_order():
+    from synthseq.training.models import LocalFeatureNet
+
+    torch.manual_seed(0)
+    net = LocalFeatureNet(hidden=16, out_dim=8, k=8).eval()
+    x = clouds(B=1, N=200)
+    T = rigid(20, (0.3, 1, 0.2), (0.05, -0.02, 0.1)).float()
+    y = x @ T[:3, :3].T + T[:3, 3]
+    f_x, f_y = net(x), net(y)
+    assert f_x.shape == (1, 200, 8)
+    assert torch.allclose(f_x.norm(dim=-1), torch.ones(1, 200), atol=1e-5)
+    close = ((f_x - f_y).norm(dim=-1) < 1e-3).float().mean()
+    assert float(close) > 0.95  # (normal orientation towards the camera may flip on a few grazing points)
+    perm = torch.randperm(200)
+    assert torch.allclose(net(x[:, perm]), f_x[:, perm], atol=1e-5)
+
+
+def test_match_pose_net_returns_rigid_a_from_b_with_gradients():
+    from synthseq.training.models import MatchPoseNet
+
+    torch.manual_seed(0)
+    P = MatchPoseNet(hidden=16, out_dim=8, k=8)
+    a, b = clouds(B=2, N=100, seed=1), clouds(B=2, N=100, seed=2)
+    T = P(a, b)
+    R = T[:, :3, :3]
+    assert T.shape == (2, 4, 4) and T.dtype == torch.float32
+    assert torch.allclose(R.transpose(1, 2) @ R, torch.eye(3).expand(2, 3, 3), atol=1e-4)
+    assert torch.equal(T[:, 3], torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(2, 4))
+    T[:, :3, 3].sum().backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in P.parameters())

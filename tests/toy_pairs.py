@@ -72,3 +72,36 @@ class ToyPairs:
 
     def __getitem__(self, i: int) -> dict:
         return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.samples[i].items()}
+
+
+def toy_room(rng, n: int = 20000) -> np.ndarray:
+    """A camera-frame scene like an indoor capture: floor, back and side wall, three boxes and a sphere, 1-3.5 m
+    in front of the camera (OpenCV axes: y down, z forward); (n, 3) float64 points on the surfaces."""
+    q = n // 8
+    parts = [np.c_[rng.uniform(-1.5, 1.5, 2 * q), np.full(2 * q, 0.8), rng.uniform(1.0, 3.5, 2 * q)],
+             np.c_[rng.uniform(-1.5, 1.5, 2 * q), rng.uniform(-1.0, 0.8, 2 * q), np.full(2 * q, 3.5)],
+             np.c_[np.full(q, -1.5), rng.uniform(-1.0, 0.8, q), rng.uniform(1.0, 3.5, q)]]
+    for centre, half in (((0.3, 0.55, 2.0), (0.25, 0.25, 0.15)), ((-0.6, 0.4, 2.8), (0.2, 0.4, 0.2)),
+                         ((0.9, 0.6, 3.0), (0.3, 0.2, 0.3))):
+        half = np.asarray(half)
+        b = rng.uniform(-1, 1, (q // 2, 3)) * half
+        f = rng.integers(0, 3, len(b))
+        b[np.arange(len(b)), f] = rng.choice([-1.0, 1.0], len(b)) * half[f]
+        parts.append(b + np.asarray(centre))
+    s = rng.normal(size=(q // 2, 3))
+    parts.append(0.2 * s / np.linalg.norm(s, axis=1, keepdims=True) + np.array([-0.2, 0.2, 1.8]))
+    return np.concatenate(parts)
+
+
+def toy_room_pair(rng, angle_deg: float = 10.0, translation_m: float = 0.1, outliers: float = 0.2,
+                  n: int = 20000):
+    """(cloud_a, cloud_b, a_from_b): two views of ``toy_room`` related by a known motion, each sampled
+    independently, with ``outliers`` x n uniform points added to b (moving things, sensor junk)."""
+    T = np.eye(4)
+    T[:3, :3] = random_rotation(rng, np.deg2rad(angle_deg))
+    T[:3, 3] = rng.normal(size=3) / np.sqrt(3) * translation_m
+    a = toy_room(rng, n)
+    b_in_a = toy_room(rng, n)
+    b = (b_in_a - T[:3, 3]) @ T[:3, :3]            # b = inv(a_from_b) applied to points of a's frame
+    junk = rng.uniform([-1.5, -1.0, 1.0], [1.5, 0.8, 3.5], size=(int(outliers * n), 3))
+    return a, np.concatenate([b, junk]), T

@@ -25,20 +25,49 @@ class DistillConfig:
 
 
 @dataclass
+class PseudoLabelConfig:
+    """Pseudo-labels for unlabeled real pairs (``train.pseudo_labels``; training/pseudo_labels.py).
+
+    Before training, each real training pair (t, t + d) (at most ``max_pairs`` per capture and gap, spread
+    over the capture) is registered twice: FPFH + RANSAC + ICP, and ICP started from the chained
+    frame-to-frame ICP poses t -> t+1 -> ... -> t+d. The FPFH result is kept as the pair's label only if
+    both ICP fits pass ``min_fitness`` / ``max_rmse_m`` and the two poses agree within ``max_rot_deg`` /
+    ``max_trans_m``. Accepted pairs are trained on like synthetic ones (descriptor + pose loss, times
+    ``weight``). Real ground truth is never read.
+    """
+
+    enabled: bool = False
+    weight: float = bounded(1.0, ge=0)
+    max_pairs: int = bounded(40, gt=0)          # per capture and gap
+    min_fitness: float = bounded(0.6, ge=0, le=1)
+    max_rmse_m: float = bounded(0.02, gt=0)
+    max_rot_deg: float = bounded(2.0, gt=0)
+    max_trans_m: float = bounded(0.03, gt=0)
+    max_depth_m: float = bounded(3.0, gt=0)    # depth limit of the dense clouds registered
+    voxel_m: float = bounded(0.02, gt=0)
+
+
+@dataclass
 class ModelConfig:
     """Network sizes (``train.model``); the defaults train on a 2-core CPU at B=16, N=1024."""
 
     zdim: int = bounded(16, gt=0)               # refiner latent size
     g_hidden: int = bounded(64, gt=0)           # refiner per-point width
     g_global: int = bounded(128, gt=0)          # refiner global feature width
-    max_offset: float | None = bounded(0.05, gt=0)  # refiner offsets soft-bounded to this (m); null: unbounded
+    max_offset: float | None = bounded(0.05, gt=0)  # offsets beyond this (m) are penalised (train.offset_cap_weight)
     d_hidden: int = bounded(64, gt=0)           # discriminator width (also the size of f_D)
     d_blocks: int = bounded(2, ge=1)            # ResnetBlockFC blocks in D
     d_norm: Literal["batch", "none"] = "batch"  # normalisation inside D's blocks
-    d_patches: int = bounded(0, ge=0)           # 0: D sees whole clouds; M: M local patches per cloud
+    d_patches: int = bounded(32, ge=0)          # 0: D sees whole clouds; M: M random local patches per cloud
     d_patch_points: int = bounded(32, gt=0)     # points per patch
+    pose: Literal["match", "regress"] = "match"  # match: local features + matching + SVD/RANSAC (default);
+                                                # regress: the global 6D regressor (ablation baseline)
     p_hidden: int = bounded(64, gt=0)           # pose network per-point width
-    p_global: int = bounded(128, gt=0)          # pose network global feature width
+    p_global: int = bounded(128, gt=0)          # regress only: global feature width
+    p_out_dim: int = bounded(32, gt=0)          # match only: descriptor size
+    p_k: int = bounded(16, ge=4)                # match only: kNN neighbourhood size
+    p_temperature: float = bounded(0.05, gt=0)  # match only: softmax temperature of the soft assignment
+    p_fpfh: bool = True                         # match only: FPFH histograms as extra per-point input
 
 
 @dataclass
@@ -64,10 +93,14 @@ class TrainConfig:
     # (datasets.transforms.RandomRigid(independent=True)): widens the relative motions P sees
     augment_rotation_deg: float = bounded(0.0, ge=0, le=180)
     augment_translation_m: float = bounded(0.0, ge=0)
+    # a checkpoint (run directory or .pt) whose pose network P (and EMA teacher) start this run: fine-tuning,
+    # e.g. the shipped training/weights/pose_match_small.pt; None: P starts from its random initialisation
+    init: str | None = None
     # optimisation
     epochs: int = bounded(20, gt=0)             # passes over the synthetic pairs
     max_steps: int | None = bounded(None, gt=0)  # optional cap on optimisation steps
     batch_size: int = bounded(16, gt=0)
+    cuda_batch_size: int | None = bounded(None, gt=0)  # batch size when training on CUDA (None: batch_size)
     learning_rate: float = bounded(1e-3, gt=0)
     adam_betas: tuple[float, float] = (0.5, 0.999)
     seed: int = 0
@@ -83,7 +116,15 @@ class TrainConfig:
     gamma: float = bounded(1.0, ge=0)
     mmd_sigma: float = bounded(1.0, gt=0)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    offset_cap_weight: float = bounded(10.0, ge=0)   # mean((relu(|offset| - max_offset) / max_offset)^2)
+    latent_weight: float = bounded(1.0, ge=0)        # MSE of z recovered from the refined cloud (InfoGAN)
+    r1_weight: float = bounded(0.1, ge=0)            # R1 penalty on D's gradient at real clouds
+    history_size: int = bounded(64, ge=0)            # refined clouds kept for D (0: off)
+    d_learning_rate: float | None = bounded(None, gt=0)  # D's learning rate (None: learning_rate)
     # pose losses
+    descriptor_weight: float = bounded(1.0, ge=0)    # match: InfoNCE over ground-truth correspondences
+    descriptor_anchors: int = bounded(256, gt=0)     # match: anchor points per pair in that loss
+    pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     pose_weight: float = bounded(1.0, ge=0)          # geodesic(R, R_gt) + |t - t_gt| on synthetic pairs
     translation_weight: float = bounded(1.0, ge=0)   # relative weight of |t - t_gt| (metres) vs radians
     alignment_weight: float = bounded(1.0, ge=0)     # truncated Chamfer on real pairs

@@ -186,3 +186,80 @@ def alignment_loss(pred_a_from_b, points_a, points_b, trunc: float) -> torch.Ten
 def consistency_loss(student_a_from_b, teacher_a_from_b, translation_weight: float = 1.0) -> torch.Tensor:
     """Student vs EMA teacher on the same real pair: the pose loss with the (detached) teacher as target."""
     return pose_loss(student_a_from_b, teacher_a_from_b.detach(), translation_weight)
+
+
+# ----------------------------------------------------------------------------------------- correspondences
+
+def correspondence_loss(f_a: torch.Tensor, f_b: torch.Tensor, points_a: torch.Tensor, points_b: torch.Tensor,
+                        a_from_b: torch.Tensor, valid_b: torch.Tensor | None = None, temperature: float = 0.05,
+                        pos_ratio: float = 1.0, neg_ratio: float = 2.0, num_anchors: int = 256,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """InfoNCE over ground-truth correspondences (a contrastive descriptor loss, as FCGF/PREDATOR's).
+
+    Every point p_b of b is mapped into a by the true ``a_from_b``; its correspondent is the nearest point of a
+    if that lies within ``pos_ratio`` x the pair's point spacing (median nearest-neighbour distance inside a).
+    For up to ``num_anchors`` such points per pair (spatially random), the loss is the cross-entropy of the
+    softmax over all of a's descriptors (similarity / temperature) at the correspondent; a's other points
+    within ``neg_ratio`` x spacing of the true location are neither positive nor negative (masked). Points
+    with ``valid_b`` False (moving objects) are never anchors: their true position in a is not a_from_b p_b,
+    so they only appear as negatives, which teaches the descriptors nothing wrong.
+
+    Args:
+        f_a: (B, N, C), f_b: (B, M, C) unit descriptors; points_a (B, N, 3), points_b (B, M, 3) camera frames;
+        a_from_b: (B, 4, 4) ground truth; valid_b: (B, M) bool or None (all valid).
+        generator: draws the anchors.
+
+    Returns:
+        (loss (), matched fraction (): share of anchors whose top-1 descriptor match is within the radius).
+    """
+    B, M, _ = points_b.shape
+    with torch.no_grad():
+        b_in_a = transform_points(a_from_b, points_b.float())
+        pa = points_a.float()
+        d_aa = torch.cdist(pa, pa)
+        d_aa.diagonal(dim1=1, dim2=2).fill_(float("inf"))
+        spacing = d_aa.min(dim=2).values.median(dim=1).values.clamp_min(1e-4)      # (B,)
+        d_ba = torch.cdist(b_in_a, pa)                                              # (B, M, N)
+        nn_d, nn_i = d_ba.min(dim=2)
+        ok = nn_d < pos_ratio * spacing[:, None]
+        if valid_b is not None:
+            ok &= valid_b.bool()
+        # spatially random anchors among the points with a correspondent
+        score = torch.rand(B, M, generator=generator, device=points_b.device) + ok.float()
+        S = min(num_anchors, M)
+        anchors = score.topk(S, dim=1).indices                                      # (B, S)
+        a_ok = torch.gather(ok, 1, anchors)
+        tgt = torch.gather(nn_i, 1, anchors)
+        near = torch.gather(d_ba, 1, anchors[..., None].expand(B, S, d_ba.shape[2])) < neg_ratio * spacing[:, None, None]
+        near.scatter_(2, tgt[..., None], False)
+    fb = torch.gather(f_b.float(), 1, anchors[..., None].expand(B, S, f_b.shape[2]))
+    logits = fb @ f_a.float().transpose(1, 2) / temperature                         # (B, S, N)
+    logits = logits.masked_fill(near, float("-inf"))
+    ce = F.cross_entropy(logits.reshape(B * S, -1), tgt.reshape(-1), reduction="none").reshape(B, S)
+    w = a_ok.float()
+    loss = (ce * w).sum() / w.sum().clamp_min(1.0)
+    with torch.no_grad():
+        top = logits.argmax(dim=2)
+        hit = torch.gather(d_ba.gather(1, anchors[..., None].expand(B, S, d_ba.shape[2])), 2, top[..., None])[..., 0]
+        frac = ((hit < pos_ratio * spacing[:, None]).float() * w).sum() / w.sum().clamp_min(1.0)
+    return loss, frac
+
+
+def static_points(labels_b: torch.Tensor, object_a_from_b: torch.Tensor | None, object_valid: torch.Tensor | None,
+                  a_from_b: torch.Tensor, tol: float = 1e-3) -> torch.Tensor:
+    """Which points of frame b move with the camera-static world (background, or an object that did not
+    move between the frames): (B, M) bool. Points of moving objects are outliers of the camera motion.
+
+    Args:
+        labels_b: (B, M) object index, -1 background; object_a_from_b: (B, K, 4, 4) or None;
+        object_valid: (B, K) bool or None; a_from_b: (B, 4, 4) the camera's relative pose.
+    """
+    static = labels_b < 0
+    if object_a_from_b is None or object_a_from_b.shape[1] == 0:
+        return static | (labels_b >= 0) if object_a_from_b is None else static
+    K = object_a_from_b.shape[1]
+    still = (object_a_from_b.float() - a_from_b.float()[:, None]).abs().amax(dim=(-1, -2)) < tol  # (B, K)
+    if object_valid is not None:
+        still &= object_valid.bool()
+    lab = labels_b.clamp(0, K - 1)
+    return static | ((labels_b >= 0) & torch.gather(still, 1, lab))

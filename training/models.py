@@ -1,4 +1,5 @@
-"""The three networks: the refiner G (synthetic cloud -> refined cloud), the discriminator D, the pose network P.
+"""The three networks: the refiner G (synthetic cloud -> refined cloud), the discriminator D, the pose network P
+(correspondence-based ``MatchPoseNet`` by default, the global regressor ``PoseNet`` as an ablation).
 
 All take clouds as (B, N, 3) float tensors in a camera frame (OpenCV axes, metres) and treat the N points as
 a set (shared per-point layers + max pooling, PointNet, Qi et al. 2017), so N may differ between calls.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -98,9 +100,11 @@ class Refiner(nn.Module):
     A PointNet encoder gives per-point features and a max-pooled global feature; the global feature
     parameterises q(z | x_s); a per-point decoder maps [per-point, global, z] to a 3D offset. The last layer
     starts near zero, so an untrained G is (almost) the identity and the synthetic ground truth stays valid.
-    Offsets are soft-bounded, offsets = max_offset * tanh(raw / max_offset) (about raw when small), so that
-    no refinement moves a point by more than ``max_offset`` metres whatever D asks for: a refiner models
-    sensor effects, not scene content, and the synthetic poses must stay valid. None: unbounded.
+    Offsets are not squashed: a hard tanh cap saturated (measured: every offset at +-5 cm with a zero
+    gradient once D won); instead the trainer penalises offsets beyond ``max_offset`` metres
+    (``train.offset_cap_weight``), which keeps the gradient alive. ``recover_z`` (an InfoGAN-style head,
+    Chen et al. 2016) predicts z from the refined cloud and its offsets: its loss (``train.latent_weight``)
+    makes the offsets depend on z, so the latent path is used rather than collapsing to noise.
     """
 
     def __init__(self, zdim: int = 16, hidden: int = 64, global_dim: int = 128, max_offset: float | None = 0.05):
@@ -117,6 +121,13 @@ class Refiner(nn.Module):
         )
         nn.init.normal_(self.decoder[-1].weight, std=1e-3)
         nn.init.zeros_(self.decoder[-1].bias)
+        self.z_point = nn.Sequential(nn.Linear(6, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+        self.z_out = nn.Linear(hidden, zdim)
+
+    def recover_z(self, points: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Predict the latent z from a refined cloud and its offsets (both (B, N, 3)) -> (B, zdim)."""
+        h = self.z_point(torch.cat([points, offsets / (self.max_offset or 0.05)], dim=-1)).max(dim=1).values
+        return self.z_out(h)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> Refined:
@@ -140,32 +151,34 @@ class Refiner(nn.Module):
         N = x.shape[1]
         dec_in = torch.cat([feats, glob[:, None].expand(-1, N, -1), z[:, None].to(feats.dtype).expand(-1, N, -1)], -1)
         offsets = self.decoder(dec_in).to(x.dtype)
-        if self.max_offset:
-            offsets = self.max_offset * torch.tanh(offsets / self.max_offset)
         return Refined(x + offsets, offsets, mu, logvar, z)
 
 
-def local_patches(x: torch.Tensor, num_patches: int, k: int) -> torch.Tensor:
+def local_patches(x: torch.Tensor, num_patches: int, k: int, generator: torch.Generator | None = None,
+                  return_centres: bool = False):
     """The k nearest neighbours of ``num_patches`` centre points, relative to their centre.
 
-    The centres are the first ``num_patches`` points: clouds are random samples of a frame already, so
-    these are a random subset, and no random draw is needed.
+    The centres are drawn uniformly at random per cloud (from ``generator``): stored clouds may be in
+    raster order, where "the first M points" are the top rows of the image.
 
     Args:
         x: (B, N, 3) clouds.
         num_patches: M centres (at most N).
         k: points per patch (at most N), the centre included.
+        generator: torch.Generator of the centre draw (None: torch's global RNG).
+        return_centres: also return the (B, M, 3) centres.
 
     Returns:
         (B, M, k, 3) patch points minus their centre; differentiable w.r.t. ``x``.
     """
     B, N, _ = x.shape
     M, k = min(num_patches, N), min(k, N)
-    centres = x[:, :M]                                              # (B, M, 3)
+    pick = torch.rand(B, N, generator=generator, device=x.device).argsort(dim=1)[:, :M]
+    centres = torch.gather(x, 1, pick[..., None].expand(B, M, 3))    # (B, M, 3)
     with torch.no_grad():
         idx = torch.cdist(centres.float(), x.float()).topk(k, dim=-1, largest=False).indices  # (B, M, k)
     patches = torch.gather(x[:, None].expand(B, M, N, 3), 2, idx[..., None].expand(B, M, k, 3))
-    return patches - centres[:, :, None]
+    return (patches - centres[:, :, None], centres) if return_centres else patches - centres[:, :, None]
 
 
 class Discriminator(nn.Module):
@@ -194,29 +207,30 @@ class Discriminator(nn.Module):
             h = block(h)
         return h.max(dim=1).values
 
-    def _per_set(self, x: torch.Tensor) -> torch.Tensor:
+    def _per_set(self, x: torch.Tensor, generator=None) -> torch.Tensor:
         """(B, N, 3) -> (B, S, hidden): one feature per patch (S = M) or per cloud (S = 1)."""
         if not self.patches:
             return self._pooled(x)[:, None]
-        p = local_patches(x, self.patches, self.patch_points)       # (B, M, k, 3)
+        p = local_patches(x, self.patches, self.patch_points, generator)  # (B, M, k, 3)
         B, M, k, _ = p.shape
         return self._pooled(p.reshape(B * M, k, 3)).reshape(B, M, -1)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, generator=None) -> torch.Tensor:
         """f_D(x): (B, N, 3) -> (B, hidden), averaged over patches."""
-        return self._per_set(x).mean(dim=1)
+        return self._per_set(x, generator).mean(dim=1)
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
+    def forward(self, x: torch.Tensor, return_features: bool = False, generator=None):
         """Logits that ``x`` is real.
 
         Args:
             x: (B, N, 3) clouds, camera frame, metres.
             return_features: also return f_D(x).
+            generator: draws the patch centres (patch mode).
 
         Returns:
             (B,) logits, or ((B,) logits, (B, hidden) features).
         """
-        f = self._per_set(x)                                        # (B, S, hidden)
+        f = self._per_set(x, generator)                                       # (B, S, hidden)
         logits = self.head(f).squeeze(-1).mean(dim=1)
         return (logits, f.mean(dim=1)) if return_features else logits
 
@@ -234,7 +248,9 @@ def _mlp(dims: list[int], layer_norm: bool = True) -> nn.Sequential:
 
 
 class PoseNet(nn.Module):
-    """Pose network P(points_a, points_b) -> (B, 4, 4) a_from_b, the transform mapping b's coordinates into a's.
+    """Global-regression pose network (``model.pose: regress``, kept as an ablation baseline only).
+
+    P(points_a, points_b) -> (B, 4, 4) a_from_b, the transform mapping b's coordinates into a's.
 
     For a pair (frame t, frame t+d) it predicts cam_t_from_cam_{t+d}: ``R @ p_b + t`` lies on ``points_a``.
     Each cloud is centred on its centroid and both are divided by the pair's RMS radius (one scale per
@@ -284,6 +300,226 @@ class PoseNet(nn.Module):
         return a_from_b
 
 
+# ----------------------------------------------------------------------------------------- correspondence P
+
+def knn_indices(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k nearest neighbours of every point (itself first); (B, N, 3) -> (B, N, k) int64.
+
+    On a CPU a k-d tree per cloud (scipy cKDTree; ~50x faster than the dense N x N distances at N = 1024),
+    elsewhere ``cdist`` + ``topk``.
+    """
+    k = min(k, x.shape[1])
+    with torch.no_grad():
+        if x.device.type == "cpu":
+            from scipy.spatial import cKDTree
+
+            pts = x.detach().float().numpy()
+            out = np.stack([cKDTree(p).query(p, k=k)[1].reshape(len(p), k) for p in pts])
+            return torch.from_numpy(out.astype(np.int64))
+        d = torch.cdist(x.float(), x.float())
+        return d.topk(k, dim=-1, largest=False).indices
+
+
+def gather_points(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x (B, N, C), idx (B, N, k) -> (B, N, k, C) the rows of x named by idx."""
+    return x[torch.arange(x.shape[0], device=x.device)[:, None, None], idx]
+
+
+def local_geometry(x: torch.Tensor, k: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Normals, shape descriptors and neighbour indices from each point's k nearest neighbours.
+
+    Normals are the smallest-eigenvalue eigenvectors of the neighbourhood covariance, oriented towards
+    the camera (the origin of the camera frame), as Open3D's ``orient_normals_towards_camera_location``.
+
+    Args:
+        x: (B, N, 3) clouds, camera frame, metres.
+        k: neighbourhood size.
+
+    Returns:
+        normals (B, N, 3), shape (B, N, 4) [linearity, planarity, scattering, log spacing ratio] (all
+        invariant to rigid motion), knn (B, N, k) indices (the point itself first).
+    """
+    idx = knn_indices(x, k)
+    nb = gather_points(x.float(), idx)                                  # (B, N, k, 3)
+    c = nb - nb.mean(dim=2, keepdim=True)
+    # covariance from its 6 distinct entries (elementwise: much faster than B*N tiny matmuls on a CPU)
+    xx, yy, zz = (c[..., 0] * c[..., 0]).mean(-1), (c[..., 1] * c[..., 1]).mean(-1), (c[..., 2] * c[..., 2]).mean(-1)
+    xy, xz, yz = (c[..., 0] * c[..., 1]).mean(-1), (c[..., 0] * c[..., 2]).mean(-1), (c[..., 1] * c[..., 2]).mean(-1)
+    cov = torch.stack([xx, xy, xz, xy, yy, yz, xz, yz, zz], dim=-1).reshape(*c.shape[:2], 3, 3)
+    cov = cov + 1e-9 * torch.eye(3, device=x.device)
+    evals, evecs = torch.linalg.eigh(cov)                               # ascending
+    n = evecs[..., 0]
+    n = torch.where(((n * x.float()).sum(-1, keepdim=True) > 0), -n, n)  # towards the camera
+    l0, l1, l2 = evals.clamp_min(0).unbind(-1)
+    s = l2 + 1e-12
+    spacing = (nb[:, :, 1:] - nb[:, :, :1]).norm(dim=-1)                 # (B, N, k-1)
+    ratio = torch.log((spacing[..., -1] + 1e-6) / (spacing[..., 0] + 1e-6))
+    shape = torch.stack([(l2 - l1) / s, (l1 - l0) / s, l0 / s, ratio], dim=-1)
+    return n.detach(), shape.detach(), idx
+
+
+def ppf_features(x: torch.Tensor, normals: torch.Tensor, idx: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Point-pair features of each point with its neighbours (Drost et al. 2010; PPFNet, Deng et al. 2018).
+
+    For p_i and neighbour p_j with d = p_j - p_i: (|d| / scale, n_i . d^, n_j . d^, n_i . n_j): invariant to
+    rigid motions of the cloud.
+
+    Args:
+        x: (B, N, 3); normals: (B, N, 3); idx: (B, N, k); scale: (B, 1, 1) length unit (metres).
+
+    Returns:
+        (B, N, k, 4).
+    """
+    x = x.float()
+    d = gather_points(x, idx) - x[:, :, None]                          # (B, N, k, 3)
+    dist = d.norm(dim=-1, keepdim=True)
+    dh = d / (dist + 1e-9)
+    ni = normals[:, :, None].expand_as(d)
+    nj = gather_points(normals, idx)
+    return torch.cat([dist / scale[..., None], (ni * dh).sum(-1, keepdim=True), (nj * dh).sum(-1, keepdim=True),
+                      (ni * nj).sum(-1, keepdim=True)], dim=-1)
+
+
+def fpfh_features(x: torch.Tensor, normal_radius: float = 4.0, feature_radius: float = 12.0) -> torch.Tensor:
+    """FPFH descriptors (Rusu et al. 2009; Open3D, C++) of every point, radii in units of each cloud's median
+    neighbour spacing; (B, N, 3) -> (B, N, 33) float32 on x's device, each histogram triple scaled to sum
+    to 1 per histogram (no gradient: an input feature)."""
+    import open3d as o3d
+    from scipy.spatial import cKDTree
+
+    out = []
+    for p in x.detach().float().cpu().numpy():
+        spacing = float(np.median(cKDTree(p).query(p, k=2)[0][:, 1])) or 1e-3
+        pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(p.astype(np.float64)))
+        pcd.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=normal_radius * spacing, max_nn=30))
+        pcd.orient_normals_towards_camera_location(np.zeros(3))
+        f = o3d.pipelines.registration.compute_fpfh_feature(
+            pcd, o3d.geometry.KDTreeSearchParamHybrid(radius=feature_radius * spacing, max_nn=100))
+        out.append(np.asarray(f.data, dtype=np.float32).T / 100.0)
+    return torch.from_numpy(np.stack(out)).to(x.device)
+
+
+class LocalFeatureNet(nn.Module):
+    """Per-point local descriptors invariant to rigid motion: point-pair features over a kNN graph.
+
+    Layer 1 (PPFNet-like, Deng et al. 2018): for every point, an MLP on the point-pair features with its ``k``
+    nearest neighbours plus the neighbours' shape descriptors, max-pooled over the neighbours. Layer 2
+    (EdgeConv, Wang et al. 2019): relu(A h_i + B h_j + C ppf_ij) max-pooled over the same neighbours, so a
+    point sees its neighbours' neighbourhoods (written as per-point products plus a gather instead of a
+    concatenation per edge: the same function, 3-4x cheaper on a CPU). Output: L2-normalised (B, N, out_dim).
+
+    Lengths are in units of the cloud's median neighbour spacing, so the descriptors do not depend on the
+    metric size of the neighbourhood (a far wall, a near desk) as long as clouds are sampled alike.
+    """
+
+    def __init__(self, hidden: int = 64, out_dim: int = 32, k: int = 16, k2: int | None = None,
+                 fpfh: bool = True):
+        super().__init__()
+        self.k = k
+        self.fpfh = fpfh
+        H = hidden
+        if fpfh:
+            # FPFH in, and a fixed-at-init random projection of it added to the output (a Johnson-Lindenstrauss
+            # map keeps FPFH's distances): an untrained network matches about as well as FPFH on the same
+            # points, and training learns the residual that makes descriptors more distinctive
+            self.fpfh_in = nn.Sequential(nn.Linear(33, H), nn.ReLU(), nn.Linear(H, H))
+            self.fpfh_skip = nn.Linear(33, out_dim, bias=False)
+            nn.init.normal_(self.fpfh_skip.weight, std=1.0)
+        self.e1_ppf = nn.Linear(4, H)
+        self.e1_shape = nn.Linear(4, H, bias=False)
+        self.e1_out = nn.Linear(H, H)
+        self.point1 = nn.Sequential(nn.Linear(H + 4, H), nn.ReLU())
+        self.e2_self = nn.Linear(H, H)
+        self.e2_nb = nn.Linear(H, H, bias=False)
+        self.e2_ppf = nn.Linear(4, H, bias=False)
+        self.out = nn.Sequential(nn.Linear(2 * H, H), nn.ReLU(), nn.Linear(H, out_dim))
+        if fpfh:
+            nn.init.normal_(self.out[-1].weight, std=0.01)
+            nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, N, 3) camera-frame clouds (metres) -> (B, N, out_dim) unit descriptors (float32)."""
+        x = x.float()
+        normals, shape, idx = local_geometry(x, self.k)
+        nn1 = gather_points(x, idx[:, :, 1:2])[:, :, 0]
+        scale = (nn1 - x).norm(dim=-1).median(dim=1).values.clamp_min(1e-4)[:, None, None]
+        ppf = ppf_features(x, normals, idx, scale)                        # (B, N, k, 4)
+        e1 = F.relu(self.e1_ppf(ppf) + gather_points(self.e1_shape(shape), idx))
+        h = self.e1_out(e1).max(dim=2).values                              # (B, N, H)
+        h = self.point1(torch.cat([h, shape], dim=-1))
+        if self.fpfh:
+            hist = fpfh_features(x)
+            h = h + self.fpfh_in(hist)
+        e2 = self.e2_self(h)[:, :, None] + gather_points(self.e2_nb(h), idx) + self.e2_ppf(ppf)
+        h2 = F.relu(e2).max(dim=2).values
+        out = self.out(torch.cat([h, h2], dim=-1))
+        if self.fpfh:
+            out = out + self.fpfh_skip(F.normalize(hist, dim=-1))
+        return F.normalize(out, dim=-1)
+
+
+def weighted_procrustes(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The rigid transform T minimising sum_i w_i |T src_i - dst_i|^2 in closed form (Kabsch/Umeyama via SVD).
+
+    Differentiable (through ``torch.linalg.svd``; degenerate, e.g. collinear, inputs give large gradients).
+
+    Args:
+        src: (B, M, 3) points in frame b; dst: (B, M, 3) their correspondents in frame a; weights: (B, M) >= 0.
+
+    Returns:
+        (B, 4, 4) float a_from_b with a proper rotation (det +1).
+    """
+    src, dst, w = src.float(), dst.float(), weights.float().clamp_min(0)
+    w = w / (w.sum(dim=1, keepdim=True) + 1e-12)
+    cs = (w[..., None] * src).sum(1, keepdim=True)
+    cd = (w[..., None] * dst).sum(1, keepdim=True)
+    H = (src - cs).transpose(1, 2) @ (w[..., None] * (dst - cd))       # (B, 3, 3)
+    U, _, Vh = torch.linalg.svd(H + 1e-9 * torch.eye(3, device=H.device))
+    V = Vh.transpose(1, 2)
+    d = torch.det(V @ U.transpose(1, 2))
+    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
+    R = V @ D @ U.transpose(1, 2)
+    t = cd[:, 0] - (R @ cs[:, 0, :, None])[..., 0]
+    T = torch.zeros(src.shape[0], 4, 4, device=src.device, dtype=R.dtype)
+    T[:, :3, :3] = R
+    T[:, :3, 3] = t
+    T[:, 3, 3] = 1.0
+    return T
+
+
+class MatchPoseNet(nn.Module):
+    """Correspondence-based pose network P (the default, ``model.pose: match``).
+
+    Per-point local descriptors of both clouds (``LocalFeatureNet``) -> soft assignment of every point of
+    b to the points of a (softmax of descriptor similarity / ``temperature``) -> weighted Procrustes (SVD)
+    -> ``a_from_b``. Differentiable end to end: the trainer supervises the descriptors with ground-truth
+    correspondences and this pose with the pose loss. At inference the estimator
+    (training/estimator.py) uses the same descriptors with mutual nearest neighbours and RANSAC instead
+    of the soft assignment.
+    """
+
+    def __init__(self, hidden: int = 64, out_dim: int = 32, k: int = 16, temperature: float = 0.05,
+                 fpfh: bool = True):
+        super().__init__()
+        self.features = LocalFeatureNet(hidden=hidden, out_dim=out_dim, k=k, fpfh=fpfh)
+        self.temperature = temperature
+
+    def soft_pose(self, points_a, points_b, f_a, f_b) -> torch.Tensor:
+        """Weighted-SVD pose from the soft assignment of b's points to a's; (B, 4, 4)."""
+        logits = f_b @ f_a.transpose(1, 2) / self.temperature           # (B, M, N)
+        p = logits.softmax(dim=-1)
+        target = p @ points_a.float()                                   # (B, M, 3) soft correspondents
+        # weight: mutual agreement of the two directions' softmax at the best match (sharp and two-sided)
+        q = logits.softmax(dim=1)
+        w = (p * q).max(dim=-1).values
+        return weighted_procrustes(points_b, target, w)
+
+    def forward(self, points_a: torch.Tensor, points_b: torch.Tensor) -> torch.Tensor:
+        """Predict a_from_b = cam_t_from_cam_{t+d}; points (B, N, 3), (B, M, 3) -> (B, 4, 4) float32."""
+        f_a, f_b = self.features(points_a), self.features(points_b)
+        return self.soft_pose(points_a, points_b, f_a, f_b)
+
+
 def build_models(model_cfg) -> dict[str, nn.Module]:
     """The networks of a ``train.model`` config: {"G": Refiner, "D": Discriminator, "P": PoseNet}."""
     return {
@@ -291,5 +527,7 @@ def build_models(model_cfg) -> dict[str, nn.Module]:
                      max_offset=model_cfg.max_offset),
         "D": Discriminator(hidden=model_cfg.d_hidden, blocks=model_cfg.d_blocks, norm=model_cfg.d_norm,
                            patches=model_cfg.d_patches, patch_points=model_cfg.d_patch_points),
-        "P": PoseNet(hidden=model_cfg.p_hidden, global_dim=model_cfg.p_global),
+        "P": (MatchPoseNet(hidden=model_cfg.p_hidden, out_dim=model_cfg.p_out_dim, k=model_cfg.p_k,
+                           temperature=model_cfg.p_temperature, fpfh=model_cfg.p_fpfh)
+              if model_cfg.pose == "match" else PoseNet(hidden=model_cfg.p_hidden, global_dim=model_cfg.p_global)),
     }

@@ -31,10 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from synthseq.config import to_dict
-from synthseq.errors import ConfigError, DataError, SynthseqError
+from synthseq.errors import ConfigError, DataError, Interrupted, SynthseqError
 from synthseq.training import losses as L
 from synthseq.training.checkpoint import (load_checkpoint, rng_state, save_checkpoint, set_rng_state,
                                           CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CHECKPOINT_NAME)
@@ -111,7 +112,8 @@ def _collate(samples):
 def make_loader(ds, cfg: TrainConfig, stream: int, start: int, stop: int) -> DataLoader:
     """A DataLoader over the batches of steps [start, stop) of dataset ``ds`` (stream 0 synthetic, 1 real)."""
     sampler = _StepBatchSampler(len(ds), cfg.batch_size, cfg.seed, stream, start, stop)
-    return DataLoader(_EpochKeyed(ds), batch_sampler=sampler, collate_fn=_collate, num_workers=cfg.num_workers)
+    return DataLoader(_EpochKeyed(ds), batch_sampler=sampler, collate_fn=_collate, num_workers=cfg.num_workers,
+                      pin_memory=torch.cuda.is_available() and cfg.device != "cpu")
 
 
 def check_data_paths(cfg: TrainConfig, data: bool = True) -> None:
@@ -179,6 +181,16 @@ def resolve_device(name: str) -> torch.device:
 
 # ----------------------------------------------------------------------------------------------- steps
 
+def random_subset(batch: int, n: int, k: int, gen: torch.Generator, device) -> torch.Tensor:
+    """(batch, k) indices of k distinct points out of n per cloud, uniformly at random (drawn from ``gen``)."""
+    return torch.rand(batch, n, generator=gen, device=device).argsort(dim=1)[:, :k]
+
+
+def take_points(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x (B, N, C), idx (B, k) -> (B, k, C)."""
+    return torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1]))
+
+
 class Trainer:
     """The networks, their optimisers and the three update steps; ``train`` drives it.
 
@@ -196,10 +208,13 @@ class Trainer:
         self.G, self.D, self.P = (models[k].to(self.device) for k in ("G", "D", "P"))
         self.P_ema = copy.deepcopy(self.P).requires_grad_(False).eval()
         adam = dict(lr=cfg.learning_rate, betas=tuple(cfg.adam_betas))
+        d_adam = dict(adam, lr=cfg.d_learning_rate or cfg.learning_rate)
         self.opt = {"G": torch.optim.Adam(self.G.parameters(), **adam),
-                    "D": torch.optim.Adam(self.D.parameters(), **adam),
+                    "D": torch.optim.Adam(self.D.parameters(), **d_adam),
                     "P": torch.optim.Adam(self.P.parameters(), **adam)}
         self.step = 0
+        self.history: torch.Tensor | None = None  # earlier refined clouds shown to D (train.history_size)
+        self.pseudo_labels: dict = {}  # (sequence, view, frame, gap) -> (4, 4) accepted pseudo-label
         self.amp = self.device.type == "cuda" and cfg.amp
         self._last_refined = None  # (synthetic, refined, real) clouds (N, 3) of the last GAN step, for figures
 
@@ -227,19 +242,56 @@ class Trainer:
         with self.autocast():
             return self.G(x_s, generator=gen)
 
-    def d_step(self, x_real: torch.Tensor, x_ref: torch.Tensor, step: int) -> dict:
-        """One discriminator update on real (B, N, 3) and refined (B', N, 3) clouds (detached here)."""
+    def d_step(self, x_real: torch.Tensor, x_ref: torch.Tensor, step: int, gen: torch.Generator | None = None) -> dict:
+        """One discriminator update on real (B, N, 3) and refined (B', N, 3) clouds (detached here).
+
+        With ``history_size`` > 0, half of the refined clouds D sees are drawn from a buffer of earlier
+        refined clouds (Shrivastava et al. 2017), so that D does not forget old artefacts and G cannot
+        oscillate between them. With ``r1_weight`` > 0, the R1 penalty r1_weight / 2 * E|grad_x D(x_real)|^2
+        (Mescheder et al. 2018) keeps D smooth on the real data, which stops it from saturating.
+        """
+        cfg = self.cfg
         self.D.train()
         self.opt["D"].zero_grad(set_to_none=True)
+        fake = self._with_history(x_ref.detach(), gen)
+        real_in = x_real.detach().requires_grad_(cfg.r1_weight > 0)
         with self.autocast():
-            logits = self.D(torch.cat([x_real, x_ref.detach()]))
+            logits = self.D(torch.cat([real_in, fake]), generator=gen)
         lr, lf = logits[: len(x_real)], logits[len(x_real):]
         loss = L.discriminator_loss(lr, lf)
-        out = self._check({"loss_D": loss}, step)
+        terms = {}
+        if cfg.r1_weight > 0:
+            (g,) = torch.autograd.grad(lr.float().sum(), real_in, create_graph=True)
+            r1 = g.float().pow(2).sum(dim=(1, 2)).mean()
+            loss = loss + 0.5 * cfg.r1_weight * r1
+            terms["D_r1"] = r1
+        out = self._check({"loss_D": loss, **terms}, step)
         loss.backward()
         self.opt["D"].step()
         out["D_real"] = float(torch.sigmoid(lr.detach().float()).mean())
         out["D_fake"] = float(torch.sigmoid(lf.detach().float()).mean())
+        return out
+
+    def _with_history(self, fake: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        """Half of ``fake`` replaced by clouds from the history buffer (once it holds enough), and the buffer
+        updated with random ones of ``fake``; ``fake`` itself when ``history_size`` is 0."""
+        H = self.cfg.history_size
+        if H <= 0:
+            return fake
+        n = fake.shape[0]
+        if self.history is None or self.history.shape[1:] != fake.shape[1:]:
+            self.history = fake[:0].clone()
+        half = n // 2
+        out = fake
+        if len(self.history) >= half and half > 0:
+            pick = torch.randint(len(self.history), (half,), generator=gen, device=self.device)
+            out = torch.cat([fake[half:], self.history[pick]])
+        new = fake[torch.randperm(n, generator=gen, device=self.device)[:max(half, 1)]]
+        if len(self.history) < H:
+            self.history = torch.cat([self.history, new])[:H]
+        else:
+            slots = torch.randint(H, (len(new),), generator=gen, device=self.device)
+            self.history[slots] = new
         return out
 
     def g_step(self, x_real: torch.Tensor, refined, gen: torch.Generator, step: int) -> dict:
@@ -247,7 +299,7 @@ class Trainer:
         cfg = self.cfg
         self.opt["G"].zero_grad(set_to_none=True)
         with self.autocast():
-            logits, feats = self.D(torch.cat([x_real, refined.points]), return_features=True)
+            logits, feats = self.D(torch.cat([x_real, refined.points]), return_features=True, generator=gen)
         n = len(x_real)
         lr, lf, fr, ff = logits[:n], logits[n:], feats[:n], feats[n:]
         gan = L.generator_gan_loss(lf)
@@ -255,14 +307,21 @@ class Trainer:
             distill = L.gradient_distillation(lr, lf, [p for p in self.D.parameters()], cfg.distill.alpha)
         else:
             distill = L.feature_distillation(lr, lf, fr, ff, cfg.distill.alpha)
-        reg = refined.offsets.float().abs().mean()
+        off = refined.offsets.float()
+        reg = off.abs().mean()
+        cap = self.G.max_offset or float("inf")
+        over = F.relu(off.abs() - cap)
+        cap_pen = (over / cap).pow(2).mean() if math.isfinite(cap) else off.new_zeros(())
         kl = L.kl_standard_normal(refined.mu, refined.logvar)
         prior = torch.randn(refined.z.shape, generator=gen, device=self.device)
         mmd = L.gaussian_mmd(refined.z, prior, cfg.mmd_sigma)
+        z_hat = self.G.recover_z(refined.points.float(), off)
+        latent = F.mse_loss(z_hat.float(), refined.z.detach().float())
         loss = (cfg.gan_weight * gan + cfg.distill.weight * distill + cfg.reg_param * reg
-                + cfg.beta * kl + cfg.gamma * mmd)
+                + cfg.offset_cap_weight * cap_pen + cfg.beta * kl + cfg.gamma * mmd + cfg.latent_weight * latent)
         out = self._check({"loss_G": loss, "G_gan": gan, "G_distill": distill, "G_offset": reg,
-                           "G_kl": kl, "G_mmd": mmd}, step)
+                           "G_cap": cap_pen, "G_kl": kl, "G_mmd": mmd, "G_latent": latent}, step)
+        out["G_over_cap"] = float((over > 0).float().mean())
         # Only G's parameters receive gradients: D's .grad stay None and D's optimiser is not stepped,
         # but the gradient does flow *through* D into G (the original sketch detached x~ here).
         loss.backward(inputs=list(self.G.parameters()))
@@ -272,43 +331,104 @@ class Trainer:
     def p_step(self, synth: dict, real: dict | None, refined_a, refined_b, gen: torch.Generator, step: int) -> dict:
         """One pose-network update (and the EMA teacher update).
 
+        ``model.pose: match``: descriptor loss (InfoNCE over ground-truth correspondences, moving-object
+        points excluded) + pose loss of the soft-assignment weighted-SVD pose, on the synthetic pair; on
+        real pairs the same two losses where an accepted pseudo-label exists (``train.pseudo_labels``).
+        ``model.pose: regress``: the pose loss only. Both: on real pairs the truncated-Chamfer alignment on
+        spatially random subsets and the EMA-teacher consistency (weights 0 switch them off).
+
         Args:
-            synth: batch with ``points_a``/``points_b`` (B, N, 3) and ``a_from_b`` (B, 4, 4) ground truth.
+            synth: batch with ``points_a``/``points_b`` (B, N, 3) and ``a_from_b`` (B, 4, 4) ground truth
+                (and ``labels_b``/``object_a_from_b``/``object_valid`` when present: moving objects).
             real: batch with ``points_a``/``points_b`` (their ``a_from_b`` is never used), or None.
             refined_a, refined_b: (B, N, 3) refined synthetic clouds, or None to use the raw ones.
         """
         cfg = self.cfg
+        match = cfg.model.pose == "match"
         self.opt["P"].zero_grad(set_to_none=True)
         pa = synth["points_a"] if refined_a is None else refined_a.detach()
         pb = synth["points_b"] if refined_b is None else refined_b.detach()
+        gt = synth["a_from_b"]
+        terms = {}
+        loss = 0.0
         with self.autocast():
-            pred = self.P(pa, pb)
-        sup = L.pose_loss(pred, synth["a_from_b"], cfg.translation_weight)
-        rot_err, trans_err = L.pose_errors(pred.detach(), synth["a_from_b"])
-        terms = {"P_pose": sup}
-        loss = cfg.pose_weight * sup
+            if match:
+                f_a, f_b = self.P.features(pa), self.P.features(pb)
+                pred = self.P.soft_pose(pa, pb, f_a, f_b)
+            else:
+                pred = self.P(pa, pb)
+        if match:
+            valid_b = None
+            if "labels_b" in synth:
+                valid_b = L.static_points(synth["labels_b"], synth.get("object_a_from_b"),
+                                          synth.get("object_valid"), gt)
+            desc, hit = L.correspondence_loss(f_a, f_b, pa, pb, gt, valid_b, cfg.model.p_temperature,
+                                              num_anchors=cfg.descriptor_anchors, generator=gen)
+            terms["P_desc"] = desc
+            loss = loss + cfg.descriptor_weight * desc
+        sup = L.pose_loss(pred, gt, cfg.translation_weight)
+        rot_err, trans_err = L.pose_errors(pred.detach(), gt)
+        terms["P_pose"] = sup
+        loss = loss + cfg.pose_weight * sup
         if real is not None:
             ra, rb = real["points_a"], real["points_b"]
-            jit = cfg.consistency_jitter
-            sa = ra + jit * torch.randn(ra.shape, generator=gen, device=self.device)
-            sb = rb + jit * torch.randn(rb.shape, generator=gen, device=self.device)
-            with self.autocast():
-                pred_r = self.P(sa, sb)
-                with torch.no_grad():
-                    teacher = self.P_ema(ra, rb)
-            # the clouds are random samples already, so their first k points are a random subset
-            k = cfg.alignment_points or ra.shape[1]
-            align = L.alignment_loss(pred_r, ra[:, :k], rb[:, :k], cfg.alignment_trunc)
-            cons = L.consistency_loss(pred_r, teacher, cfg.translation_weight)
-            loss = loss + cfg.alignment_weight * align + cfg.consistency_weight * cons
-            terms.update(P_align=align, P_consistency=cons)
+            pseudo = self.pseudo_batch(real)
+            if pseudo is not None and match:
+                mask, T = pseudo
+                if bool(mask.any()):
+                    with self.autocast():
+                        fr_a, fr_b = self.P.features(ra[mask]), self.P.features(rb[mask])
+                        pred_p = self.P.soft_pose(ra[mask], rb[mask], fr_a, fr_b)
+                    pdesc, _ = L.correspondence_loss(fr_a, fr_b, ra[mask], rb[mask], T[mask], None,
+                                                     cfg.model.p_temperature, num_anchors=cfg.descriptor_anchors,
+                                                     generator=gen)
+                    ppose = L.pose_loss(pred_p, T[mask], cfg.translation_weight)
+                    frac = mask.float().mean()
+                    terms.update(P_pseudo=pdesc + ppose)
+                    loss = loss + cfg.pseudo_labels.weight * frac * (cfg.descriptor_weight * pdesc
+                                                                     + cfg.pose_weight * ppose)
+            if cfg.alignment_weight > 0 or cfg.consistency_weight > 0:
+                jit = cfg.consistency_jitter
+                sa = ra + jit * torch.randn(ra.shape, generator=gen, device=self.device)
+                sb = rb + jit * torch.randn(rb.shape, generator=gen, device=self.device)
+                with self.autocast():
+                    pred_r = self.P(sa, sb)
+                    with torch.no_grad():
+                        teacher = self.P_ema(ra, rb)
+                # spatially random subsets: stored clouds may be in raster order (sample_fixed sorts its
+                # indices), so "the first k points" would be the top rows of the image
+                k = min(cfg.alignment_points or ra.shape[1], ra.shape[1])
+                ia = random_subset(ra.shape[0], ra.shape[1], k, gen, self.device)
+                ib = random_subset(rb.shape[0], rb.shape[1], k, gen, self.device)
+                align = L.alignment_loss(pred_r, take_points(ra, ia), take_points(rb, ib), cfg.alignment_trunc)
+                cons = L.consistency_loss(pred_r, teacher, cfg.translation_weight)
+                loss = loss + cfg.alignment_weight * align + cfg.consistency_weight * cons
+                terms.update(P_align=align, P_consistency=cons)
         out = self._check({"loss_P": loss, **terms}, step)
         loss.backward()
         self.opt["P"].step()
         self.update_ema(step)
         out["P_rot_err_deg"] = float(rot_err.mean()) * 180.0 / math.pi
         out["P_trans_err_m"] = float(trans_err.mean())
+        if match:
+            out["P_match_hit"] = float(hit)
         return out
+
+    def pseudo_batch(self, real: dict):
+        """(mask (B,) bool, a_from_b (B, 4, 4)) of the real batch's pairs with an accepted pseudo-label, or
+        None without pseudo-labels. Pairs are looked up by (sequence, view, frame, gap)."""
+        if not self.pseudo_labels:
+            return None
+        B = real["points_a"].shape[0]
+        mask = torch.zeros(B, dtype=torch.bool)
+        T = torch.eye(4).repeat(B, 1, 1)
+        for i in range(B):
+            key = (str(real["sequence"][i]), int(real["view"][i]), int(real["frame"][i]), int(real["gap"][i]))
+            pose = self.pseudo_labels.get(key)
+            if pose is not None:
+                mask[i] = True
+                T[i] = torch.as_tensor(pose, dtype=torch.float32)
+        return mask.to(self.device), T.to(self.device)
 
     @torch.no_grad()
     def update_ema(self, step: int) -> None:
@@ -338,7 +458,7 @@ class Trainer:
             x_real = torch.cat([real["points_a"], real["points_b"]])         # (2B', N, 3)
             t0 = time.perf_counter()
             refined = self.refine(x_s, gen)
-            scalars.update(self.d_step(x_real, refined.points, step))
+            scalars.update(self.d_step(x_real, refined.points, step, gen))
             times["time_D"] = self._sync_time(t0)
             t0 = time.perf_counter()
             scalars.update(self.g_step(x_real, refined, gen, step))
@@ -367,6 +487,7 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in self.opt.items()},
             "rng": rng_state(),
             "metrics": dict(metrics or {}),
+            "buffers": {"history": self.history.detach().cpu() if self.history is not None else torch.zeros(0)},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -375,6 +496,8 @@ class Trainer:
         for k, o in self.opt.items():
             o.load_state_dict(state["optimizers"][k])
         self.step = int(state["step"])
+        hist = state.get("buffers", {}).get("history")
+        self.history = hist.to(self.device) if hist is not None and hist.numel() else None
         set_rng_state(state["rng"])
 
 
@@ -417,8 +540,62 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 # ----------------------------------------------------------------------------------------------- train
 
+def init_pose_network(trainer: Trainer, path) -> None:
+    """Load P and its EMA teacher from the checkpoint ``path`` (``train.init``): the same P architecture is
+    required (``train.model.pose``/``p_*`` as there); optimiser state and step start fresh."""
+    from synthseq.training.checkpoint import train_config_of
+
+    state = load_checkpoint(path, map_location="cpu")
+    theirs = train_config_of(state).model
+    mine = trainer.cfg.model
+    keys = ("pose", "p_hidden", "p_global", "p_out_dim", "p_k")
+    if any(getattr(theirs, k) != getattr(mine, k) for k in keys):
+        raise ConfigError(f"train.init: {path} has a pose network of another shape "
+                          f"({ {k: getattr(theirs, k) for k in keys} } vs { {k: getattr(mine, k) for k in keys} })")
+    trainer.P.load_state_dict(state["models"]["P"])
+    trainer.P_ema.load_state_dict(state["models"].get("P_ema", state["models"]["P"]))
+    log.info("train.init: P from %s (step %s)", path, state.get("step"))
+
+
+class _Subset(Dataset):
+    """The items ``indices`` of a Dataset (``set_epoch`` passed through)."""
+
+    def __init__(self, ds, indices):
+        self.ds, self.indices = ds, [int(i) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.ds, "set_epoch"):
+            self.ds.set_epoch(epoch)
+
+    def __getitem__(self, i):
+        return self.ds[self.indices[i]]
+
+
+def _with_pseudo_labels(trainer: Trainer, tcfg: TrainConfig, real, run_dir: Path):
+    """Compute (or read ``run_dir/pseudo_labels.json``) the pseudo-labels of the real training captures, give
+    them to the trainer, and return the real dataset restricted to the labelled pairs."""
+    from synthseq.training.pseudo_labels import pseudo_labels_for
+
+    if not (hasattr(real, "sequences") and hasattr(real, "items")) or len(real.sequences) != len(tcfg.real):
+        raise ConfigError("train.pseudo_labels: needs the real captures of train.real (RealPairs)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    names = [s.name for s in real.sequences]
+    labels = pseudo_labels_for(list(tcfg.real), names, tcfg.gaps, tcfg.pseudo_labels,
+                               run_dir / "pseudo_labels.json", seed=tcfg.seed)
+    trainer.pseudo_labels = labels
+    keep = [i for i, (si, v, t, d) in enumerate(real.items) if (names[si], int(v), int(t), int(d)) in labels]
+    log.info("pseudo-labels: %d real pairs labelled of %d", len(keep), len(real))
+    if not keep:
+        log.warning("train.pseudo_labels: no real pair passed the checks; real pairs are used unlabelled")
+        return real
+    return _Subset(real, keep)
+
+
 def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, device: str | None = None,
-          progress: bool = False) -> dict:
+          progress: bool = False, stop=None) -> dict:
     """Train G, D and P; write checkpoints, TensorBoard scalars, sample figures and metrics.jsonl to ``run_dir``.
 
     Args:
@@ -432,6 +609,8 @@ def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, devi
         resume: continue from ``run_dir/checkpoints/last.pt`` (the config's model section must match).
         device: "cpu", "cuda" or "auto"; None uses ``cfg.device``.
         progress: show a tqdm progress bar with the losses.
+        stop: optional callable checked after every step; when it returns True (the CLI's Ctrl-C / SIGTERM
+            handler) the step's checkpoint is written and ``Interrupted`` is raised, so ``resume`` works.
 
     Returns:
         {"step": steps done, "run_dir": Path, "checkpoint": Path, "metrics": last logged row}.
@@ -440,7 +619,7 @@ def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, devi
         ConfigError: missing data paths, or a resume with a different model config.
         NonFiniteLossError: a loss became NaN/inf; the last good checkpoint is kept.
     """
-    from tqdm.auto import tqdm
+    from synthseq.progress import progress as tqdm  # a bar on a terminal, plain lines in a log
 
     tcfg: TrainConfig = cfg.train if hasattr(cfg, "train") else cfg
     config_dict = to_dict(cfg) if hasattr(cfg, "train") else {"train": to_dict(cfg)}
@@ -463,7 +642,14 @@ def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, devi
 
     # model, optimisers, state
     dev = resolve_device(device or tcfg.device)
+    if dev.type == "cuda" and tcfg.cuda_batch_size and tcfg.cuda_batch_size != tcfg.batch_size:
+        import dataclasses
+
+        log.info("CUDA: batch size %d (train.cuda_batch_size) instead of %d", tcfg.cuda_batch_size, tcfg.batch_size)
+        tcfg = dataclasses.replace(tcfg, batch_size=tcfg.cuda_batch_size)
     trainer = Trainer(tcfg, dev)
+    if tcfg.pseudo_labels.enabled and real is not None:
+        real = _with_pseudo_labels(trainer, tcfg, real, run_dir)
     if resume:
         state = load_checkpoint(ckpt_path, map_location="cpu")  # RNG states must stay CPU tensors
         saved_model = state["config"]["train"].get("model")
@@ -472,6 +658,8 @@ def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, devi
                               "a resumed run keeps its network sizes")
         trainer.load_state_dict(state)
         log.info("resuming %s from step %d", ckpt_path, trainer.step)
+    elif tcfg.init:
+        init_pose_network(trainer, tcfg.init)
     steps_per_epoch = max(len(synthetic) // tcfg.batch_size, 1)
     total_steps = tcfg.epochs * steps_per_epoch
     if tcfg.max_steps is not None:
@@ -531,8 +719,11 @@ def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, devi
                 if step % tcfg.sample_interval == 0 and trainer._last_refined is not None:
                     fig = save_sample_figure(run_dir / "samples" / f"step-{step:07d}.png", *trainer._last_refined, step)
                     writer.add_figure("samples", fig, step)
-                if step % tcfg.checkpoint_interval == 0 or step == total_steps:
+                stopping = stop is not None and stop()
+                if step % tcfg.checkpoint_interval == 0 or step == total_steps or stopping:
                     checkpoint(row)
+                if stopping and step < total_steps:
+                    raise Interrupted(f"stopped at step {step} of {total_steps}; checkpoint saved to {ckpt_path}")
     finally:
         bar.close()
         writer.close()

@@ -1,0 +1,145 @@
+"""Pseudo-labels for unlabeled real training pairs from classical registration that passes checks.
+
+For a real capture of the training split (never a validation one), every pair (t, t + d) picked is
+registered twice, independently:
+
+- **candidate**: FPFH + RANSAC + ICP on the dense clouds (global: does not need a small motion);
+- **chained**: the frame-to-frame ICP poses t -> t+1 -> ... -> t+d multiplied together (small gaps, where
+  ICP from the identity is reliable), refined by one ICP at gap d.
+
+The candidate becomes the pair's label only if (``check_pseudo_label``) both fits have ICP fitness >=
+``min_fitness`` and inlier RMSE <= ``max_rmse_m``, and the two poses agree within ``max_rot_deg`` /
+``max_trans_m``: two methods with different failure modes (feature ambiguity vs drift / a local minimum)
+rarely agree on the same wrong pose. The capture's ground truth is never read.
+
+Labels are keyed by (sequence name, view, frame t, gap d), the identifiers of ``RealPairs`` samples, and
+stored as JSON (``RUN_DIR/pseudo_labels.json``) with the acceptance statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def pose_difference(T1: np.ndarray, T2: np.ndarray) -> tuple[float, float]:
+    """(rotation angle in degrees, translation distance in metres) between two (4, 4) poses."""
+    R = T1[:3, :3].T @ T2[:3, :3]
+    c = np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)
+    return math.degrees(math.acos(c)), float(np.linalg.norm(T1[:3, 3] - T2[:3, 3]))
+
+
+def check_pseudo_label(candidate, chained, cfg) -> tuple[bool, str]:
+    """Whether a pseudo-label passes the checks of ``cfg`` (a ``PseudoLabelConfig``).
+
+    Args:
+        candidate, chained: ``baselines.Registration`` (a_from_b, fitness, inlier_rmse) of the two methods.
+
+    Returns:
+        (accepted, reason): reason names the first failed check, or "ok".
+    """
+    for name, r in (("candidate", candidate), ("chained", chained)):
+        if not np.all(np.isfinite(r.a_from_b)):
+            return False, f"{name}: no pose"
+        if not (r.fitness >= cfg.min_fitness):
+            return False, f"{name}: fitness {r.fitness:.2f} < {cfg.min_fitness}"
+        if not (r.inlier_rmse <= cfg.max_rmse_m):
+            return False, f"{name}: inlier RMSE {r.inlier_rmse:.4f} m > {cfg.max_rmse_m}"
+    rot, trans = pose_difference(candidate.a_from_b, chained.a_from_b)
+    if rot > cfg.max_rot_deg or trans > cfg.max_trans_m:
+        return False, f"disagreement {rot:.2f} deg / {trans:.3f} m"
+    return True, "ok"
+
+
+def label_sequence(seq, name: str, gaps, cfg, view: int = 0, seed: int = 0) -> tuple[dict, dict]:
+    """Pseudo-label up to ``cfg.max_pairs`` pairs per gap of one capture.
+
+    Args:
+        seq: an object with ``num_frames`` and ``dense(t) -> (M, 3)`` (``evaluate.load_real_sequence``).
+        name: the sequence name used by ``RealPairs`` samples (the key).
+        gaps: frame gaps d.
+        cfg: ``PseudoLabelConfig``.
+
+    Returns:
+        (labels {(name, view, t, d): (4, 4) ndarray}, stats {"tried": n, "accepted": n, "reasons": {...}}).
+    """
+    from synthseq.training import baselines as B
+
+    opts = dict(voxel_m=cfg.voxel_m)
+    T = seq.num_frames
+    step_cache: dict[int, np.ndarray] = {}
+
+    def step(t: int) -> np.ndarray:  # ICP t -> t+1 from the identity
+        if t not in step_cache:
+            step_cache[t] = B.icp_from_identity(seq.dense(t), seq.dense(t + 1), **opts).a_from_b
+        return step_cache[t]
+
+    labels, reasons = {}, {}
+    tried = 0
+    for d in gaps:
+        n = T - d
+        if n <= 0:
+            continue
+        starts = np.unique(np.linspace(0, n - 1, min(cfg.max_pairs, n)).round().astype(int))
+        for t in starts:
+            t = int(t)
+            a, b = seq.dense(t), seq.dense(t + d)
+            chain = np.eye(4)
+            for u in range(t, t + d):
+                chain = chain @ step(u)
+            if not np.all(np.isfinite(chain)):
+                chain = np.eye(4)
+            chained = B.refine_icp(a, b, chain, **opts)
+            candidate = B.fpfh_ransac_icp(a, b, seed=seed, **opts)
+            ok, why = check_pseudo_label(candidate, chained, cfg)
+            tried += 1
+            key = why.split(":")[0] if not ok else "ok"
+            reasons[key] = reasons.get(key, 0) + 1
+            if ok:
+                labels[(name, view, t, int(d))] = np.asarray(candidate.a_from_b, dtype=np.float64)
+    return labels, {"tried": tried, "accepted": len(labels), "reasons": reasons}
+
+
+def save_labels(path, labels: dict, stats: dict) -> None:
+    """Write labels + stats as JSON (atomic rename)."""
+    path = Path(path)
+    rows = [{"sequence": k[0], "view": k[1], "frame": k[2], "gap": k[3], "a_from_b": np.asarray(v).tolist()}
+            for k, v in labels.items()]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"labels": rows, "stats": stats}))
+    tmp.replace(path)
+
+
+def load_labels(path) -> tuple[dict, dict]:
+    data = json.loads(Path(path).read_text())
+    labels = {(r["sequence"], int(r["view"]), int(r["frame"]), int(r["gap"])): np.asarray(r["a_from_b"])
+              for r in data["labels"]}
+    return labels, data.get("stats", {})
+
+
+def pseudo_labels_for(real_specs, sequence_names, gaps, cfg, cache_path=None, seed: int = 0) -> dict:
+    """Labels for every capture of ``train.real`` (``real_specs[i]`` is named ``sequence_names[i]`` in the
+    pair samples), read from ``cache_path`` when it exists, else computed and written there."""
+    if cache_path is not None and Path(cache_path).is_file():
+        labels, stats = load_labels(cache_path)
+        log.info("pseudo-labels: %d read from %s", len(labels), cache_path)
+        return labels
+    from synthseq.training.evaluate import load_real_sequence
+
+    labels, stats = {}, {}
+    for spec, name in zip(real_specs, sequence_names):
+        seq = load_real_sequence(spec, 64, cfg.max_depth_m)
+        lab, st = label_sequence(seq, name, gaps, cfg, seed=seed)
+        labels.update(lab)
+        stats[str(spec)] = st
+        log.info("pseudo-labels: %s: %d of %d pairs accepted (%s)", spec, st["accepted"], st["tried"],
+                 st["reasons"])
+    if cache_path is not None:
+        save_labels(cache_path, labels, stats)
+    return labels
