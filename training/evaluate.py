@@ -497,7 +497,12 @@ def _write_report(out_dir: Path, cfg, methods, gaps, posed, seqs, synth, raw, tr
                                                             num_resamples=resamples, seed=cfg.seed)
                                       for m in methods if m in TRAJECTORY_METHODS}
 
-    realism = _realism(cfg, seqs, synth, refiner, device, notes)
+    # realism on held-out frames only: G was trained against the real training captures
+    held_real = [s for s in seqs if not s.seen_in_training]
+    held_synth = [s for s in synth if not s.seen_in_training]
+    if len(held_real) < len(seqs) or len(held_synth) < len(synth):
+        notes.append("GAN realism: sequences seen in training are left out of it.")
+    realism = _realism(cfg, held_real, held_synth, refiner, device, notes)
     metrics_out = {
         "methods": methods,
         "method_labels": {m: METHOD_LABELS[m] for m in methods},
