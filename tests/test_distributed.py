@@ -202,3 +202,46 @@ def test_follow_takes_in_shards_as_the_manifest_lists_them(dataset, tmp_path):
 
     with pytest.raises(ConfigError, match="train.max_steps: --follow needs a step count"):
         FollowingPairs(_cfg(out, "train.max_steps=null").train)
+
+
+@pytest.mark.slow
+def test_killed_worker_then_resume_is_exact(dataset, tmp_path):
+    """Kill one of two training workers mid-run: one-line ClusterError; --resume with K=2 from the last
+    checkpoint ends with the weights of an uninterrupted K=2 run."""
+    import threading
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    from synthseq.pipelines.cluster import ClusterError, train_on_cluster
+
+    extra = ("train.max_steps=16", "train.batch_size=2", "train.checkpoint_interval=2")
+    train_on_cluster(_cfg(dataset, *extra), tmp_path / "straight", num_workers=2)
+
+    run = tmp_path / "killed"
+    killed = []
+
+    def kill_a_worker():
+        t0 = time.time()
+        while time.time() - t0 < 300:
+            rows = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
+            if len(rows) >= 5:
+                for p in psutil.process_iter(["pid", "cmdline"]):
+                    if "ray::_TrainWorker.run" in " ".join(p.info["cmdline"] or []):
+                        p.kill()
+                        killed.append(p.info["pid"])
+                        return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_a_worker)
+    killer.start()
+    try:
+        with pytest.raises(ClusterError, match=r"training worker \d"):
+            train_on_cluster(_cfg(dataset, *extra), run, num_workers=2)
+    finally:
+        killer.join()
+    assert killed
+    step = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert 2 <= step < 16
+    train_on_cluster(_cfg(dataset, *extra), run, num_workers=2, resume=True)
+    a, b = _weights(tmp_path / "straight"), _weights(run)
+    assert all(torch.equal(a["P"][k], b["P"][k]) for k in a["P"])
