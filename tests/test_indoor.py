@@ -200,11 +200,12 @@ def _distance_to_mesh(vertices, faces, points):
     return scene.compute_distance(o3d.core.Tensor(points.astype(np.float32))).numpy()
 
 
-@pytest.mark.parametrize("index", [0, 1])
-def test_indoor_points_lie_on_their_meshes_and_the_static_scene(index, meshes_dir):
+@pytest.mark.parametrize("index, renderer", [(0, "moderngl"), (1, "raycast")])
+def test_indoor_points_lie_on_their_meshes_and_the_static_scene(index, renderer, meshes_dir):
     from synthseq.generator.sequence import generate_sequence
 
-    cfg = _indoor(SMALL + ["generate.sensor=ideal", "generate.num_frames=4", "generate.objects.count=3"])
+    cfg = _indoor(SMALL + ["generate.sensor=ideal", "generate.num_frames=4", "generate.objects.count=3",
+                           f"generate.renderer={renderer}"])
     spec = make_spec(cfg, 7, index)
     seq = generate_sequence(spec)
     labels = seq.labels
