@@ -293,7 +293,7 @@ class IndoorConfig:
     Furniture is built from boxes and cylinders (and real chair meshes), stands free or against a wall, and
     carries clutter on its surfaces (table and desk tops, shelf boards, cabinet and counter tops); larger
     clutter stands on the floor. Furniture, clutter and the room are static background (label -1); the
-    ``generate.objects`` section gives the few moving objects (label k, flying above the first view's target)
+    ``generate.objects`` section gives the few moving objects (label k, flying in front of a view's target)
     and the pool of primitives and mesh files that clutter is drawn from. ``generate.room`` gives ``ceiling``;
     its ``size`` is replaced by the ranges here. Each handheld view looks at a point on the furniture or its
     clutter from ``cameras.handheld.motions.<regime>.distance_m`` away, from ``camera_height_m`` up, and is
@@ -318,8 +318,8 @@ class IndoorConfig:
         max_background_m: a view is kept only if, continued past its point of interest, the optical axis meets
             the floor, a wall or the ceiling within this distance (metres): what lies behind is near, as in
             the real captures, not the far side of a large room.
-        moving_region_m: half extents (x, y, z) of the box above the first view's target in which the moving
-            objects' origins stay, metres.
+        moving_region_m: half extents (x, y, z) of the box in which a moving object's origin stays, metres,
+            centred a third of the way from a view's point of interest to its camera (object k: view k mod V).
         placement_tries: candidate camera placements per view before the room is drawn again.
     """
 

@@ -11,8 +11,8 @@
    walking; ``cameras.handheld.motions``), a point of interest on the furniture or its clutter, and a camera
    ``distance_m`` from it at ``camera_height_m``, accepted only if the whole path keeps ``camera_clearance_m``
    from every static part and the room and the point is in sight (no furniture box across the line of sight);
-5. the moving objects of ``generate.objects`` flying in a box above the first view's point of interest, kept
-   off every camera.
+5. the moving objects of ``generate.objects`` flying in a box between a view's camera and its point of interest
+   (in view at least half the time when a drawn trajectory allows it), kept off every camera.
 
 Furniture, clutter and the room are static background (label -1), stored in the spec as
 :class:`~synthseq.generator.scene.StaticPart` (an ObjectSpec and a world pose: names and numbers only). Every
@@ -460,9 +460,24 @@ def _place_camera(cfg, layout: _Layout, times: np.ndarray, rng: np.random.Genera
     return None
 
 
-def _moving_objects(cfg, index: int, layout: _Layout, target: np.ndarray, camera_paths: np.ndarray,
-                    times: np.ndarray, sources: tuple, rng: np.random.Generator):
-    """The moving objects of ``generate.objects``: in a box above ``target``, off every camera path (T*V, 3)."""
+def _in_view(points: np.ndarray, world_from_camera: np.ndarray, K: tuple, size: tuple) -> np.ndarray:
+    """(T,) bool: world points (T, 3) project inside a (W, H) image of the camera poses (T, 4, 4), z > 0.3 m."""
+    fx, fy, cx, cy = K
+    R, t = world_from_camera[:, :3, :3], world_from_camera[:, :3, 3]
+    p = np.einsum("tji,tj->ti", R, points - t)  # camera frame: R^T (x - t)
+    z = np.maximum(p[:, 2], 1e-9)
+    u, v = fx * p[:, 0] / z + cx, fy * p[:, 1] / z + cy
+    return (p[:, 2] > 0.3) & (u >= 0) & (u < size[0]) & (v >= 0) & (v < size[1])
+
+
+def _moving_objects(cfg, index: int, layout: _Layout, placed: list, times: np.ndarray, sources: tuple,
+                    rng: np.random.Generator):
+    """The moving objects of ``generate.objects``. Object k flies in a box of half extents ``moving_region_m``
+    centred between view (k mod V)'s first eye and its point of interest (a third of the way to the eye), so
+    that the view sees it; it stays off every camera path, and (best effort) off the furniture and the other
+    objects. Among ``objects.placement_tries`` trajectories the first that is clear and in view half the time is
+    kept, else the one most in view (then the clearest); an object that cannot be kept off a camera is left
+    out."""
     from synthseq.generator.scene import _clearance
 
     o, t, ind = cfg.objects, cfg.trajectories, cfg.indoor
@@ -470,29 +485,37 @@ def _moving_objects(cfg, index: int, layout: _Layout, target: np.ndarray, camera
     K = int(rng.integers(o.count[0], o.count[1] + 1))
     half = np.asarray(ind.moving_region_m, dtype=np.float64)
     boxes = layout.box_array()
+    poses = np.stack([m.poses(times) for m, _ in placed], axis=1)  # (T, V, 4, 4)
+    paths = poses[:, :, :3, 3]
+    intrinsics, size = cfg.cameras.intrinsics(), (cfg.cameras.width, cfg.cameras.height)
     objects, trajectories, centres, radii = [], [], [], []
     for k in range(K):
-        size = float(rng.uniform(o.size[0], o.size[1]))
-        obj = _draw_clutter(f"s{int(index):06d}_o{k:02d}", size, sources, o.mesh_ratio, rng)
+        size_m = float(rng.uniform(o.size[0], o.size[1]))
+        obj = _draw_clutter(f"s{int(index):06d}_o{k:02d}", size_m, sources, o.mesh_ratio, rng)
         radius = obj.radius
+        v = k % len(placed)
+        target = placed[v][1]
+        centre = target + (paths[0, v] - target) / 3.0
         m = radius + 0.05
-        lo = np.maximum(target + np.array([-half[0], -half[1], radius + 0.05]), [-0.5 * X + m, -0.5 * Y + m, m])
-        hi = np.minimum(target + np.array([half[0], half[1], radius + 0.05 + 2 * half[2]]),
-                        [0.5 * X - m, 0.5 * Y - m, Z - m])
+        lo = np.maximum(centre - half, [-0.5 * X + m, -0.5 * Y + m, m])
+        hi = np.minimum(centre + half, [0.5 * X - m, 0.5 * Y - m, Z - m])
         if np.any(lo > hi):
             continue
-        best, best_score = None, -np.inf
+        best, best_key = None, (-np.inf, -np.inf)
         for _ in range(o.placement_tries):
             traj = sample_trajectory(t.kind, lo, hi, times, t.speed, t.angular_speed_deg, t.num_keyframes, rng)
             pos = traj.positions_at(times)  # (T, 3)
-            cam = np.sqrt(((camera_paths.reshape(len(times), -1, 3) - pos[:, None]) ** 2).sum(-1)).min()
-            cam -= radius + ind.camera_clearance_m
+            cam = np.sqrt(((paths - pos[:, None]) ** 2).sum(-1)).min() - (radius + ind.camera_clearance_m)
+            if cam < 0:
+                continue
             others = _clearance(pos, radius, centres, radii) if centres else np.inf
             static = (point_box_distance(pos, boxes).min() - radius) if len(boxes) else np.inf
-            score = min(cam, others, static)
-            if cam >= 0 and score > best_score:
-                best, best_score = traj, score
-            if score >= 0:
+            seen = float(_in_view(pos, poses[:, v], intrinsics, size).mean())
+            clear = min(others, static)
+            key = (min(seen, 0.5), clear)
+            if key > best_key:
+                best, best_key = traj, key
+            if seen >= 0.5 and clear >= 0:
                 break
         if best is None:  # never through a camera: leave the object out
             continue
@@ -549,8 +572,7 @@ def make_indoor_spec(cfg, root_seed: int, index: int):
             f"sequence {index}: no handheld camera placement found in {_MAX_LAYOUTS} rooms: relax "
             "generate.indoor.camera_clearance_m / camera_height_m, the motions' distance_m, or furniture_count")
     motions = tuple(m for m, _ in placed)
-    paths = np.stack([m.poses(times)[:, :3, 3] for m in motions], axis=1)  # (T, V, 3)
-    objects, trajectories = _moving_objects(cfg, index, layout, placed[0][1], paths, times, sources, rng)
+    objects, trajectories = _moving_objects(cfg, index, layout, placed, times, sources, rng)
     fx, fy, cx, cy = cfg.cameras.intrinsics()
     cameras = CameraSpec(cfg.cameras.width, cfg.cameras.height, fx, fy, cx, cy, (), motions)
     static = tuple(StaticPart(obj, tuple(float(x) for x in pose.ravel())) for obj, pose in layout.parts)

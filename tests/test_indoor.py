@@ -17,7 +17,7 @@ from synthseq.datasets.types import invert_pose, relative_pose
 from synthseq.errors import ConfigError
 from synthseq.generator.assets import cluster_vertices, room_geometry
 from synthseq.generator.config import GenerateConfig, load_generate_config
-from synthseq.generator.indoor import point_box_distance, segment_hits_boxes, world_aabb
+from synthseq.generator.indoor import _in_view, point_box_distance, segment_hits_boxes, world_aabb
 from synthseq.generator.scene import make_spec
 from synthseq.training.metrics import rotation_angle_deg
 
@@ -121,6 +121,7 @@ def test_clutter_rests_on_furniture_or_floor(meshes_dir):
 def test_cameras_never_inside_geometry_and_look_at_the_furniture(meshes_dir):
     cfg = _indoor(SMALL)
     clear = cfg.indoor.camera_clearance_m
+    seen = []
     for i in range(6):
         spec = make_spec(cfg, 11, i)
         boxes = np.stack([b for _, b in _boxes(spec)])
@@ -130,11 +131,13 @@ def test_cameras_never_inside_geometry_and_look_at_the_furniture(meshes_dir):
         assert np.all(np.abs(eyes[:, 0]) <= sx / 2 - clear + 1e-9) and np.all(np.abs(eyes[:, 1]) <= sy / 2 - clear + 1e-9)
         assert np.all(eyes[:, 2] >= clear) and np.all(eyes[:, 2] <= sz - clear)
         assert point_box_distance(eyes, boxes).min() >= clear - 1e-9
-        # moving objects' bounding spheres stay off every camera
+        # moving objects' bounding spheres stay off every camera, and each is seen by its view
         for k, traj in enumerate(spec.trajectories):
             pos = traj.positions_at(spec.times())
             d = np.linalg.norm(poses[..., :3, 3] - pos[:, None], axis=-1)
-            assert d.min() > spec.objects[k].radius
+            assert d.min() > spec.objects[k].radius + clear - 1e-9
+            seen.append(_in_view(pos, poses[:, k % spec.num_views], cfg.cameras.intrinsics(),
+                                 (cfg.cameras.width, cfg.cameras.height)).mean())
         # every view's base looks at a point on the furniture or its clutter, 0.6-2.4 m away, with no box
         # across the line of sight except at its end
         for m in spec.cameras.handheld:
@@ -145,6 +148,7 @@ def test_cameras_never_inside_geometry_and_look_at_the_furniture(meshes_dir):
             t_hit = min(np.max(np.minimum((b[0] - base[:3, 3]) / np.where(axis == 0, 1e-12, axis),
                                           (b[1] - base[:3, 3]) / np.where(axis == 0, 1e-12, axis))) for b in hits)
             assert 0.3 <= t_hit <= 2.5
+    assert len(seen) >= 6 and np.mean(np.array(seen) >= 0.5) >= 0.8, seen
 
 
 @pytest.mark.parametrize("regime, rot_deg, trans_cm", [
@@ -209,7 +213,7 @@ def test_indoor_points_lie_on_their_meshes_and_the_static_scene(index, renderer,
     spec = make_spec(cfg, 7, index)
     seq = generate_sequence(spec)
     labels = seq.labels
-    assert (labels == -1).sum() > 100
+    assert (labels == -1).sum() > 100 and (labels >= 0).sum() > 100  # the moving objects are in view
     # moving objects: back-projected points moved by the GT camera pose and the inverse object pose
     checked = 0
     for k, name in enumerate(seq.object_names):
