@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--distill", default="features", choices=["features", "gradients"])
     p.add_argument("--no-gan", action="store_true", help="use_gan: false (P step only)")
+    p.add_argument("--pose", default="match", choices=["match", "regress"], help="train.model.pose")
+    p.add_argument("--p-hidden", type=int, default=32, help="train.model.p_hidden (default.yaml: 32)")
     p.add_argument("--data", help="a built dataset directory (SyntheticPairs) instead of toy pairs")
     p.add_argument("--real", action="append", default=[], help="real capture(s) instead of toy pairs")
     p.add_argument("--num-workers", type=int, default=0)
@@ -47,6 +49,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     cfg = from_dict(TrainConfig, dict(batch_size=args.batch_size, num_points=args.num_points,
                                       distill=dict(mode=args.distill), use_gan=not args.no_gan,
+                                      model=dict(pose=args.pose, p_hidden=args.p_hidden),
                                       num_workers=args.num_workers, data=args.data, real=args.real), "train")
     n_steps = args.warmup + args.steps
     if args.data:
@@ -81,7 +84,7 @@ def main(argv=None) -> int:
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     result = {
         "device": args.device, "threads": torch.get_num_threads(), "batch_size": args.batch_size,
-        "num_points": args.num_points, "distill": args.distill, "use_gan": not args.no_gan,
+        "num_points": args.num_points, "distill": args.distill, "use_gan": not args.no_gan, "pose": args.pose,
         "data": "shards" if args.data else "toy (in memory)", "steps": args.steps,
         **{k.replace("time_", "") + "_ms": round(v * 1000, 1) for k, v in med.items()},
         "samples_per_s": round(args.batch_size / med["time_step"], 2),
