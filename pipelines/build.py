@@ -241,7 +241,7 @@ def build_shard(job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: 
             with ShardWriter(path, config=config_json) as writer:
                 for seq_index, spec in zip(job.sequence_indices, specs):
                     if renderer is None:
-                        renderer = make_renderer(spec.renderer, threads=threads)
+                        renderer = make_renderer(spec.renderer, threads=threads, shared=True)
                     try:
                         seq = generate_sequence(spec, renderer=renderer)
                     except Exception as e:  # any failure of one sequence is reported with its id and seed

@@ -447,3 +447,13 @@ def test_moderngl_is_bit_identical_across_llvmpipe_thread_counts():
     digests = {subprocess.run([sys.executable, "-c", code, str(t), tests_dir], check=True,
                               capture_output=True, text=True).stdout.strip() for t in (1, 2)}
     assert len(digests) == 1, digests
+
+
+def test_shared_renderer_is_one_per_process_and_survives_close():
+    a = make_renderer("raycast", threads=1, shared=True)
+    a.close()  # a build task closing its handle
+    b = make_renderer("raycast", threads=1, shared=True)
+    assert b._renderer is a._renderer and b.name == "raycast"
+    res = b.render([box_mesh((0.2, 0.2, 0.2), translation(0, 0, 0.5), 3, "shared-box")], CAMERA, WORLD_FROM_CAMERA)
+    assert 3 in res.instance
+    assert make_renderer("raycast", threads=2, shared=True)._renderer is not a._renderer

@@ -17,7 +17,38 @@ RENDERER_NAMES = tuple(_BACKENDS)
 __all__ = ["RENDERER_NAMES", "Renderer", "RenderMesh", "RenderResult", "make_renderer"]
 
 
-def make_renderer(name: str, key: str = "generate.renderer", threads: int | None = None, **options) -> Renderer:
+# (name, threads, options) -> a renderer kept for the life of the process (make_renderer(shared=True))
+_SHARED: dict = {}
+
+
+class _SharedRenderer:
+    """A handle on a process-wide renderer: everything is delegated, ``close()`` only drops the handle.
+
+    Creating a GL renderer costs seconds of shader compilation on llvmpipe (measured 1-4 s per process at
+    the first draw), which a build would otherwise pay once per shard task; the process-wide renderer pays
+    it once per worker. Its caches are bounded, so a long-lived worker's memory stays flat."""
+
+    def __init__(self, renderer):
+        self._renderer = renderer
+
+    def __getattr__(self, attr):
+        return getattr(self._renderer, attr)
+
+    def close(self) -> None:
+        """Drop this handle; the shared renderer lives on until the process exits."""
+
+
+def _close_shared() -> None:
+    for renderer in _SHARED.values():
+        try:
+            renderer.close()
+        except Exception:  # interpreter shutdown: GL may already be gone
+            pass
+    _SHARED.clear()
+
+
+def make_renderer(name: str, key: str = "generate.renderer", threads: int | None = None, shared: bool = False,
+                  **options) -> Renderer:
     """Create the renderer called ``name`` (``"raycast"``, ``"pyrender"`` or ``"moderngl"``).
 
     Args:
@@ -28,7 +59,9 @@ def make_renderer(name: str, key: str = "generate.renderer", threads: int | None
             threads (``LP_NUM_THREADS``, read when a process creates its first GL context; GPU drivers
             ignore it). Two workers on two cores each with llvmpipe's default of one thread per core would
             oversubscribe the cores.
-        **options: passed to the backend's constructor (``nthreads`` / ``coarse_step`` for raycast;
+        shared: return a handle on one renderer per (name, threads, options) kept for the life of the
+            process (its ``close()`` drops only the handle): what a build worker running many tasks wants.
+        **options: passed to the backend's constructor (``nthreads`` for raycast;
             ``znear_m`` / ``zfar_m`` for pyrender; ``znear_m`` / ``zfar_m`` / ``max_batch_pixels`` /
             ``egl_device`` for moderngl).
 
@@ -42,6 +75,15 @@ def make_renderer(name: str, key: str = "generate.renderer", threads: int | None
     if name not in _BACKENDS:
         valid = ", ".join(repr(n) for n in _BACKENDS)
         raise ConfigError(f"{key}: expected one of {valid}, got {name!r}")
+    if shared:
+        shared_key = (name, threads, tuple(sorted(options.items())))
+        if shared_key not in _SHARED:
+            if not _SHARED:
+                import atexit
+
+                atexit.register(_close_shared)
+            _SHARED[shared_key] = make_renderer(name, key, threads, **options)
+        return _SharedRenderer(_SHARED[shared_key])
     module_name, class_name, requirement = _BACKENDS[name]
     import importlib
 
