@@ -24,7 +24,8 @@ from pathlib import Path
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 
-def timed(cfg, address) -> tuple[float, int]:
+def timed(cfg, address) -> tuple[float, int, float]:
+    """(wall s, view-frames, summed task seconds)."""
     from synthseq.pipelines.build import build_dataset
 
     summaries = []
@@ -32,7 +33,7 @@ def timed(cfg, address) -> tuple[float, int]:
         t0 = time.perf_counter()
         build_dataset(cfg, Path(tmp) / "ds", address=address, progress=False, on_shard=summaries.append)
         wall = time.perf_counter() - t0
-    return wall, sum(s["view_frames"] for s in summaries)
+    return wall, sum(s["view_frames"] for s in summaries), sum(s["seconds"] for s in summaries)
 
 
 def warm(cfg, address) -> None:
@@ -44,7 +45,7 @@ def warm(cfg, address) -> None:
         build_dataset(w, Path(tmp) / "ds", address=address, progress=False)
 
 
-def run_single(cfg) -> tuple[float, int]:
+def run_single(cfg) -> tuple[float, int, float]:
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
@@ -55,7 +56,7 @@ def run_single(cfg) -> tuple[float, int]:
         ray.shutdown()
 
 
-def run_multi(cfg, cluster) -> tuple[float, int]:
+def run_multi(cfg, cluster) -> tuple[float, int, float]:
     import ray
 
     ray.init(address=cluster.address, logging_level="ERROR")
@@ -71,12 +72,14 @@ def main() -> None:
     ap.add_argument("--config", default="default")
     ap.add_argument("--num-sequences", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--sequences-per-shard", type=int, default=1)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
 
     from synthseq.pipelines.config import load_config
 
-    overrides = [f"build.num_sequences={args.num_sequences}", "build.sequences_per_shard=1", "build.workers=2",
+    overrides = [f"build.num_sequences={args.num_sequences}", f"build.sequences_per_shard={args.sequences_per_shard}",
+                 "build.workers=2",
                  *(args.overrides or ["generate.num_frames=10"])]
     cfg = load_config(args.config, overrides)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
@@ -104,13 +107,16 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     vf = single[0][1]
-    s, m = statistics.median(w for w, _ in single), statistics.median(w for w, _ in multi)
+    s, m = statistics.median(r[0] for r in single), statistics.median(r[0] for r in multi)
+    busy_s = statistics.median(r[2] for r in single) / (2 * s)
+    busy_m = statistics.median(r[2] for r in multi) / (2 * m)
     print("\n| cluster | CPUs | median wall s | view-frames | view-frames/s |")
     print("|---|---|---|---|---|")
     print(f"| single node (ray.init num_cpus=2) | 2 | {s:.1f} | {vf} | {vf / s:.1f} |")
     print(f"| head (0 CPU) + 2 worker nodes x 1 CPU | 2 | {m:.1f} | {vf} | {vf / m:.1f} |")
-    print(f"multi-node throughput / single-node: {s / m:.2f} (walls: single {[round(w, 1) for w, _ in single]}, "
-          f"multi {[round(w, 1) for w, _ in multi]})")
+    print(f"multi-node throughput / single-node: {s / m:.2f} (walls: single {[round(r[0], 1) for r in single]}, "
+          f"multi {[round(r[0], 1) for r in multi]})")
+    print(f"worker-slot utilisation (summed task seconds / (2 x wall)): single {busy_s:.2f}, multi {busy_m:.2f}")
 
 
 if __name__ == "__main__":
