@@ -145,7 +145,9 @@ def _identity_error_deg(ds) -> float:
 def _learn_pose(steps: int):
     from synthseq.training.trainer import Trainer, make_loader
 
-    cfg = tiny_cfg(use_gan=False, batch_size=16, num_points=128, model=dict(p_global=128))
+    # the global regressor (model.pose: regress, the ablation baseline); the correspondence P is tested in
+    # test_estimator.py on the shipped checkpoint
+    cfg = tiny_cfg(use_gan=False, batch_size=16, num_points=128, model=dict(p_global=128, pose="regress"))
     train_set, test_set = ToyPairs(2048, 128, seed=0), ToyPairs(64, 128, seed=99)
     tr = Trainer(cfg)
     for b in make_loader(train_set, cfg, 0, 0, steps):
@@ -169,10 +171,13 @@ def test_pose_network_learns_rotation_long():
 
 
 def test_gan_moves_refined_clouds_toward_real():
-    """real = synthetic + a 5 cm depth bias: the refined clouds' depth moves toward the real ones'."""
+    """real = synthetic + a 5 cm depth bias: the refined clouds' depth moves toward the real ones'.
+
+    D sees whole clouds here (d_patches 0): the default patch D sees centred local patches, which a global
+    depth bias does not change by design (it judges sensor-level geometry, not placement)."""
     from synthseq.training.trainer import Trainer, make_loader
 
-    cfg = tiny_cfg(batch_size=8)
+    cfg = tiny_cfg(batch_size=8, model=dict(d_patches=0))
     syn = ToyPairs(64, 64, seed=0, depth_range=(2.0, 2.0))
     real = ToyPairs(64, 64, seed=1, offset=(0.0, 0.0, 0.05), depth_range=(2.0, 2.0))
     held_out = batch(ToyPairs(32, 64, seed=7, depth_range=(2.0, 2.0)), range(32))
@@ -265,7 +270,8 @@ def test_non_finite_loss_stops_naming_loss_and_step_and_keeps_last_good_checkpoi
     nan_at = next(i for i in range(16) if i not in first_batch)  # a corrupt sample in step 1's batch
     syn = ToyPairs(16, 64, seed=0, nan_at=nan_at)
     real = ToyPairs(16, 64, seed=1)
-    with pytest.raises(NonFiniteLossError, match=r"loss loss_D is not finite \(nan\) at step 1;") as e:
+    # D or G, whichever sees the corrupt cloud first (D may be shown history-buffer clouds instead of it)
+    with pytest.raises(NonFiniteLossError, match=r"loss loss_[DG] is not finite \(nan\) at step 1;") as e:
         train(cfg, tmp_path / "run", synthetic=syn, real=real)
     assert "last good checkpoint" in str(e.value) and "(step 1)" in str(e.value)
     state = _state(tmp_path / "run")
@@ -336,7 +342,7 @@ def test_resume_after_kill_9_continues_from_last_checkpoint(tmp_path, toy):
     code = KILLED_RUN.format(tests=str(Path(__file__).parent), run=str(run))
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpt = run / "checkpoints" / "last.pt"
-    deadline = time.time() + 120
+    deadline = time.time() + 600  # generous: a loaded 2-core machine (the loop exits at step 4)
     try:
         while time.time() < deadline and proc.poll() is None:
             if ckpt.exists() and load_checkpoint(ckpt)["step"] >= 4:
