@@ -78,12 +78,18 @@ def sample_views(depth, instance, K: np.ndarray, num_points: int, gen, ideal_dep
     flat = depth.reshape(B, H * W)
     valid = flat > 0
     M = valid.sum(dim=1)
-    keys = torch.rand((B, H * W), generator=gen, device=dev)
-    keys = torch.where(valid, keys, torch.full_like(keys, 2.0))  # valid pixels first, in random order
+    # Random keys made unique by the pixel index in their low bits: torch.rand would tie (76,800 draws from
+    # 2^24 values) and topk may order ties differently from run to run on a GPU. Invalid pixels sort last.
+    index_bits = max(1, (H * W - 1).bit_length())
+    keys = torch.randint(0, 1 << (62 - index_bits), (B, H * W), generator=gen, device=dev, dtype=torch.int64)
+    keys = (keys << index_bits) | torch.arange(H * W, device=dev)[None, :]
+    keys = keys | (~valid).to(torch.int64) << 62  # valid pixels first, in random order
     k = min(num_points, H * W)
     order = torch.topk(keys, k, dim=1, largest=False, sorted=True).indices  # (B, k)
     j = torch.arange(num_points, device=dev)[None, :].expand(B, num_points)
-    repeats = (torch.rand((B, num_points), generator=gen, device=dev) * M.clamp(min=1)[:, None]).long()
+    # uniform in [0, M) (an integer draw: float32 rand * M can round up to M); the modulo bias is < 2^-40
+    repeats = torch.randint(0, 1 << 62, (B, num_points), generator=gen, device=dev, dtype=torch.int64)
+    repeats = torch.remainder(repeats, M.clamp(min=1)[:, None])
     src = torch.where(j < M[:, None], j, repeats).clamp(max=k - 1)
     pix = order.gather(1, src)  # (B, N) flat pixel indices
     rows, cols = pix // W, pix % W
