@@ -245,8 +245,11 @@ def build_shard(job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: 
                     try:
                         seq = generate_sequence(spec, renderer=renderer)
                     except Exception as e:  # any failure of one sequence is reported with its id and seed
+                        msg = str(e)
+                        for driver_path, copy in local.items():  # name meshes as the user knows them
+                            msg = msg.replace(copy, driver_path)
                         raise BuildError(f"sequence {seq_index} (seed {spec.seed}) failed: "
-                                         f"{type(e).__name__}: {e}") from e
+                                         f"{type(e).__name__}: {msg}") from e
                     writer.write(sequence_key(seq_index), seq)
                     view_frames += seq.num_frames * seq.num_views
         finally:
@@ -452,14 +455,23 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
         # on a 2-core machine uses both cores and two workers do not compete for them. On a joined cluster
         # the CPUs are spread over nodes: one CPU per task.
         threads = max(1, cluster_cpus // window) if not address else 1
-        # Ray retries a task whose worker or node died (max_retries); an exception raised by the task is a
-        # deterministic failure and is not retried.
-        task = ray.remote(num_cpus=threads, max_retries=cfg.build.max_retries, retry_exceptions=False)(build_shard)
+        task = shard_task(cfg.build.max_retries, threads)
         mesh_refs = {digest: ray.put(data) for digest, data in mesh_bytes.items()}
         _drive(task, todo, out, config_json, window, threads, progress, done, save_manifest, on_shard, mesh_refs)
     finally:
         if started_here:
             ray.shutdown()
+
+
+def shard_task(max_retries: int, threads: int):
+    """``build_shard`` as a Ray remote function reserving ``threads`` CPUs.
+
+    Ray reruns it when its worker or node dies (up to ``max_retries`` times); an exception raised by the
+    task itself is a deterministic failure (a bad mesh, a bug) and is not retried.
+    """
+    import ray
+
+    return ray.remote(num_cpus=threads, max_retries=max_retries, retry_exceptions=False)(build_shard)
 
 
 def _ray_error_line(e) -> str:
