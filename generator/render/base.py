@@ -1,6 +1,6 @@
 """The renderer interface: a scene at one instant (meshes with world poses) + a camera -> depth and instances.
 
-Every backend (``pyrender``, ``raycast``) implements :class:`Renderer`; the scene description is plain data
+Every backend (``moderngl``, ``raycast``, ``pyrender``) implements :class:`Renderer`; the scene description is plain data
 (kubric's split: the scene is data, the renderer a view of it). Outputs are in the stored conventions:
 z-depth in metres along the OpenCV optical axis (0 = no hit) and an instance image holding the
 ``instance_id`` of the mesh seen at each pixel (-1 = nothing). Backends convert from their own axes at
@@ -74,6 +74,12 @@ class Renderer(Protocol):
         """Render V views of one scene state, (V, 4, 4) ``world_from_cameras`` (OpenCV axes): the scene is
         built/posed once and shared by the views (both backends have it; callers may fall back to
         ``render`` per view for a third-party renderer without it)."""
+        ...
+
+    def render_frames(self, meshes: list[RenderMesh], world_from_objects, camera: Camera, world_from_cameras):
+        """Render T frames x V views of one set of meshes: (T, M, 4, 4) mesh poses, (T, V, 4, 4) camera poses
+        -> depth (T, V, H, W) float32, instance (T, V, H, W) int16. Optional: :func:`render_frames` falls
+        back to ``render_views`` per frame for a renderer without it."""
         ...
 
     def close(self) -> None:
