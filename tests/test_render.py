@@ -457,3 +457,14 @@ def test_shared_renderer_is_one_per_process_and_survives_close():
     res = b.render([box_mesh((0.2, 0.2, 0.2), translation(0, 0, 0.5), 3, "shared-box")], CAMERA, WORLD_FROM_CAMERA)
     assert 3 in res.instance
     assert make_renderer("raycast", threads=2, shared=True)._renderer is not a._renderer
+
+
+def test_moderngl_without_egl_says_what_to_install(monkeypatch):
+    moderngl = pytest.importorskip("moderngl")
+
+    def no_egl(*args, **kwargs):
+        raise Exception("libEGL.so: cannot open shared object file")  # what glcontext raises
+
+    monkeypatch.setattr(moderngl, "create_context", no_egl)
+    with pytest.raises(RuntimeError, match=r"could not create an OpenGL 3.3 EGL context.*libegl1.*generate.renderer=raycast"):
+        make_renderer("moderngl")

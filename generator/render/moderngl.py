@@ -123,7 +123,14 @@ class ModernglRenderer(MultiViewRenderer):
         if egl_device is not None:
             kwargs["device_index"] = int(egl_device)
         self._moderngl = moderngl
-        self.ctx = moderngl.create_context(require=330, **kwargs)
+        try:
+            self.ctx = moderngl.create_context(require=330, **kwargs)
+        except Exception as e:  # glcontext raises plain Exceptions (no libEGL, no device, GL < 3.3)
+            self.ctx = None
+            raise RuntimeError(
+                f"the 'moderngl' renderer could not create an OpenGL 3.3 EGL context ({type(e).__name__}: {e}); "
+                "install the EGL/Mesa libraries (apt-get install libegl1 libgl1-mesa-dri) or use another "
+                "renderer (--set generate.renderer=raycast)") from e
         with self.ctx:
             self.gl_renderer = self.ctx.info.get("GL_RENDERER", "?")
             self._max_size = int(self.ctx.info.get("GL_MAX_TEXTURE_SIZE", 8192))
