@@ -36,7 +36,7 @@ train() {  # name, extra --set flags...
   $BIN/synthseq train default --out "$OUT/runs" --threads 1 --no-progress --set name="$name" \
     --set train.max_steps="$STEPS" --set train.checkpoint_interval=50 "$@"
 }
-train P0 --set train.data="$OUT/default" --set train.max_steps=1 --set train.learning_rate=1e-12
+train P0 --set train.data="$OUT/default" --set train.max_steps=1 --set train.learning_rate=1.0e-12
 train A --set train.data="$OUT/default" --set "train.views=[1,2,3,4]"
 train B --set train.data="$OUT/indoor"
 train C --set train.data="$OUT/indoor" --set train.use_gan=true --set "train.real=$TRAIN_REAL" \

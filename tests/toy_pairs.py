@@ -94,14 +94,15 @@ def toy_room(rng, n: int = 20000) -> np.ndarray:
 
 
 def toy_room_pair(rng, angle_deg: float = 10.0, translation_m: float = 0.1, outliers: float = 0.2,
-                  n: int = 20000):
-    """(cloud_a, cloud_b, a_from_b): two views of ``toy_room`` related by a known motion, each sampled
+                  n: int = 20000, scale: float = 1.0):
+    """(cloud_a, cloud_b, a_from_b): two views of ``toy_room`` (its size times ``scale``: 0.5 is a desk-sized
+    corner 0.5-1.75 m away, like the real captures' frames) related by a known motion, each sampled
     independently, with ``outliers`` x n uniform points added to b (moving things, sensor junk)."""
     T = np.eye(4)
     T[:3, :3] = random_rotation(rng, np.deg2rad(angle_deg))
     T[:3, 3] = rng.normal(size=3) / np.sqrt(3) * translation_m
-    a = toy_room(rng, n)
-    b_in_a = toy_room(rng, n)
+    a = scale * toy_room(rng, n)
+    b_in_a = scale * toy_room(rng, n)
     b = (b_in_a - T[:3, 3]) @ T[:3, :3]            # b = inv(a_from_b) applied to points of a's frame
-    junk = rng.uniform([-1.5, -1.0, 1.0], [1.5, 0.8, 3.5], size=(int(outliers * n), 3))
+    junk = scale * rng.uniform([-1.5, -1.0, 1.0], [1.5, 0.8, 3.5], size=(int(outliers * n), 3))
     return a, np.concatenate([b, junk]), T

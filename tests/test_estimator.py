@@ -1,0 +1,207 @@
+"""Tests of the correspondence pose estimator (training/estimator.py) and the pseudo-label checks
+(training/pseudo_labels.py): closed-form fits, RANSAC over matches, the shipped checkpoint on synthetic
+pairs with outliers, and pseudo-labels that reject a wrong pose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("open3d")
+
+from toy_pairs import random_rotation, toy_room, toy_room_pair  # noqa: E402
+
+torch.set_num_threads(1)
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "training" / "weights" / "pose_match_small.pt"
+
+
+def errors(T, gt):
+    from synthseq.training.pseudo_labels import pose_difference
+
+    return pose_difference(np.asarray(T), np.asarray(gt))
+
+
+def test_procrustes_is_exact_on_noise_free_correspondences():
+    from synthseq.training.estimator import procrustes
+
+    rng = np.random.default_rng(0)
+    T = np.eye(4)
+    T[:3, :3] = random_rotation(rng, np.pi)
+    T[:3, 3] = [0.3, -1.0, 2.0]
+    src = rng.normal(size=(40, 3))
+    dst = src @ T[:3, :3].T + T[:3, 3]
+    assert np.allclose(procrustes(src, dst), T, atol=1e-10)
+    w = np.ones(40)
+    dst[:5] += 10.0
+    w[:5] = 0.0
+    assert np.allclose(procrustes(src, dst, w), T, atol=1e-10)
+
+
+def test_ransac_over_correspondences_recovers_motion_despite_70_percent_wrong_matches():
+    from synthseq.training.estimator import ransac_correspondences
+
+    rng = np.random.default_rng(1)
+    a = toy_room(rng, 2000)
+    T = np.eye(4)
+    T[:3, :3] = random_rotation(rng, np.deg2rad(25))
+    T[:3, 3] = [0.1, 0.05, -0.2]
+    b = (a - T[:3, 3]) @ T[:3, :3] + rng.normal(scale=0.003, size=a.shape)
+    n = len(a)
+    corres = np.stack([np.arange(n), np.arange(n)], 1).astype(np.int32)
+    wrong = rng.random(n) < 0.7
+    corres[wrong, 1] = rng.integers(0, n, wrong.sum())
+    est = ransac_correspondences(a.astype(np.float32), b.astype(np.float32), corres, 0.02, 5000, 0.999, seed=0)
+    rot, trans = errors(est, T)
+    assert rot < 0.5 and trans < 0.01, (rot, trans)
+
+
+def test_mutual_matches_are_mutual():
+    from synthseq.training.estimator import mutual_matches
+
+    rng = np.random.default_rng(0)
+    f_a = rng.normal(size=(50, 8)).astype(np.float32)
+    perm = rng.permutation(50)
+    f_b = f_a[perm] + 0.01 * rng.normal(size=(50, 8)).astype(np.float32)
+    f_a /= np.linalg.norm(f_a, axis=1, keepdims=True)  # unit descriptors, as the network's
+    f_b /= np.linalg.norm(f_b, axis=1, keepdims=True)
+    c = mutual_matches(f_a, f_b, min_matches=10)
+    assert len(c) == 50 and np.array_equal(c[:, 1], perm[c[:, 0]])
+
+
+def test_sample_points_drops_padding_and_non_finite_rows():
+    from synthseq.training.estimator import sample_points
+
+    rng = np.random.default_rng(0)
+    p = np.zeros((100_000, 3), np.float32)
+    p[:5000] = rng.uniform(1, 2, size=(5000, 3))
+    p[5000:5100] = np.nan
+    s = sample_points(p, 1024, rng)
+    assert s.shape == (1024, 3) and np.all(np.isfinite(s)) and np.all(np.any(s != 0, axis=1))
+    assert len(np.unique(s, axis=0)) == 1024  # without replacement when there are enough valid points
+
+
+def test_estimator_without_motion_information_falls_back_to_the_identity_and_reports_confidence():
+    """An untrained network cannot match; on two samplings of the same static view the identity fits best
+    and is returned with its fitness as the confidence (never worse than no motion)."""
+    from synthseq.training.estimator import Estimator, EstimatorOptions
+    from synthseq.training.models import MatchPoseNet
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(2)
+    a, b = toy_room(rng, 20000), toy_room(rng, 20000)  # the same scene, no motion
+    est = Estimator(MatchPoseNet(hidden=16, out_dim=8).eval(), EstimatorOptions(num_points=512))
+    T, conf = est(a, b)
+    assert T.shape == (4, 4) and T.dtype == np.float64
+    rot, trans = errors(T, np.eye(4))
+    assert rot < 2.0 and trans < 0.05
+    assert 0.5 < conf <= 1.0
+    T0, c0 = est(np.zeros((10, 3)), b)  # an empty frame: identity, zero confidence
+    assert np.array_equal(T0, np.eye(4)) and c0 == 0.0
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from synthseq.training.estimator import load_estimator
+
+    assert WEIGHTS.is_file(), f"{WEIGHTS} is shipped with the repository"
+    return load_estimator(WEIGHTS)
+
+
+def test_shipped_estimator_recovers_a_known_motion_with_outliers_coarsely_and_icp_finishes_it(shipped):
+    """Synthetic pairs of a desk-sized corner (like a real frame): up to 12 deg / 10 cm camera motion, 20% of
+    b's points are outliers. The estimator is a coarse global aligner (1024 sampled points, RANSAC over
+    descriptor matches): it must never be worse than no motion (the identity fallback), must recover most of
+    the motion on most pairs, and ICP from its estimate must land within 1 deg / 1 cm on every pair."""
+    from synthseq.training.baselines import refine_icp
+
+    better = 0
+    for seed in range(6):
+        a, b, T = toy_room_pair(np.random.default_rng(100 + seed), 12.0, 0.1, 0.2, scale=0.5)
+        est_T, conf = shipped(a, b)
+        assert 0.0 <= conf <= 1.0
+        pts = b[:5000]
+        truth = pts @ T[:3, :3].T + T[:3, 3]
+        err = np.linalg.norm(pts @ est_T[:3, :3].T + est_T[:3, 3] - truth, axis=1).mean()
+        err_identity = np.linalg.norm(pts - truth, axis=1).mean()
+        assert err <= err_identity + 0.01, (seed, err, err_identity)
+        better += err < 0.5 * err_identity
+        rot, trans = errors(refine_icp(a, b, est_T).a_from_b, T)
+        assert rot < 1.0 and trans < 0.01, (seed, rot, trans)
+    assert better >= 3, better  # measured 4 of 6 with the shipped weights
+
+
+def test_shipped_checkpoint_records_its_config_and_data():
+    from synthseq.training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(WEIGHTS)
+    assert state["config"]["train"]["model"]["pose"] == "match"
+    assert "provenance" in state and state["provenance"]["note"]
+    assert WEIGHTS.stat().st_size < 5_000_000
+
+
+# ----------------------------------------------------------------------------------- pseudo-labels
+
+def test_pseudo_label_checks_reject_a_wrong_pose():
+    from synthseq.training.baselines import Registration
+    from synthseq.training.config import PseudoLabelConfig
+    from synthseq.training.pseudo_labels import check_pseudo_label
+
+    cfg = PseudoLabelConfig()
+    rng = np.random.default_rng(0)
+    T = np.eye(4)
+    T[:3, :3] = random_rotation(rng, np.deg2rad(10))
+    good = Registration(T, 0.1, fitness=0.9, inlier_rmse=0.01)
+    assert check_pseudo_label(good, Registration(T.copy(), 0.1, 0.85, 0.012), cfg) == (True, "ok")
+    wrong = T.copy()
+    wrong[:3, :3] = random_rotation(rng, np.deg2rad(10)) @ wrong[:3, :3]  # another pose, equally well fitted
+    ok, why = check_pseudo_label(Registration(wrong, 0.1, 0.9, 0.01), good, cfg)
+    assert not ok and "disagreement" in why
+    ok, why = check_pseudo_label(Registration(T, 0.1, 0.3, 0.01), good, cfg)
+    assert not ok and "fitness" in why
+    ok, why = check_pseudo_label(Registration(T, 0.1, 0.9, 0.05), good, cfg)
+    assert not ok and "RMSE" in why
+    ok, why = check_pseudo_label(Registration(np.full((4, 4), np.nan), 0.1), good, cfg)
+    assert not ok and "no pose" in why
+
+
+class _Frames:
+    """A capture-like sequence: camera moving through toy_room, ``dense(t)`` its camera-frame clouds."""
+
+    def __init__(self, poses, scene, corrupt=None):
+        self.poses, self.scene, self.corrupt = poses, scene, corrupt
+
+    @property
+    def num_frames(self):
+        return len(self.poses)
+
+    def dense(self, t):
+        if t == self.corrupt:  # a frame of another place: no pose relates it to its neighbours
+            return toy_room(np.random.default_rng(99), 8000) @ random_rotation(np.random.default_rng(3), 2.0).T
+        T = self.poses[t]
+        return (self.scene - T[:3, 3]) @ T[:3, :3]
+
+
+def test_label_sequence_accepts_consistent_pairs_and_rejects_a_corrupt_frame():
+    from synthseq.training.config import PseudoLabelConfig
+    from synthseq.training.pseudo_labels import label_sequence
+
+    rng = np.random.default_rng(5)
+    scene = toy_room(rng, 8000)
+    poses = []
+    for t in range(4):
+        T = np.eye(4)
+        T[:3, :3] = random_rotation(np.random.default_rng(t), np.deg2rad(2.0 * t))
+        T[:3, 3] = [0.02 * t, 0.0, 0.01 * t]
+        poses.append(T)
+    cfg = PseudoLabelConfig(max_pairs=3, min_fitness=0.5, max_rmse_m=0.02)
+    labels, stats = label_sequence(_Frames(poses, scene, corrupt=3), "toy", [1], cfg)
+    assert stats["tried"] == 3
+    assert ("toy", 0, 0, 1) in labels and ("toy", 0, 1, 1) in labels
+    assert ("toy", 0, 2, 1) not in labels  # frame 3 is corrupt
+    gt = np.linalg.inv(poses[0]) @ poses[1]
+    rot, trans = errors(labels[("toy", 0, 0, 1)], gt)
+    assert rot < 1.0 and trans < 0.02
