@@ -129,12 +129,9 @@ def ransac_correspondences(points_a: np.ndarray, points_b: np.ndarray, corres: n
         reg.RANSACConvergenceCriteria(int(iterations), float(confidence)))
     T = np.array(res.transformation)
     src, dst = points_b[corres[:, 0]], points_a[corres[:, 1]]
-    # local optimisation (LO-RANSAC-like): least-squares refits on the inliers with a shrinking threshold
-    for thr in (dist, 0.75 * dist, 0.5 * dist):
-        r = np.linalg.norm(src @ T[:3, :3].T + T[:3, 3] - dst, axis=1)
-        inl = r < thr
-        if inl.sum() < 6:
-            break
+    r = np.linalg.norm(src @ T[:3, :3].T + T[:3, 3] - dst, axis=1)
+    inl = r < dist
+    if inl.sum() >= 3:
         T = procrustes(src[inl], dst[inl])
     return T
 
