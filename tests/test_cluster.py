@@ -127,6 +127,7 @@ def test_multinode_build_without_the_drivers_files(multinode, tmp_path):
     assert not list(out.glob("*.tmp")) and not (out / "build.lock").exists()
 
 
+@pytest.mark.slow
 def test_multinode_resume_notices_a_changed_mesh(multinode, tmp_path, capsys):
     """Same meshes in another folder: same shards (no path in them), resume accepted. A mesh changed in
     place: resume refused with the file named, the dataset untouched."""
@@ -420,6 +421,7 @@ def test_lock_stops_a_second_build(tmp_path, capsys):
     assert not (out / "build.lock").exists()
 
 
+@pytest.mark.slow
 def test_deterministic_task_error_runs_once(tmp_path):
     """A shard task that raises (here: a mesh whose bytes are not a mesh) is not retried, whatever
     build.max_retries says (Ray's timeline shows one execution), and the build stops with one line naming

@@ -46,6 +46,7 @@ def _weights(run_dir) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["models"]
 
 
+@pytest.mark.slow
 def test_one_worker_is_exactly_the_single_process_run(dataset, tmp_path):
     from synthseq.training.distributed import train_worker
     from synthseq.training.trainer import train
