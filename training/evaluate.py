@@ -78,39 +78,22 @@ SEEN = "seen in training"
 # ----------------------------------------------------------------------------------------------------
 
 class _PoseModel:
-    """The pose estimator wrapped for numpy pairs: ``(cloud_a (M, 3), cloud_b (M, 3)) -> ((4, 4) a_from_b,
-    seconds)``, fed the dense camera-frame clouds the baselines get; ``last_confidence`` is the estimator's
-    confidence of the last pair (NaN when it gives none). training/estimator.py (the pose engineer's) plugs in
-    here; until it is there, P runs on ``num_points`` points drawn from each dense cloud."""
+    """The pose estimator (training/estimator.py, the pose engineer's) wrapped for numpy pairs:
+    ``(cloud_a (M, 3), cloud_b (M, 3)) -> ((4, 4) a_from_b, seconds)``, fed the dense camera-frame clouds the
+    baselines get (it samples its own points); ``last_confidence`` is its confidence for the last pair."""
 
-    def __init__(self, model, device, num_points: int = 1024):
+    def __init__(self, model, device, num_points: int = 1024, seed: int = 0):
+        from synthseq.training.estimator import Estimator, EstimatorOptions
+
         self.model = model
         self.device = device
-        self.num_points = int(num_points)
+        # the trainer's N points per cloud (train.num_points), as load_estimator sets them
+        self.estimator = Estimator(model, EstimatorOptions(num_points=int(num_points), seed=int(seed)), device)
         self.last_confidence = float("nan")
-        try:
-            from synthseq.training.estimator import Estimator
-        except ImportError:
-            self.estimator = None
-        else:
-            self.estimator = Estimator(model, device=device)
 
     def __call__(self, points_a: np.ndarray, points_b: np.ndarray) -> tuple[np.ndarray, float]:
         start = time.perf_counter()
-        if self.estimator is not None:
-            out, self.last_confidence = self.estimator(points_a, points_b)
-            return out, time.perf_counter() - start
-        import torch
-
-        from synthseq.datasets.types import sample_fixed
-
-        rng = np.random.default_rng(0)
-        a = points_a[sample_fixed(self.num_points, len(points_a), rng)]
-        b = points_b[sample_fixed(self.num_points, len(points_b), rng)]
-        with torch.no_grad():
-            ta = torch.as_tensor(a, dtype=torch.float32, device=self.device)[None]
-            tb = torch.as_tensor(b, dtype=torch.float32, device=self.device)[None]
-            out = self.model(ta, tb)[0].double().cpu().numpy()
+        out, self.last_confidence = self.estimator(points_a, points_b)
         return out, time.perf_counter() - start
 
 
@@ -331,7 +314,7 @@ def evaluate(checkpoint=None, real_paths: Sequence = (), synthetic_dir=None, gap
         except (RuntimeError, KeyError) as e:  # state_dict of another architecture, or a missing network
             first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
             raise DataError(f"{ckpt}: cannot load the networks with this synthseq's models ({first})") from None
-        pose_model = _PoseModel(model, device, tcfg.num_points)
+        pose_model = _PoseModel(model, device, tcfg.num_points, cfg.seed)
         num_points = tcfg.num_points
         train_info = {"checkpoint": str(ckpt), "num_points": tcfg.num_points, "use_gan": tcfg.use_gan,
                       "real": list(tcfg.real), "data": tcfg.data}
