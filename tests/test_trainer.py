@@ -447,3 +447,19 @@ def test_train_views_selects_pairs_and_rejects_empty_selection(tmp_path, capsys)
     assert {int(one_view[i]["view"]) for i in range(len(one_view))} == {1}
     rc, err = _cli_run(tmp_path, capsys, "--set", "train.views=[7]", "--set", "train.max_steps=1")
     assert rc == 1 and "train.views: no synthetic pairs" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine (the CUDA path runs "
+                                                           "only where a GPU is lent)")
+def test_cuda_step_runs_and_batch_size_switches(tmp_path, toy):
+    """The default (match) P, G and D take a step on CUDA under bfloat16 autocast; train() uses
+    cuda_batch_size there."""
+    from synthseq.training.trainer import Trainer, train
+
+    syn, real = toy
+    tr = Trainer(tiny_cfg(), "cuda")
+    scalars, _ = tr.train_step(batch(syn, range(8)), batch(real, range(8)))
+    assert all(math.isfinite(v) for v in scalars.values())
+    out = train(tiny_cfg(max_steps=2, batch_size=4, cuda_batch_size=8), tmp_path / "run", synthetic=syn,
+                real=real, device="cuda")
+    assert out["step"] == 2

@@ -505,7 +505,14 @@ class MatchPoseNet(nn.Module):
         self.temperature = temperature
 
     def soft_pose(self, points_a, points_b, f_a, f_b) -> torch.Tensor:
-        """Weighted-SVD pose from the soft assignment of b's points to a's; (B, 4, 4)."""
+        """Weighted-SVD pose from the soft assignment of b's points to a's; (B, 4, 4).
+
+        Computed in float32 even under CUDA bfloat16 autocast (bf16 soft correspondents of points metres away
+        would carry centimetre rounding into the pose)."""
+        with torch.autocast(device_type=points_a.device.type, enabled=False):
+            return self._soft_pose(points_a.float(), points_b.float(), f_a.float(), f_b.float())
+
+    def _soft_pose(self, points_a, points_b, f_a, f_b) -> torch.Tensor:
         logits = f_b @ f_a.transpose(1, 2) / self.temperature           # (B, M, N)
         p = logits.softmax(dim=-1)
         target = p @ points_a.float()                                   # (B, M, 3) soft correspondents
