@@ -19,7 +19,10 @@ TEST_SEQUENCES=${DEMO_TEST_SEQUENCES:-2}
 RUNS=${DEMO_RUNS:-runs}
 NAME=${DEMO_NAME:-demo}
 REPORT=${DEMO_REPORT:-reports/demo}
-STEPS=${DEMO_STEPS:-600}
+STEPS=${DEMO_STEPS:-100}
+# P starts from the shipped weights (trained by scripts/pretrain_pose.sh on indoor scenes, its config and data
+# recorded inside) and is fine-tuned here for STEPS steps; DEMO_INIT= (empty) trains from scratch.
+INIT=${DEMO_INIT-training/weights/pose_match_small.pt}
 PAIRS=${DEMO_PAIRS:-6}                        # pairs per (sequence, gap), spread over each sequence
 GAPS=${DEMO_GAPS:-1 5 10 20 30}
 TRAJ_PAIRS=${DEMO_TRAJECTORY_PAIRS:-8}        # contiguous gap-1 pairs chained into the TUM trajectories
@@ -63,14 +66,15 @@ build "$DATA" "$SEED"
 echo "[demo] 2/4 build a held-out synthetic test set: --seed $TEST_SEED, $TEST_SEQUENCES sequences"
 build "$TEST_DATA" "$TEST_SEED" --num-sequences "$TEST_SEQUENCES"
 
-echo "[demo] 3/4 train: $STEPS steps on the CPU, real TRAIN split: ${train_real[*]:-none}"
+echo "[demo] 3/4 train: $STEPS steps on the CPU from ${INIT:-a random initialisation}, real TRAIN split: ${train_real[*]:-none}"
 real_yaml="[$(IFS=,; echo "${train_real[*]:-}")]"
 views=(); [ -n "$DEMO_VIEWS" ] && views=(--set "train.views=$DEMO_VIEWS")
 if [ -f "$RUNS/$NAME/checkpoints/last.pt" ] && [ -z "${DEMO_RETRAIN:-}" ]; then
   echo "[demo] $RUNS/$NAME already trained (DEMO_RETRAIN=1 to train again)"
 else
+  init=(); [ -n "$INIT" ] && init=(--set train.init="$INIT")
   $BIN/synthseq train "$CONFIG" --out "$RUNS" --name "$NAME" --overwrite --threads 1 --set train.data="$DATA" \
-    --set train.real="$real_yaml" --set train.max_steps="$STEPS" "${views[@]}"
+    --set train.real="$real_yaml" --set train.max_steps="$STEPS" "${views[@]}" "${init[@]}"
 fi
 
 echo "[demo] 4/4 evaluate on the VALIDATION split only: ${val_real[*]:-none} + $TEST_DATA"
