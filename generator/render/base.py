@@ -108,12 +108,8 @@ def render_frames(renderer, meshes: list[RenderMesh], world_from_objects, camera
 
 def render_frames_by_views(renderer, meshes, world_from_objects, camera: Camera, world_from_cameras):
     """:func:`render_frames` one frame at a time through ``render_views`` (or ``render``)."""
-    world_from_objects = np.asarray(world_from_objects, dtype=np.float64)
-    world_from_cameras = np.asarray(world_from_cameras, dtype=np.float64)
+    world_from_objects, world_from_cameras = check_frame_poses(meshes, world_from_objects, world_from_cameras)
     T, V = world_from_cameras.shape[:2]
-    if world_from_objects.shape != (T, len(meshes), 4, 4):
-        raise ValueError(f"render_frames: expected world_from_objects of shape ({T}, {len(meshes)}, 4, 4), "
-                         f"got {world_from_objects.shape}")
     depth = np.zeros((T, V, camera.height, camera.width), np.float32)
     instance = np.full((T, V, camera.height, camera.width), -1, np.int16)
     render_views = getattr(renderer, "render_views", None)
@@ -144,6 +140,24 @@ class MultiViewRenderer:
             depth (H, W) float32 z-depth metres (0 = no hit), instance (H, W) int16 (-1 = none).
         """
         return self.render_views(meshes, [camera], np.asarray(world_from_camera)[None])[0]
+
+
+def check_frame_poses(meshes, world_from_objects, world_from_cameras) -> tuple[np.ndarray, np.ndarray]:
+    """``world_from_objects`` (T, M, 4, 4) and ``world_from_cameras`` (T, V, 4, 4) as float64 arrays.
+
+    Raises:
+        ValueError: the shapes do not agree with each other and with the M meshes.
+    """
+    world_from_objects = np.asarray(world_from_objects, dtype=np.float64)
+    world_from_cameras = np.asarray(world_from_cameras, dtype=np.float64)
+    if world_from_cameras.ndim != 4 or world_from_cameras.shape[2:] != (4, 4):
+        raise ValueError(f"render_frames: expected world_from_cameras of shape (T, V, 4, 4), "
+                         f"got {world_from_cameras.shape}")
+    T = world_from_cameras.shape[0]
+    if world_from_objects.shape != (T, len(meshes), 4, 4):
+        raise ValueError(f"render_frames: expected world_from_objects of shape ({T}, {len(meshes)}, 4, 4), "
+                         f"got {world_from_objects.shape}")
+    return world_from_objects, world_from_cameras
 
 
 def check_view_poses(world_from_cameras, num_cameras: int) -> np.ndarray:

@@ -33,8 +33,8 @@ import math
 import numpy as np
 
 from synthseq.datasets.types import Camera
-from synthseq.generator.render.base import (MultiViewRenderer, RenderMesh, RenderResult, check_view_poses,
-                                             same_geometry)
+from synthseq.generator.render.base import (MultiViewRenderer, RenderMesh, RenderResult, check_frame_poses,
+                                             check_view_poses, same_geometry)
 
 logger = logging.getLogger(__name__)
 
@@ -238,15 +238,8 @@ class ModernglRenderer(MultiViewRenderer):
         Returns:
             depth (T, V, H, W) float32 z-depth metres (0 = no hit), instance (T, V, H, W) int16 (-1 = none).
         """
-        world_from_objects = np.asarray(world_from_objects, dtype=np.float64)
-        world_from_cameras = np.asarray(world_from_cameras, dtype=np.float64)
+        world_from_objects, world_from_cameras = check_frame_poses(meshes, world_from_objects, world_from_cameras)
         T, M = world_from_objects.shape[:2]
-        if world_from_objects.shape != (T, len(meshes), 4, 4):
-            raise ValueError(f"render_frames: expected world_from_objects of shape (T, {len(meshes)}, 4, 4), "
-                             f"got {world_from_objects.shape}")
-        if world_from_cameras.ndim != 4 or world_from_cameras.shape[0] != T or world_from_cameras.shape[2:] != (4, 4):
-            raise ValueError(f"render_frames: expected world_from_cameras of shape ({T}, V, 4, 4), "
-                             f"got {world_from_cameras.shape}")
         V = world_from_cameras.shape[1]
         H, W = camera.height, camera.width
         depth = np.zeros((T * V, H, W), np.float32)

@@ -24,8 +24,8 @@ from collections import OrderedDict
 import numpy as np
 
 from synthseq.datasets.types import Camera, invert_pose
-from synthseq.generator.render.base import (MultiViewRenderer, RenderMesh, RenderResult, check_view_poses,
-                                             same_geometry)
+from synthseq.generator.render.base import (MultiViewRenderer, RenderMesh, RenderResult, check_frame_poses,
+                                             check_view_poses, same_geometry)
 
 logger = logging.getLogger(__name__)
 
@@ -176,15 +176,8 @@ class RaycastRenderer(MultiViewRenderer):
         Returns:
             depth (T, V, H, W) float32 z-depth metres (0 = no hit), instance (T, V, H, W) int16 (-1 = none).
         """
-        world_from_objects = np.asarray(world_from_objects, dtype=np.float64)
-        world_from_cameras = np.asarray(world_from_cameras, dtype=np.float64)
+        world_from_objects, world_from_cameras = check_frame_poses(meshes, world_from_objects, world_from_cameras)
         T, V = world_from_cameras.shape[:2]
-        if world_from_objects.shape != (T, len(meshes), 4, 4):
-            raise ValueError(f"render_frames: expected world_from_objects of shape ({T}, {len(meshes)}, 4, 4), "
-                             f"got {world_from_objects.shape}")
-        if world_from_cameras.shape != (T, V, 4, 4):
-            raise ValueError(f"render_frames: expected world_from_cameras of shape (T, V, 4, 4), "
-                             f"got {world_from_cameras.shape}")
         H, W = camera.height, camera.width
         self.last_rays_cast = 0
         fixed = np.all(world_from_objects == world_from_objects[:1], axis=(0, 2, 3)) if T else np.ones(0, bool)
