@@ -232,6 +232,22 @@ def test_resume_gives_the_same_weights_as_one_run(tmp_path, toy):
     assert steps == [3, 5, 6]  # log_interval 5 plus the end of each run, no duplicates
 
 
+def test_resume_refuses_a_changed_config_outside_run_length_and_logging(tmp_path, toy):
+    from synthseq.errors import ConfigError
+    from synthseq.training.trainer import train
+
+    syn, real = toy
+    train(tiny_cfg(max_steps=2, checkpoint_interval=2), tmp_path / "r", synthetic=syn, real=real)
+    with pytest.raises(ConfigError, match=r"train\.learning_rate: 0\.01 differs from 0\.001"):
+        train(tiny_cfg(max_steps=4, learning_rate=0.01), tmp_path / "r", synthetic=syn, real=real, resume=True)
+    with pytest.raises(ConfigError, match=r"train\.model\.p_hidden: 48 differs from 32"):
+        train(tiny_cfg(max_steps=4, model=dict(p_hidden=48)), tmp_path / "r", synthetic=syn, real=real, resume=True)
+    # run length, logging and checkpoint intervals may change
+    result = train(tiny_cfg(max_steps=3, log_interval=1, checkpoint_interval=3), tmp_path / "r", synthetic=syn,
+                   real=real, resume=True)
+    assert result["step"] == 3
+
+
 def test_train_writes_run_directory_and_loadable_models(tmp_path, toy):
     import json
 

@@ -37,7 +37,8 @@ from torch.utils.data import DataLoader, Sampler
 from synthseq.config import to_dict
 from synthseq.errors import ConfigError, DataError
 from synthseq.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from synthseq.training.trainer import (Trainer, _collate, _EpochKeyed, datasets_from_config, resolve_device,
+from synthseq.training.trainer import (Trainer, _collate, _EpochKeyed, check_resume_config, datasets_from_config,
+                                       resolve_device,
                                        save_sample_figure, step_batches)
 
 log = logging.getLogger(__name__)
@@ -168,8 +169,7 @@ def _loop(cfg, tcfg, config_dict, run_dir, ckpt_path, rank, world_size, resume, 
         if saved_k != world_size:
             raise ConfigError(f"--num-workers {world_size}: the checkpoint {ckpt_path} was written by "
                               f"{saved_k} worker(s); an exact resume needs the same count")
-        if state["config"]["train"].get("model") != to_dict(tcfg.model):
-            raise ConfigError("train.model: differs from the checkpoint's; a resumed run keeps its network sizes")
+        check_resume_config(state["config"]["train"], config_dict["train"], ckpt_path)
         trainer.load_state_dict(state)
         histories = state.get("distributed", {}).get("histories")
         if histories:

@@ -594,6 +594,41 @@ def _with_pseudo_labels(trainer: Trainer, tcfg: TrainConfig, real, run_dir: Path
     return _Subset(real, keep)
 
 
+# train keys a resumed run may change: how long it runs, where, and how often it logs; any other change would
+# make "N steps + resume + M steps" differ from N + M steps, so a resume refuses it (issue 13).
+RESUME_MAY_CHANGE = frozenset({"max_steps", "epochs", "device", "num_workers", "log_interval", "sample_interval",
+                               "checkpoint_interval"})
+
+
+def check_resume_config(saved_train: dict, train: dict, checkpoint) -> None:
+    """Refuse a resume whose ``train`` section differs from the checkpoint's outside ``RESUME_MAY_CHANGE``.
+
+    Args:
+        saved_train: the checkpoint's ``config["train"]``; train: the resumed run's, both as plain dicts.
+        checkpoint: the checkpoint path (named in the message).
+
+    Raises:
+        ConfigError: naming the first differing key with both values.
+    """
+    def first_difference(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in list(a) + [k for k in b if k not in a]:
+                if path == "train" and k in RESUME_MAY_CHANGE:
+                    continue
+                found = first_difference(a.get(k), b.get(k), f"{path}.{k}")
+                if found:
+                    return found
+            return None
+        return None if a == b else (path, a, b)
+
+    found = first_difference(saved_train, train, "train")
+    if found:
+        key, was, now = found
+        may = ", ".join(sorted(RESUME_MAY_CHANGE))
+        raise ConfigError(f"{key}: {now!r} differs from {was!r} in the checkpoint {checkpoint}; a resumed run may "
+                          f"change only train.{{{may}}} (start a new run with --name to change the rest)")
+
+
 def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, device: str | None = None,
           progress: bool = False, stop=None) -> dict:
     """Train G, D and P; write checkpoints, TensorBoard scalars, sample figures and metrics.jsonl to ``run_dir``.
@@ -606,7 +641,8 @@ def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, devi
             instead of ``SyntheticPairs(cfg.data)``.
         real: a Dataset of real pair samples instead of ``RealPairs(cfg.real)`` (None: from the config;
             pass ``False`` for none).
-        resume: continue from ``run_dir/checkpoints/last.pt`` (the config's model section must match).
+        resume: continue from ``run_dir/checkpoints/last.pt`` (``check_resume_config``: only run length,
+            device and logging intervals may change).
         device: "cpu", "cuda" or "auto"; None uses ``cfg.device``.
         progress: show a tqdm progress bar with the losses.
         stop: optional callable checked after every step; when it returns True (the CLI's Ctrl-C / SIGTERM
@@ -616,7 +652,7 @@ def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, devi
         {"step": steps done, "run_dir": Path, "checkpoint": Path, "metrics": last logged row}.
 
     Raises:
-        ConfigError: missing data paths, or a resume with a different model config.
+        ConfigError: missing data paths, or a resume whose config differs outside ``RESUME_MAY_CHANGE``.
         NonFiniteLossError: a loss became NaN/inf; the last good checkpoint is kept.
     """
     from synthseq.progress import progress as tqdm  # a bar on a terminal, plain lines in a log
@@ -652,10 +688,7 @@ def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, devi
         real = _with_pseudo_labels(trainer, tcfg, real, run_dir)
     if resume:
         state = load_checkpoint(ckpt_path, map_location="cpu")  # RNG states must stay CPU tensors
-        saved_model = state["config"]["train"].get("model")
-        if saved_model != to_dict(tcfg.model):
-            raise ConfigError(f"train.model: differs from the checkpoint's ({saved_model}); "
-                              "a resumed run keeps its network sizes")
+        check_resume_config(state["config"]["train"], config_dict["train"], ckpt_path)
         trainer.load_state_dict(state)
         log.info("resuming %s from step %d", ckpt_path, trainer.step)
     elif tcfg.init:
