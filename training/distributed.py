@@ -38,8 +38,7 @@ from synthseq.config import to_dict
 from synthseq.errors import ConfigError, DataError
 from synthseq.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from synthseq.training.trainer import (Trainer, _collate, _EpochKeyed, check_resume_config, datasets_from_config,
-                                       resolve_device,
-                                       save_sample_figure, step_batches)
+                                       log_step, resolve_device, step_batches)
 
 log = logging.getLogger(__name__)
 
@@ -228,16 +227,8 @@ def _loop(cfg, tcfg, config_dict, run_dir, ckpt_path, rank, world_size, resume, 
             if rank == 0:
                 row = {"step": step, **scalars, **times, "lr": trainer.opt["P"].param_groups[0]["lr"],
                        "workers": world_size}
-                if logged:
-                    metrics_file.write(json.dumps(row) + "\n")
-                    metrics_file.flush()
-                    for k, v in scalars.items():
-                        writer.add_scalar(f"loss/{k}" if k.startswith(("loss", "G_", "P_")) else f"stats/{k}", v, step)
-                    for k, v in times.items():
-                        writer.add_scalar(f"time/{k}", v, step)
-                if step % tcfg.sample_interval == 0 and trainer._last_refined is not None:
-                    fig = save_sample_figure(run_dir / "samples" / f"step-{step:07d}.png", *trainer._last_refined, step)
-                    writer.add_figure("samples", fig, step)
+                log_step(trainer, writer, metrics_file, run_dir, row, scalars, times, logged=logged,
+                         sample_interval=tcfg.sample_interval)
             if step % tcfg.checkpoint_interval == 0 or step == total_steps:
                 checkpoint(row)
         if trainer.step == start and not resume:  # nothing to train: still leave a checkpoint

@@ -629,6 +629,25 @@ def check_resume_config(saved_train: dict, train: dict, checkpoint) -> None:
                           f"change only train.{{{may}}} (start a new run with --name to change the rest)")
 
 
+def log_step(trainer, writer, metrics_file, run_dir, row: dict, scalars: dict, times: dict, *, logged: bool,
+             sample_interval: int) -> None:
+    """Write one step's outputs: its row in metrics.jsonl and TensorBoard scalars (loss/stats/time/lr) when
+    ``logged``, and a sample figure every ``sample_interval`` steps (single-process and distributed rank 0)."""
+    step = row["step"]
+    if logged:
+        metrics_file.write(json.dumps(row) + "\n")
+        metrics_file.flush()
+        for k, v in scalars.items():
+            writer.add_scalar(f"loss/{k}" if k.startswith(("loss", "G_", "P_")) else f"stats/{k}", v, step)
+        for k, v in times.items():
+            writer.add_scalar(f"time/{k}", v, step)
+        for name, o in trainer.opt.items():
+            writer.add_scalar(f"lr/{name}", o.param_groups[0]["lr"], step)
+    if step % sample_interval == 0 and trainer._last_refined is not None:
+        fig = save_sample_figure(Path(run_dir) / "samples" / f"step-{step:07d}.png", *trainer._last_refined, step)
+        writer.add_figure("samples", fig, step)
+
+
 def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, device: str | None = None,
           progress: bool = False, stop=None) -> dict:
     """Train G, D and P; write checkpoints, TensorBoard scalars, sample figures and metrics.jsonl to ``run_dir``.
@@ -739,19 +758,11 @@ def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, devi
                 times.update(time_data=t_data, time_step=time.perf_counter() - t_start)
                 row = {"step": step, **scalars, **times, "lr": trainer.opt["P"].param_groups[0]["lr"]}
                 bar.update(1)
-                if step % tcfg.log_interval == 0 or step == total_steps:
+                logged = step % tcfg.log_interval == 0 or step == total_steps
+                if logged:
                     bar.set_postfix({k: f"{v:.3g}" for k, v in scalars.items() if k.startswith("loss")})
-                    metrics_file.write(json.dumps(row) + "\n")
-                    metrics_file.flush()
-                    for k, v in scalars.items():
-                        writer.add_scalar(f"loss/{k}" if k.startswith(("loss", "G_", "P_")) else f"stats/{k}", v, step)
-                    for k, v in times.items():
-                        writer.add_scalar(f"time/{k}", v, step)
-                    for name, o in trainer.opt.items():
-                        writer.add_scalar(f"lr/{name}", o.param_groups[0]["lr"], step)
-                if step % tcfg.sample_interval == 0 and trainer._last_refined is not None:
-                    fig = save_sample_figure(run_dir / "samples" / f"step-{step:07d}.png", *trainer._last_refined, step)
-                    writer.add_figure("samples", fig, step)
+                log_step(trainer, writer, metrics_file, run_dir, row, scalars, times, logged=logged,
+                         sample_interval=tcfg.sample_interval)
                 stopping = stop is not None and stop()
                 if step % tcfg.checkpoint_interval == 0 or step == total_steps or stopping:
                     checkpoint(row)
