@@ -429,14 +429,15 @@ class SyntheticPairs(_ShardDataset):
         seed: sampling seed (sample i uses ``default_rng([seed, epoch, i])``).
         object_centric: one object per sample, as above.
         min_object_points: object-centric visibility threshold.
-        views: only these view indices (None: all).
+        views: only these view indices (None: all; ``"moving"``: per sequence, the views whose camera moves,
+            which reads every sequence's camera poses once).
         verify: ``"size"`` (default): every shard's byte size against the manifest (cheap); ``"sha256"`` (or
             True): also its checksum (reads every byte; what ``synthseq verify`` does); False: neither.
 
     Raises:
         FileNotFoundError: no manifest.
         DataError / FormatVersionError: a shard does not match the manifest (names the file).
-        ValueError: bad gaps.
+        ValueError: bad gaps or views.
     """
 
     def __init__(self, root, gaps: TypingSequence[int] = (1, 5, 10), num_points: int | None = None,
@@ -447,10 +448,13 @@ class SyntheticPairs(_ShardDataset):
         self.gaps = _check_gaps(gaps)
         self.object_centric = bool(object_centric)
         self.min_object_points = int(min_object_points)
+        if isinstance(views, str) and views != "moving":
+            raise ValueError(f"views: expected a list of view indices, None or 'moving', got {views!r}")
         blocks = []  # (si, v, t, d, -1) for every t < T - d, built per (sequence, view, gap) with numpy
         for si, s in enumerate(self.index.seqs):
+            keep = self._moving_views(si, s) if views == "moving" else views
             for v in range(s["V"]):
-                if views is not None and v not in views:
+                if keep is not None and v not in keep:
                     continue
                 for d in self.gaps:
                     n = s["T"] - d
@@ -464,6 +468,15 @@ class SyntheticPairs(_ShardDataset):
         self.items = items
         if len(self.items) == 0:
             log.warning("%s: no pairs (gaps %s longer than every sequence?)", self.root, self.gaps)
+
+    def _moving_views(self, seq_index: int, seq: dict) -> list[int] | None:
+        """The views of a sequence whose camera moves (a static rig view only gives identity pairs); None (all)
+        when the sequence stores no camera poses. Reads the sequence's small arrays (poses), not its points."""
+        world_from_camera = self.shards.small_arrays(seq_index, seq, self.index.k_max).get("world_from_camera")
+        if world_from_camera is None:
+            return None
+        return [v for v in range(seq["V"])
+                if not np.allclose(world_from_camera[:, v], world_from_camera[:1, v], rtol=0.0, atol=1e-9)]
 
     def _object_items(self, pairs: np.ndarray) -> np.ndarray:
         out = []

@@ -136,6 +136,28 @@ def test_pairs_keys_shapes_and_count(toy_root):
     assert (s["sequence"], s["view"], s["frame"]) == ("000000", 0, 0)
 
 
+def test_moving_views_skip_the_static_camera(toy_root):
+    # The toy's view 0 is a static camera (identity pairs only), view 1 moves.
+    ds = SyntheticPairs(toy_root, gaps=(1, 5), views="moving")
+    assert sorted(set(ds.items[:, 1].tolist())) == [1]
+    assert len(ds) == len(SyntheticPairs(toy_root, gaps=(1, 5), views=[1]))
+    assert all(not np.allclose(ds[i]["a_from_b"], np.eye(4), atol=1e-6) for i in range(0, len(ds), 7))
+    with pytest.raises(ValueError, match="views: expected a list of view indices, None or 'moving'"):
+        SyntheticPairs(toy_root, views="static")
+
+
+def test_trainer_uses_moving_views_unless_train_views_is_set(toy_root):
+    from synthseq.config import from_dict
+    from synthseq.training.config import TrainConfig
+    from synthseq.training.trainer import datasets_from_config
+
+    syn, _ = datasets_from_config(from_dict(TrainConfig, {"data": str(toy_root), "gaps": [1]}, "train"), real=False)
+    assert sorted(set(syn.items[:, 1].tolist())) == [1]
+    syn, _ = datasets_from_config(from_dict(TrainConfig, {"data": str(toy_root), "gaps": [1], "views": [0, 1]},
+                                            "train"), real=False)
+    assert sorted(set(syn.items[:, 1].tolist())) == [0, 1]
+
+
 @pytest.mark.parametrize("gap", [1, 5, 10])
 def test_camera_and_object_relative_poses_align_clouds(toy_root, gap):
     ds = SyntheticPairs(toy_root, gaps=(gap,), views=[1])

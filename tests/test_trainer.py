@@ -456,11 +456,15 @@ def test_train_views_selects_pairs_and_rejects_empty_selection(tmp_path, capsys)
     from synthseq.training.trainer import datasets_from_config
 
     write_toy_dataset(tmp_path / "data", num_shards=1, T=5, V=2)
-    all_views, _ = datasets_from_config(TrainConfig(data=str(tmp_path / "data"), gaps=[1]), real=False)
+    all_views, _ = datasets_from_config(TrainConfig(data=str(tmp_path / "data"), gaps=[1], views=[0, 1]),
+                                        real=False)
     one_view, _ = datasets_from_config(TrainConfig(data=str(tmp_path / "data"), gaps=[1], views=[1]),
                                        real=False)
     assert len(one_view) * 2 == len(all_views)
     assert {int(one_view[i]["view"]) for i in range(len(one_view))} == {1}
+    # train.views unset: only the views whose camera moves (the toy's view 0 is a static camera)
+    moving, _ = datasets_from_config(TrainConfig(data=str(tmp_path / "data"), gaps=[1]), real=False)
+    assert moving.items.tolist() == one_view.items.tolist()
     rc, err = _cli_run(tmp_path, capsys, "--set", "train.views=[7]", "--set", "train.max_steps=1")
     assert rc == 1 and "train.views: no synthetic pairs" in err and len(err.strip().splitlines()) == 1
 

@@ -84,8 +84,8 @@ class TrainConfig:
     data: str | None = None                     # dataset directory written by `synthseq build`
     real: list[str] = field(default_factory=list)  # real captures (TUM / 7-Scenes / point-cloud folders)
     gaps: list[int] = bounded([1, 5, 10], gt=0)  # frame gaps d of the (t, t+d) pairs
-    views: list[int] | None = bounded(None, ge=0)  # synthetic views used for pairs (None: all); a static
-                                                   # rig view only gives identity camera motion
+    views: list[int] | None = bounded(None, ge=0)  # synthetic views used for pairs (None: every view whose
+                                                   # camera moves; a static rig view only gives identity pairs)
     num_points: int = bounded(1024, gt=0)       # points per cloud fed to the networks
     num_workers: int = bounded(0, ge=0)         # DataLoader workers
     # synthetic pairs only: each cloud of a pair turned by its own random rotation of up to this angle about

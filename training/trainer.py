@@ -157,11 +157,18 @@ def datasets_from_config(cfg: TrainConfig, synthetic: bool = True, real: bool = 
     check_data_paths(cfg, data=synthetic)
     syn_ds = None
     if synthetic:
+        # train.views unset: the views whose camera moves (a static rig view gives only identity pairs)
+        views = cfg.views if cfg.views is not None else "moving"
         syn_ds = SyntheticPairs(cfg.data, gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed,
-                                views=cfg.views, transform=synthetic_transform(cfg))
+                                views=views, transform=synthetic_transform(cfg))
+        if len(syn_ds) == 0 and cfg.views is None:
+            log.warning("%s: no view has a moving camera: pairs from every view (identity camera motion only)",
+                        cfg.data)
+            syn_ds = SyntheticPairs(cfg.data, gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed,
+                                    transform=synthetic_transform(cfg))
         if len(syn_ds) == 0:
-            raise ConfigError(f"train.views: no synthetic pairs in {cfg.data} for views {cfg.views} and "
-                              f"gaps {cfg.gaps}")
+            which = cfg.views if cfg.views is not None else "all"
+            raise ConfigError(f"train.views: no synthetic pairs in {cfg.data} for views {which} and gaps {cfg.gaps}")
     real_ds = None
     if real and cfg.real:
         real_ds = RealPairs(list(cfg.real), gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed)
