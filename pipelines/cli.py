@@ -19,8 +19,8 @@ COMMANDS = {
     "build": ("synthseq.pipelines.build", "build a synthetic dataset of HDF5 shards with Ray"),
     "info": ("synthseq.pipelines.inspect", "summarise a dataset directory or a shard"),
     "verify": ("synthseq.pipelines.inspect", "check a dataset's schema and checksums"),
-    "train": ("synthseq.pipelines.train", "train the point-cloud GAN + pose network"),
-    "evaluate": ("synthseq.pipelines.evaluate", "evaluate a checkpoint on real captures vs ICP baselines"),
+    "train": ("synthseq.pipelines.train", "train the pose estimator (correspondence-based; optional point-cloud GAN)"),
+    "evaluate": ("synthseq.pipelines.evaluate", "evaluate a checkpoint on held-out real captures vs identity, ICP and FPFH baselines"),
     "view": ("synthseq.pipelines.view", "play a sequence in an Open3D window, or render screenshots/GIFs"),
     "export": ("synthseq.pipelines.export", "export a sequence as PLY/PCD/NPZ clouds + TUM trajectories"),
     "compare": ("synthseq.pipelines.compare", "compare a dataset's depth, normals, density and patches with real captures"),
@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="synthseq",
-        description="Synthetic multi-view point-cloud sequences with exact poses, and a self-supervised "
-                    "point-cloud GAN + pose trainer.",
+        description="Synthetic multi-view point-cloud sequences with exact poses, and a pose estimator "
+                    "trained on them with unlabeled real captures.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,4 +1,4 @@
-"""`synthseq train`: train the point-cloud GAN + pose network on built shards and real captures.
+"""`synthseq train`: train the pose estimator (and the optional point-cloud GAN) on built shards and real captures.
 
     synthseq train CONFIG [--name NAME] [--set key.path=value ...] [--device cpu|cuda] [--out runs/] [--threads N]
     synthseq train --resume runs/NAME [--set train.max_steps=2000]
