@@ -53,8 +53,8 @@ def test_shapes_and_dtypes(tiny_cfg, tiny_seq):
     np.testing.assert_array_equal(s.camera_poses[0, 0], s.camera_poses[-1, 0])
 
 
-def test_labels_and_depth_agree_with_the_images(tiny_seq):
-    s = tiny_seq
+def assert_points_agree_with_images(s) -> None:
+    """Every stored point projects onto a pixel with its label and depth; num_valid counts the valid pixels."""
     for t in range(s.num_frames):
         for v in range(s.num_views):
             uv = np.rint(project_points(s.intrinsics[v], s.points[t, v].astype(np.float64))).astype(int)
@@ -62,6 +62,10 @@ def test_labels_and_depth_agree_with_the_images(tiny_seq):
             assert np.array_equal(s.instance[t, v][rows, cols], s.labels[t, v])
             np.testing.assert_allclose(s.depth[t, v][rows, cols] / 1000.0, s.points[t, v, :, 2], atol=6e-4)
             assert s.num_valid[t, v] == np.count_nonzero(s.depth[t, v])
+
+
+def test_labels_and_depth_agree_with_the_images(tiny_seq):
+    assert_points_agree_with_images(tiny_seq)
 
 
 def test_same_spec_gives_identical_arrays(tiny_cfg):
@@ -204,13 +208,7 @@ def test_torch_device_path_cpu(tiny_cfg):
         assert getattr(a, name).dtype == getattr(ref, name).dtype and getattr(a, name).shape == getattr(ref, name).shape
     np.testing.assert_array_equal(a.camera_poses, ref.camera_poses)
     assert abs(a.num_valid.mean() / ref.num_valid.mean() - 1) < 0.02
-    for t in range(a.num_frames):
-        for v in range(a.num_views):
-            uv = np.rint(project_points(a.intrinsics[v], a.points[t, v].astype(np.float64))).astype(int)
-            cols, rows = uv[:, 0], uv[:, 1]
-            assert np.array_equal(a.instance[t, v][rows, cols], a.labels[t, v])
-            np.testing.assert_allclose(a.depth[t, v][rows, cols] / 1000.0, a.points[t, v, :, 2], atol=6e-4)
-            assert a.num_valid[t, v] == np.count_nonzero(a.depth[t, v])
+    assert_points_agree_with_images(a)
     np.testing.assert_allclose(np.linalg.norm(a.normals.astype(np.float64), axis=-1), 1.0, atol=2e-3)
 
 
