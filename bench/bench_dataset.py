@@ -5,12 +5,16 @@ Usage::
     .venv/bin/python bench/bench_dataset.py                    # writes a temporary dataset, N = 1024
     .venv/bin/python bench/bench_dataset.py --root data/       # an existing built dataset
     .venv/bin/python bench/bench_dataset.py --json out.json
+    .venv/bin/python bench/bench_dataset.py --cpu              # CPU time per pair at the trainer's batch sizes
 
 Measures, on the same (shuffled, seeded) list of pairs:
 - raw: h5py reads of exactly the bytes a pair needs (points + labels of frames t and t+d of one view, one
   integer-indexed read per frame and array, files opened once), no Dataset, no sampling, no collate;
 - dataset: ``DataLoader(SyntheticPairs(..., num_points=N), batch_size=B, collate_fn=collate_pairs)`` with
   num_workers 0 and 2 (fork), pairs/s after the first batch;
+- cpu (``--cpu``, instead of the above): CPU time per pair of the same DataLoader at the trainer's batch
+  sizes (4 on CPU, 32 on CUDA) with 0 and 1 (fork) workers, this process plus its reaped workers
+  (``process_time`` + ``RUSAGE_CHILDREN``), so the number is steady on a shared machine;
 - step: a small PointNet pose regressor (about the size of the trainer's CPU default) trained on those
   batches with 2 workers; reports the fraction of wall time spent waiting for the next batch.
 """
@@ -109,6 +113,24 @@ def bench_loader(ds, order: np.ndarray, workers: int, batch_size: int) -> dict:
     return out
 
 
+def bench_cpu(ds, order: np.ndarray, workers: int, batch_size: int) -> dict:
+    """CPU microseconds per pair of the loader (parent + workers, the workers' start-up included)."""
+    import resource
+
+    from torch.utils.data import DataLoader, Subset
+
+    from synthseq.datasets.torch import collate_pairs
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    c0 = time.process_time() + children.ru_utime + children.ru_stime
+    loader = DataLoader(Subset(ds, order.tolist()), batch_size=batch_size, num_workers=workers,
+                        collate_fn=collate_pairs, multiprocessing_context="fork" if workers else None)
+    n = sum(batch["points_a"].shape[0] for batch in loader)  # workers exit (and are reaped) at the end
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.process_time() + children.ru_utime + children.ru_stime - c0
+    return {"cpu_us_per_pair": 1e6 * cpu / n, "pairs": n, "workers": workers, "batch_size": batch_size}
+
+
 def _median_of(runs: list[dict]) -> dict:
     rates = sorted(r["pairs_per_s"] for r in runs)
     out = dict(runs[0])
@@ -116,6 +138,11 @@ def _median_of(runs: list[dict]) -> dict:
     if "cpu_us_per_pair" in runs[0]:
         out["cpu_us_per_pair"] = float(np.median([r["cpu_us_per_pair"] for r in runs]))
     return out
+
+
+def _median_of_cpu(runs: list[dict]) -> dict:
+    cpu = sorted(r["cpu_us_per_pair"] for r in runs)
+    return dict(runs[0], cpu_us_per_pair=float(np.median(cpu)), min=cpu[0], max=cpu[-1], repeats=len(runs))
 
 
 def bench_step(ds, order: np.ndarray, workers: int, batch_size: int, steps: int) -> dict:
@@ -177,6 +204,7 @@ def main(argv=None) -> None:
     ap.add_argument("--step-batch-size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=3, help="runs per measurement (the median is reported)")
+    ap.add_argument("--cpu", action="store_true", help="only CPU time per pair at batch 4 and 32, 0 and 1 workers")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -192,12 +220,29 @@ def main(argv=None) -> None:
         tmp = tempfile.TemporaryDirectory(prefix="bench_dataset_")
         root = Path(tmp.name)
         t0 = time.perf_counter()
-        write_random_dataset(root, num_sequences=16, T=50, V=4, N=args.num_points)
-        log.info("wrote 16 sequences x 50 frames x 4 views x N=%d to %s in %.1f s", args.num_points, root,
+        # --cpu: stored N = 2 * num_points, resampled to num_points as the trainer does (build 2048, train 1024)
+        stored = 2 * args.num_points if args.cpu else args.num_points
+        shape = (8, 60, 2) if args.cpu else (16, 50, 4)
+        write_random_dataset(root, num_sequences=shape[0], T=shape[1], V=shape[2], N=stored)
+        log.info("wrote %d sequences x %d frames x %d views x N=%d to %s in %.1f s", *shape, stored, root,
                  time.perf_counter() - t0)
     ds = SyntheticPairs(root, gaps=(1, 5, 10), num_points=args.num_points, seed=0)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(ds))[: args.pairs]
+    if args.cpu:
+        results = {}
+        bench_cpu(ds, order[:500], 0, 4)  # warm the page cache
+        for b in (4, 32):
+            for w in (0, 1):
+                r = _median_of_cpu([bench_cpu(ds, order, w, b) for _ in range(args.repeats)])
+                results[f"batch{b}_workers{w}"] = r
+                log.info("batch %2d, %d workers: %6.1f CPU-us/pair (min %.1f, max %.1f; %d pairs)", b, w,
+                         r["cpu_us_per_pair"], r["min"], r["max"], r["pairs"])
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        if tmp is not None:
+            tmp.cleanup()
+        return
     results = {"num_points": args.num_points, "dataset_pairs": len(ds), "cpu_count": os.cpu_count(),
                "loadavg_1min": os.getloadavg()[0]}
     bench_raw(ds, order[:500])  # warm the page cache
