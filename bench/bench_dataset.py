@@ -37,7 +37,7 @@ log = logging.getLogger("bench_dataset")
 def write_random_dataset(root: Path, num_sequences: int, T: int, V: int, N: int, K: int = 3, per_shard: int = 4) -> None:
     """Shards with the layout of a real build (points chunked per frame, labels, poses), random contents."""
     from synthseq.datasets.shards import FORMAT_VERSION, ShardWriter, sequence_key, sha256_file, shard_name, write_json_atomic
-    from synthseq.datasets.types import PointSequence
+    from synthseq.types import PointSequence
 
     rng = np.random.default_rng(0)
     root.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 def write_dataset(root: Path, num_shards: int, T: int, V: int, N: int) -> None:
     from synthseq.datasets.shards import (FORMAT, FORMAT_VERSION, ShardWriter, sequence_key, sha256_file,
                                           shard_name, write_json_atomic)
-    from synthseq.datasets.types import PointSequence
+    from synthseq.types import PointSequence
 
     root.mkdir(parents=True)
     rng = np.random.default_rng(0)

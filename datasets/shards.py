@@ -35,7 +35,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from synthseq.errors import DataError, FormatVersionError
-from synthseq.datasets.types import PointSequence
+from synthseq.types import PointSequence
 
 FORMAT = "synthseq"
 # 2: the N points of a (frame, view) are stored in random order (``types.sample_fixed`` no longer sorts its

@@ -46,8 +46,9 @@ import torch
 from torch.utils.data import Dataset
 
 from synthseq.datasets.shards import ShardReader, read_manifest, verify_shard_file
-from synthseq.datasets.types import BACKGROUND_LABEL, PointSequence, invert_pose, sample_fixed
 from synthseq.errors import DataError
+from synthseq.geometry import invert_pose
+from synthseq.types import BACKGROUND_LABEL, PointSequence, sample_fixed
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Trajectories on disk (TUM format) and the quaternion <-> rotation conversions they need.
+"""Trajectories on disk (TUM format).
 
 TUM trajectory files (``groundtruth.txt``, evo's ``*.txt``) hold one pose per line::
 
@@ -17,96 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from synthseq.errors import DataError
+from synthseq.geometry import matrix_to_quaternion, quaternion_to_matrix
 
 # A TUM row whose quaternion norm is further than this from 1 is rejected: a norm that far off means the
 # columns are not what we think they are (TUM's own files are within 1e-4).
 QUATERNION_NORM_TOLERANCE = 1e-2
-
-
-def quaternion_to_matrix(quaternion_xyzw: np.ndarray) -> np.ndarray:
-    """Rotation matrices from unit quaternions in (x, y, z, w) order (Hamilton, scalar last, as TUM).
-
-    Args:
-        quaternion_xyzw: (..., 4) float; normalised here (must not be zero).
-
-    Returns:
-        (..., 3, 3) float64 rotation matrices R with ``R @ v`` rotating column vectors.
-    """
-    q = np.asarray(quaternion_xyzw, dtype=np.float64)
-    if q.shape[-1:] != (4,):
-        raise ValueError(f"quaternion_xyzw: expected shape (..., 4), got {q.shape}")
-    norm = np.linalg.norm(q, axis=-1, keepdims=True)
-    if np.any(~np.isfinite(norm)) or np.any(norm < 1e-12):
-        raise ValueError("quaternion_xyzw: expected finite, non-zero quaternions")
-    x, y, z, w = np.moveaxis(q / norm, -1, 0)
-    R = np.empty(q.shape[:-1] + (3, 3))
-    R[..., 0, 0] = 1 - 2 * (y * y + z * z)
-    R[..., 0, 1] = 2 * (x * y - z * w)
-    R[..., 0, 2] = 2 * (x * z + y * w)
-    R[..., 1, 0] = 2 * (x * y + z * w)
-    R[..., 1, 1] = 1 - 2 * (x * x + z * z)
-    R[..., 1, 2] = 2 * (y * z - x * w)
-    R[..., 2, 0] = 2 * (x * z - y * w)
-    R[..., 2, 1] = 2 * (y * z + x * w)
-    R[..., 2, 2] = 1 - 2 * (x * x + y * y)
-    return R
-
-
-def matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:
-    """Unit quaternions (x, y, z, w) from rotation matrices, with w >= 0 (the sign TUM files mostly use
-    is arbitrary; q and -q are the same rotation).
-
-    Uses Shepperd's method (largest of the four diagonal combinations), accurate to machine precision for
-    orthonormal input; a slightly non-orthonormal R (7-Scenes) gives the nearest quaternion's direction.
-
-    Args:
-        rotation: (..., 3, 3) float rotation matrices.
-
-    Returns:
-        (..., 4) float64 quaternions (x, y, z, w).
-    """
-    R = np.asarray(rotation, dtype=np.float64)
-    if R.shape[-2:] != (3, 3):
-        raise ValueError(f"rotation: expected shape (..., 3, 3), got {R.shape}")
-    batch = R.shape[:-2]
-    R = R.reshape(-1, 3, 3)
-    out = np.empty((R.shape[0], 4))
-    m00, m11, m22 = R[:, 0, 0], R[:, 1, 1], R[:, 2, 2]
-    trace = m00 + m11 + m22
-    # Pick, per matrix, the largest of 4w^2-1 = trace, 4x^2-1 = 2 m00 - trace, ... to divide by it safely.
-    cand = np.stack([trace, 2 * m00 - trace, 2 * m11 - trace, 2 * m22 - trace], axis=-1)
-    which = np.argmax(cand, axis=-1)
-    for i in range(R.shape[0]):
-        m = R[i]
-        k = which[i]
-        if k == 0:
-            s = 2.0 * math.sqrt(max(1.0 + trace[i], 0.0))
-            w = 0.25 * s
-            x = (m[2, 1] - m[1, 2]) / s
-            y = (m[0, 2] - m[2, 0]) / s
-            z = (m[1, 0] - m[0, 1]) / s
-        elif k == 1:
-            s = 2.0 * math.sqrt(max(1.0 + m[0, 0] - m[1, 1] - m[2, 2], 0.0))
-            w = (m[2, 1] - m[1, 2]) / s
-            x = 0.25 * s
-            y = (m[0, 1] + m[1, 0]) / s
-            z = (m[0, 2] + m[2, 0]) / s
-        elif k == 2:
-            s = 2.0 * math.sqrt(max(1.0 + m[1, 1] - m[0, 0] - m[2, 2], 0.0))
-            w = (m[0, 2] - m[2, 0]) / s
-            x = (m[0, 1] + m[1, 0]) / s
-            y = 0.25 * s
-            z = (m[1, 2] + m[2, 1]) / s
-        else:
-            s = 2.0 * math.sqrt(max(1.0 + m[2, 2] - m[0, 0] - m[1, 1], 0.0))
-            w = (m[1, 0] - m[0, 1]) / s
-            x = (m[0, 2] + m[2, 0]) / s
-            y = (m[1, 2] + m[2, 1]) / s
-            z = 0.25 * s
-        out[i] = (x, y, z, w)
-    out /= np.linalg.norm(out, axis=-1, keepdims=True)
-    out[out[:, 3] < 0] *= -1.0
-    return out.reshape(batch + (4,))
 
 
 def pose_from_tum(row: np.ndarray) -> np.ndarray:

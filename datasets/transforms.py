@@ -22,7 +22,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from synthseq.datasets.types import sample_fixed
+from synthseq.geometry import invert_pose, random_rotation, transform_points
+from synthseq.types import sample_fixed
 
 Sample = dict
 Transform = Callable[[Sample, np.random.Generator], Sample]
@@ -149,30 +150,12 @@ class Normalize:
         return f"Normalize(mode={self.mode!r})"
 
 
-def random_rotation(rng: np.random.Generator, max_angle_deg: float = 180.0) -> np.ndarray:
-    """A (3, 3) rotation about a uniformly random axis by an angle uniform in [0, max_angle_deg]
-    (``max_angle_deg=180`` with a uniform quaternion instead: uniform over SO(3))."""
-    if max_angle_deg >= 180.0:
-        q = rng.normal(size=4)
-        q /= np.linalg.norm(q)
-        x, y, z, w = q
-        return np.array([
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ])
-    axis = rng.normal(size=3)
-    axis /= np.linalg.norm(axis)
-    angle = np.deg2rad(rng.uniform(0.0, max_angle_deg))
-    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * (K @ K)
-
-
 def random_rigid(rng: np.random.Generator, max_angle_deg: float, max_translation_m: float) -> np.ndarray:
-    """A (4, 4) rigid transform: ``random_rotation`` and a translation uniform in the cube
-    [-max_translation_m, max_translation_m]^3."""
+    """A (4, 4) rigid transform: a rotation about a uniformly random axis by an angle uniform in
+    [0, max_angle_deg] (uniform over SO(3) from 180 deg on; ``geometry.random_rotation``) and a translation
+    uniform in the cube [-max_translation_m, max_translation_m]^3."""
     T = np.eye(4)
-    T[:3, :3] = random_rotation(rng, max_angle_deg)
+    T[:3, :3] = random_rotation(rng, None if max_angle_deg >= 180.0 else np.deg2rad(max_angle_deg))
     T[:3, 3] = rng.uniform(-max_translation_m, max_translation_m, size=3)
     return T
 
@@ -200,10 +183,10 @@ class RandomRigid:
         out = dict(sample)
         A = random_rigid(rng, self.max_angle_deg, self.max_translation_m)
         if "points_a" not in sample:
-            out["points"] = _apply(A, sample["points"])
+            out["points"] = transform_points(A, np.asarray(sample["points"], np.float64)).astype(np.float32)
             if sample.get("normals") is not None:
                 out["normals"] = _rotate(A, sample["normals"])
-            Ainv = _invert(A)
+            Ainv = invert_pose(A)
             if "world_from_camera" in sample:
                 out["world_from_camera"] = (np.asarray(sample["world_from_camera"], np.float64) @ Ainv).astype(np.float32)
             if "camera_from_object" in sample:
@@ -211,12 +194,12 @@ class RandomRigid:
             out["aug_from_camera"] = (A @ np.asarray(sample.get("aug_from_camera", np.eye(4)), np.float64)).astype(np.float32)
             return out
         B = random_rigid(rng, self.max_angle_deg, self.max_translation_m) if self.independent else A
-        out["points_a"] = _apply(A, sample["points_a"])
-        out["points_b"] = _apply(B, sample["points_b"])
+        out["points_a"] = transform_points(A, np.asarray(sample["points_a"], np.float64)).astype(np.float32)
+        out["points_b"] = transform_points(B, np.asarray(sample["points_b"], np.float64)).astype(np.float32)
         for key, M in (("normals_a", A), ("normals_b", B)):
             if sample.get(key) is not None:
                 out[key] = _rotate(M, sample[key])
-        Binv = _invert(B)
+        Binv = invert_pose(B)
         for key in ("a_from_b", "object_a_from_b", "camera_a_from_b"):
             if key in sample:
                 out[key] = (A @ np.asarray(sample[key], np.float64) @ Binv).astype(np.float32)
@@ -230,18 +213,6 @@ class RandomRigid:
                 f"independent={self.independent})")
 
 
-def _apply(T: np.ndarray, points: np.ndarray) -> np.ndarray:
-    p = np.asarray(points, np.float64)
-    return (p @ T[:3, :3].T + T[:3, 3]).astype(np.float32)
-
-
 def _rotate(T: np.ndarray, normals: np.ndarray) -> np.ndarray:
     n = np.asarray(normals)
     return (n.astype(np.float64) @ T[:3, :3].T).astype(n.dtype)
-
-
-def _invert(T: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3] = T[:3, :3].T
-    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return out

@@ -1,4 +1,4 @@
-"""Cameras: pinhole intrinsics, an OpenCV-axes look-at, a static rig around the scene and a handheld-like motion.
+"""Cameras: pinhole intrinsics, a static rig around the scene and a handheld-like motion.
 
 Every pose here is ``world_from_camera`` with OpenCV camera axes (x right, y down, z forward), world z up.
 The handheld camera follows the TUM RGB-D fr1 recordings loosely: a base pose looking at the scene, shaken by
@@ -12,49 +12,15 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
-from synthseq.datasets.types import Camera
-from synthseq.generator.trajectories import matmul, so3_exp
+from synthseq.geometry import look_at, matmul
+from synthseq.types import Camera
 
 
 def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     """K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] as (3, 3) float64, pixels."""
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
-
-
-def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    """world_from_camera of a camera at ``eye`` looking at ``target``, OpenCV axes.
-
-    The camera's z axis points from ``eye`` to ``target``, its x axis to the right (perpendicular to ``up``),
-    its y axis down (the image's "down" is the world's ``-up`` as far as possible). When the viewing
-    direction is parallel to ``up``, the world x axis (or y) is used as the up hint instead.
-
-    Args:
-        eye, target: (3,) world points, metres (distinct).
-        up: (3,) world up direction.
-
-    Returns:
-        (4, 4) float64.
-
-    Raises:
-        ValueError: ``eye`` and ``target`` coincide.
-    """
-    eye = np.asarray(eye, dtype=np.float64)
-    forward = np.asarray(target, dtype=np.float64) - eye
-    norm = np.linalg.norm(forward)
-    if norm < 1e-12:
-        raise ValueError(f"look_at: eye and target coincide at {eye.tolist()}")
-    z = forward / norm
-    x = None
-    for hint in (np.asarray(up, dtype=np.float64), np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])):
-        c = np.cross(z, hint)
-        if np.linalg.norm(c) > 1e-6:
-            x = c / np.linalg.norm(c)
-            break
-    y = np.cross(z, x)
-    out = np.eye(4)
-    out[:3, 0], out[:3, 1], out[:3, 2], out[:3, 3] = x, y, z, eye
-    return out
 
 
 def rig_poses(num_views: int, radius, height, target, azimuth0: float = 0.0) -> np.ndarray:
@@ -126,9 +92,7 @@ class HandheldMotion:
 
         roll, pitch, yaw = wave(self.rpy_amplitude_rad, self.rpy_frequency_hz, self.rpy_phase).T
         xyz = wave(self.xyz_amplitude_m, self.xyz_frequency_hz, self.xyz_phase)
-        zeros = np.zeros_like(roll)
-        R = matmul(matmul(so3_exp(np.stack([zeros, zeros, roll], -1)), so3_exp(np.stack([pitch, zeros, zeros], -1))),
-                   so3_exp(np.stack([zeros, yaw, zeros], -1)))
+        R = Rotation.from_euler("ZXY", np.stack([roll, pitch, yaw], -1)).as_matrix()  # R_z(roll) R_x(pitch) R_y(yaw)
         delta = np.zeros((len(t), 4, 4))
         delta[:, :3, :3] = R
         delta[:, :3, 3] = xyz

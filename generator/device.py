@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthseq.datasets.types import BACKGROUND_LABEL, Camera
+from synthseq.types import BACKGROUND_LABEL, Camera
 
 # Neighbours whose z differs by more than this fraction of z are across a depth edge (as the numpy path).
 _NORMAL_EDGE_FRACTION = 0.1

@@ -29,8 +29,9 @@ import numpy as np
 
 from synthseq.errors import ConfigError
 from synthseq.generator.assets import ObjectSpec, mesh_radius, primitive_radius, safe_name, sample_primitive
-from synthseq.generator.cameras import CameraSpec, choose_motion, draw_shake, look_at, walk_velocity
-from synthseq.generator.trajectories import matmul, sample_trajectory
+from synthseq.generator.cameras import CameraSpec, choose_motion, draw_shake, walk_velocity
+from synthseq.generator.trajectories import sample_trajectory
+from synthseq.geometry import look_at, matmul
 
 logger = logging.getLogger(__name__)
 

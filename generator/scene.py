@@ -123,7 +123,7 @@ class SceneSpec:
         """The static parts merged into one world-frame mesh: (vertices (M, 3) float64, faces (F, 3) int64), or
         None when there are none. The room is not included (see ``room_geometry``)."""
         from synthseq.generator.assets import object_geometry
-        from synthseq.generator.trajectories import matmul
+        from synthseq.geometry import matmul
 
         if not self.static_parts:
             return None
@@ -147,8 +147,8 @@ def static_render_meshes(spec: SceneSpec) -> list:
     geometry = spec.static_geometry()
     if geometry is None:
         return []
-    from synthseq.datasets.types import BACKGROUND_LABEL
     from synthseq.generator.render.base import RenderMesh
+    from synthseq.types import BACKGROUND_LABEL
 
     return [RenderMesh(geometry[0], geometry[1], np.eye(4), BACKGROUND_LABEL, key=spec.static_key())]
 

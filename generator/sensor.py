@@ -33,8 +33,8 @@ from typing import Literal
 import numpy as np
 
 from synthseq.config import bounded, from_dict
-from synthseq.datasets.types import Camera
 from synthseq.errors import ConfigError
+from synthseq.types import Camera
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """One sequence end to end: ``SceneSpec`` -> meshes -> poses -> depth + instance per (frame, view) -> sensor
-model -> fixed-size camera-frame point clouds with labels -> :class:`~synthseq.datasets.types.PointSequence`.
+model -> fixed-size camera-frame point clouds with labels -> :class:`~synthseq.types.PointSequence`.
 
 The public API used by the build (``pipelines/build.py``)::
 
@@ -13,9 +13,10 @@ import logging
 
 import numpy as np
 
-from synthseq.datasets.types import BACKGROUND_LABEL, PointSequence, sample_fixed
 from synthseq.generator.assets import object_geometry, room_geometry
 from synthseq.generator.scene import SceneSpec, make_spec, sequence_seed, static_render_meshes
+from synthseq.geometry import backproject
+from synthseq.types import BACKGROUND_LABEL, PointSequence, sample_fixed
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +45,6 @@ def _sampling_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
 
 
-def _backproject(depth: np.ndarray, rows: np.ndarray, cols: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """(..., 3) float64 OpenCV camera-frame points of pixels (rows, cols) (any equal shapes) of ``depth``."""
-    z = depth[rows, cols].astype(np.float64)
-    return np.stack([(cols - K[0, 2]) / K[0, 0] * z, (rows - K[1, 2]) / K[1, 1] * z, z], axis=-1)
-
-
 def depth_normals(depth: np.ndarray, instance: np.ndarray, rows: np.ndarray, cols: np.ndarray,
                   K: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
     """Surface normals at some pixels of a z-depth image, from the back-projected 4-neighbourhood.
@@ -70,16 +65,13 @@ def depth_normals(depth: np.ndarray, instance: np.ndarray, rows: np.ndarray, col
         (M, 3) float64 unit normals, OpenCV camera frame.
     """
     H, W = depth.shape[-2:]
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     flat_depth = depth.reshape(-1)
     flat_instance = instance.reshape(-1)
     base = 0 if images is None else images * (H * W)  # flat offset of each pixel's image
     centre = rows * W + cols + base
-    z0 = flat_depth[centre].astype(np.float64)
-    x0 = (cols - cx) / fx * z0
-    y0 = (rows - cy) / fy * z0
-    # The 4 neighbours at once (rows of these (4, M) arrays): +u, -u, +v, -v. Component arrays, not (M, 3)
-    # stacks: this runs for every (frame, view) and numpy's per-call overhead dominates at M ~ 2000.
+    x0, y0, z0 = np.moveaxis(backproject(rows, cols, flat_depth[centre], K), -1, 0)
+    # The 4 neighbours at once (rows of these (4, M) arrays): +u, -u, +v, -v. The arithmetic is on component
+    # arrays (x, y, z apart), not (M, 3) stacks: numpy's per-call overhead dominates at M ~ 2000.
     r = rows[None, :] + _NEIGHBOUR_DR[:, None]
     c = cols[None, :] + _NEIGHBOUR_DC[:, None]
     inb = (r >= 0) & (r < H) & (c >= 0) & (c < W)
@@ -91,9 +83,7 @@ def depth_normals(depth: np.ndarray, instance: np.ndarray, rows: np.ndarray, col
           & (np.abs(zn - z0) <= _NORMAL_EDGE_FRACTION * z0))
     # A neighbour off the surface is replaced by the centre point itself: central differences where both
     # sides are on the surface, one-sided where one is, a zero tangent where none is.
-    xs = np.where(ok, (c - cx) / fx * zn, x0)
-    ys = np.where(ok, (r - cy) / fy * zn, y0)
-    zs = np.where(ok, zn, z0)
+    xs, ys, zs = (np.where(ok, a, a0) for a, a0 in zip(np.moveaxis(backproject(r, c, zn, K), -1, 0), (x0, y0, z0)))
     ux, uy, uz = xs[0] - xs[1], ys[0] - ys[1], zs[0] - zs[1]
     vx, vy, vz = xs[2] - xs[3], ys[2] - ys[3], zs[2] - zs[3]
     n = np.empty((len(rows), 3))
@@ -107,7 +97,7 @@ def depth_normals(depth: np.ndarray, instance: np.ndarray, rows: np.ndarray, col
     n *= (np.where(facing > 0, -1.0, 1.0) / np.where(good, norm, 1.0))[:, None]
     if not good.all():
         bad = ~good
-        ray = np.stack([(cols[bad] - cx) / fx, (rows[bad] - cy) / fy, np.ones(bad.sum())], -1)
+        ray = backproject(rows[bad], cols[bad], np.ones(bad.sum()), K)
         n[bad] = -ray / np.linalg.norm(ray, axis=-1, keepdims=True)
     return n
 
@@ -142,7 +132,7 @@ def sample_view(depth: np.ndarray, instance: np.ndarray, K: np.ndarray, num_poin
     pix = valid[sample_fixed(num_points, M, rng)]
     W = depth.shape[1]
     rows, cols = pix // W, pix % W
-    points = _backproject(depth, rows, cols, K).astype(np.float32)
+    points = backproject(rows, cols, depth[rows, cols], K).astype(np.float32)
     labels = instance.reshape(-1)[pix].astype(np.int16)
     normals = None
     if ideal_depth is not None:
@@ -176,8 +166,7 @@ def sample_views(depth: np.ndarray, instance: np.ndarray, K: np.ndarray, num_poi
     pix_flat = pix.reshape(-1)
     rows, cols = pix_flat // W, pix_flat % W
     at = images * (H * W) + pix_flat
-    z = depth.reshape(-1)[at].astype(np.float64)
-    points = np.stack([(cols - K[0, 2]) / K[0, 0] * z, (rows - K[1, 2]) / K[1, 1] * z, z], axis=-1).astype(np.float32)
+    points = backproject(rows, cols, depth.reshape(-1)[at], K).astype(np.float32)
     labels = instance.reshape(-1)[at].astype(np.int16)
     empty = np.repeat(num_valid == 0, num_points)
     points[empty] = 0.0  # pixel 0 of an empty view: its depth is 0 anyway
@@ -215,7 +204,7 @@ def generate_sequence(spec: SceneSpec, renderer=None, device=None) -> PointSeque
             the numpy path.
 
     Returns:
-        A :class:`~synthseq.datasets.types.PointSequence`: points (T, V, N, 3) float32 camera frame, num_valid
+        A :class:`~synthseq.types.PointSequence`: points (T, V, N, 3) float32 camera frame, num_valid
         (T, V), labels (T, V, N) int16 (object index k, -1 room/background), normals (T, V, N, 3) float16 if
         ``spec.store_normals``, depth (T, V, H, W) uint16 mm / instance (T, V, H, W) int16 if stored,
         camera_poses (T, V, 4, 4) world_from_camera (OpenCV), object_poses (T, K, 4, 4) world_from_object,

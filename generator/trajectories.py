@@ -1,4 +1,4 @@
-"""SE(3) object motion: keyframes joined by natural cubic splines, rotation helpers, and the room-safe sampler.
+"""SE(3) object motion: keyframes joined by natural cubic splines, and the room-safe sampler.
 
 A trajectory is plain data (:class:`Trajectory`): keyframe times, positions and rotation vectors, and a base
 rotation. The pose at time t is
@@ -19,88 +19,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation
+
+from synthseq.geometry import random_unit_vector
 
 _MAX_TRIES = 20
-
-
-def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(..., i, j) @ (..., j, k) without BLAS.
-
-    numpy's ``@`` calls the BLAS library, whose kernels (FMA or not) vary with the CPU, so pose products could
-    differ in the last bit between machines; ``einsum`` without ``optimize`` uses numpy's own fixed-order
-    loops. Used for every pose product that ends up in a sequence.
-    """
-    return np.einsum("...ij,...jk->...ik", a, b)
-
-
-# ------------------------------------------------------------------------------------------ rotations
-
-def so3_exp(rotvec: np.ndarray) -> np.ndarray:
-    """Rotation matrices from rotation vectors (Rodrigues' formula).
-
-    Args:
-        rotvec: (..., 3) axis * angle, radians.
-
-    Returns:
-        (..., 3, 3) float64 rotation matrices.
-    """
-    w = np.asarray(rotvec, dtype=np.float64)
-    theta = np.linalg.norm(w, axis=-1)[..., None, None]
-    K = np.zeros(w.shape[:-1] + (3, 3))
-    K[..., 0, 1], K[..., 0, 2] = -w[..., 2], w[..., 1]
-    K[..., 1, 0], K[..., 1, 2] = w[..., 2], -w[..., 0]
-    K[..., 2, 0], K[..., 2, 1] = -w[..., 1], w[..., 0]
-    small = theta < 1e-8
-    safe = np.where(small, 1.0, theta)
-    a = np.where(small, 1.0 - theta ** 2 / 6.0, np.sin(safe) / safe)
-    b = np.where(small, 0.5 - theta ** 2 / 24.0, (1.0 - np.cos(safe)) / safe ** 2)
-    return np.eye(3) + a * K + b * matmul(K, K)
-
-
-def so3_log(R: np.ndarray) -> np.ndarray:
-    """Rotation vectors (angle in [0, pi]) of rotation matrices.
-
-    Args:
-        R: (..., 3, 3).
-
-    Returns:
-        (..., 3) float64.
-    """
-    R = np.asarray(R, dtype=np.float64)
-    cos = np.clip((np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0, -1.0, 1.0)
-    theta = np.arccos(cos)
-    v = np.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
-    sin = np.sin(theta)
-    out = np.where((sin > 1e-6)[..., None], v * (theta / np.where(sin > 1e-6, 2 * sin, 1.0))[..., None], 0.5 * v)
-    # Near pi, sin -> 0: recover the axis from the symmetric part R + I = 2 a a^T (up to sign).
-    near_pi = (theta > math.pi - 1e-3)
-    if np.any(near_pi):
-        Rs = R[near_pi]
-        B = 0.5 * (Rs + np.eye(3))
-        cols = np.argmax(np.diagonal(B, axis1=-2, axis2=-1), axis=-1)
-        axes = B[np.arange(len(Rs)), :, cols]
-        axes /= np.linalg.norm(axes, axis=-1, keepdims=True)
-        sign = np.sign(np.einsum("ni,ni->n", axes, v[near_pi]))
-        sign[sign == 0] = 1.0
-        out[near_pi] = axes * (sign * theta[near_pi])[:, None]
-    return out
-
-
-def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """A uniformly distributed random rotation (3, 3) (normalised Gaussian quaternion)."""
-    q = rng.normal(size=4)
-    x, y, z, w = q / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
-def random_unit_vector(rng: np.random.Generator) -> np.ndarray:
-    """A uniformly distributed direction (3,)."""
-    v = rng.normal(size=3)
-    return v / max(np.linalg.norm(v), 1e-12)
 
 
 # ------------------------------------------------------------------------------------------ splines
@@ -208,7 +131,7 @@ class Trajectory:
         p = self.positions_at(times)
         theta = natural_cubic_spline(np.asarray(self.times), np.asarray(self.rotvecs), times)
         out = np.zeros((len(times), 4, 4))
-        out[:, :3, :3] = matmul(so3_exp(np.asarray(self.base_rotvec)), so3_exp(theta))
+        out[:, :3, :3] = (Rotation.from_rotvec(self.base_rotvec) * Rotation.from_rotvec(theta)).as_matrix()
         out[:, :3, 3] = p
         out[:, 3, 3] = 1.0
         return out
@@ -250,7 +173,7 @@ def sample_trajectory(kind: str, lo, hi, times: np.ndarray, speed: tuple, angula
     hi = np.asarray(hi, dtype=np.float64)
     times = np.asarray(times, dtype=np.float64)
     duration = float(times[-1] - times[0]) if len(times) > 1 else 0.0
-    base = tuple(float(x) for x in so3_log(random_rotation(rng)))
+    base = tuple(float(x) for x in Rotation.random(None, rng).as_rotvec())  # uniform over SO(3)
     p0 = rng.uniform(lo, hi)
     s = float(rng.uniform(*speed))
     w = math.radians(float(rng.uniform(*angular_speed_deg)))

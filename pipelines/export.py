@@ -86,7 +86,7 @@ def frame_arrays(seq, frame: int, view: int, world: bool) -> dict[str, np.ndarra
     Raises:
         UsageError: ``world`` for a sequence without camera poses.
     """
-    from synthseq.datasets.types import transform_points
+    from synthseq.geometry import transform_points
 
     n = int(min(seq.num_valid[frame, view], seq.num_points))
     points = seq.points[frame, view, :n]

@@ -19,8 +19,8 @@ import logging
 
 import numpy as np
 
-from synthseq.datasets.types import transform_points
 from synthseq.errors import SynthseqError, UsageError
+from synthseq.geometry import transform_points
 from synthseq.pipelines.view_geometry import FrameGeometry, LineArrays
 
 log = logging.getLogger(__name__)

@@ -580,7 +580,7 @@ class Player:
         z = depth * px[:, 2]
         cam = np.stack([(px[:, 0] - K[0, 2]) / K[0, 0] * z,
                         (px[:, 1] - K[1, 2]) / K[1, 1] * z, z], -1)
-        from synthseq.datasets.types import invert_pose, transform_points
+        from synthseq.geometry import invert_pose, transform_points
 
         world = transform_points(invert_pose(camera_from_world), cam)
         self.hud.vertices = o3d.utility.Vector3dVector(world)

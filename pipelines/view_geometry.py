@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthseq.datasets.types import BACKGROUND_LABEL, PointSequence, invert_pose, transform_points
 from synthseq.errors import DataError, UsageError
+from synthseq.geometry import invert_pose, look_at, transform_points
+from synthseq.types import BACKGROUND_LABEL, Camera, PointSequence
 
 # tab10 followed by tab10's lighter pair colours (matplotlib "tab20" order), in [0, 1]: object k gets
 # PALETTE[k % 20]; background/room points get BACKGROUND_COLOR.
@@ -401,22 +402,6 @@ def build_frame(seq: PointSequence, state: ViewState, estimate: Estimate | None 
 
 # ---------------------------------------------------------------------------------------- render cameras
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """world_from_camera (4, 4) of an OpenCV camera at ``eye`` looking at ``target``, image-up along ``up``."""
-    eye, target, up = (np.asarray(a, np.float64) for a in (eye, target, up))
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(-up, z)
-    if np.linalg.norm(x) < 1e-9:  # looking along up: pick any perpendicular
-        x = np.cross(z, [1.0, 0.0, 0.0] if abs(z[0]) < 0.9 else [0.0, 1.0, 0.0])
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    out = np.eye(4)
-    out[:3, :3] = np.stack([x, y, z], -1)
-    out[:3, 3] = eye
-    return out
-
-
 def sensor_camera(seq: PointSequence, state: ViewState, width: int, height: int):
     """The render camera of the shown view's sensor at the frame, scaled to width x height.
 
@@ -442,8 +427,6 @@ def overview_camera(seq: PointSequence, width: int, height: int, fov_deg: float 
     Returns:
         intrinsics (3, 3), camera_from_world (4, 4).
     """
-    from synthseq.datasets.types import Camera
-
     K = Camera.from_fov(fov_deg, width, height).intrinsics
     focus = _overview_points(seq)
     ref = np.eye(4) if seq.camera_poses is None else seq.camera_poses[0, 0]

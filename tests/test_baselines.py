@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("open3d", reason="the baselines need open3d (pip install 'synthseq[render]')")
 
-from synthseq.datasets.types import transform_points  # noqa: E402
+from synthseq.geometry import transform_points  # noqa: E402
 from synthseq.training import baselines as B  # noqa: E402
 from synthseq.training import metrics as M  # noqa: E402
 
@@ -94,8 +94,8 @@ def test_padding_rows_and_bad_shapes():
 
 
 def _pairs_success(path, gap, starts, method=B.icp_from_identity, **kw):
-    from synthseq.datasets.types import relative_pose
-    from synthseq.training.evaluate import load_real_sequence
+    from synthseq.geometry import relative_pose
+    from synthseq.training.evaluation.data import load_real_sequence
 
     seq = load_real_sequence(path, num_points=256, **kw)
     est = np.stack([method(seq.dense(t), seq.dense(t + gap)).a_from_b for t in starts])

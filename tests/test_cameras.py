@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from synthseq.config import from_dict
-from synthseq.datasets.types import OPENCV_FROM_OPENGL, invert_pose, project_points
-from synthseq.generator.cameras import HandheldMotion, intrinsics_matrix, look_at, rig_poses, sample_camera_spec
+from synthseq.generator.cameras import HandheldMotion, intrinsics_matrix, rig_poses, sample_camera_spec
 from synthseq.generator.config import CamerasConfig
+from synthseq.geometry import OPENCV_FROM_OPENGL, invert_pose, look_at, project_points, rotation_angle_deg
 
 
 def test_look_at_gives_opencv_axes():
@@ -90,7 +90,7 @@ def test_handheld_motion_rates_like_tum_fr1():
         delta = invert_pose(base) @ poses
         assert np.abs(delta[:, :3, 3]).max() <= 0.1 + 1e-9  # xyz amplitude
         rel = np.swapaxes(poses[:-1, :3, :3], 1, 2) @ poses[1:, :3, :3]
-        ang = np.degrees(np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1))) * 30
+        ang = rotation_angle_deg(rel) * 30
         rates.append(ang)
         # Peak rate per axis 2 pi f A with A = 12 deg, f in [0.25, 0.5] Hz: 19..38 deg/s.
         peak_axis = 2 * math.pi * np.asarray(hh.rpy_frequency_hz) * np.degrees(hh.rpy_amplitude_rad)

@@ -12,7 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("open3d")
 
-from toy_pairs import random_rotation, toy_room, toy_room_pair  # noqa: E402
+from synthseq.geometry import random_rotation  # noqa: E402
+from toy_pairs import toy_room, toy_room_pair  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -66,7 +66,8 @@ def test_cli_baselines_on_tum_writes_report_and_evo_agrees(tum_rpy_dir, tmp_path
 def _tiny_dataset(root, num_sequences=2, T=6, N=2048):
     """A built-dataset directory of a static corner scene seen by a slowly moving camera (exact poses)."""
     from synthseq.datasets.shards import FORMAT_VERSION, ShardWriter, sha256_file, write_json_atomic
-    from synthseq.datasets.types import PointSequence, invert_pose, transform_points
+    from synthseq.geometry import invert_pose, transform_points
+    from synthseq.types import PointSequence
 
     rng = np.random.default_rng(0)
     root.mkdir()

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from synthseq.datasets.shards import FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter, sequence_key, sha256_file
-from synthseq.datasets.types import PointSequence, invert_pose, transform_points
+from synthseq.geometry import invert_pose, transform_points
 from synthseq.pipelines import cli
+from synthseq.types import PointSequence
 
 T, V, N, K = 3, 2, 64, 2
 

@@ -9,19 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthseq.datasets.types import invert_pose, project_points
 from synthseq.generator.assets import ObjectSpec
-from synthseq.generator.cameras import CameraSpec, look_at
+from synthseq.generator.cameras import CameraSpec
 from synthseq.generator.config import load_generate_config
 from synthseq.generator.scene import SceneSpec, make_spec
 from synthseq.generator.sensor import SensorConfig
 from synthseq.generator.sequence import generate_sequence
 from synthseq.generator.trajectories import Trajectory
+from synthseq.geometry import invert_pose, look_at, project_points, transform_points
 
 CONFIGS = Path(__file__).resolve().parents[1] / "pipelines" / "configs"
 
 
-def _distance_to_mesh(vertices, faces, points):
+def distance_to_mesh(vertices, faces, points):
+    """(M,) distance of each point (M, 3) to the triangle mesh (vertices, faces) (Open3D)."""
     import open3d as o3d
 
     scene = o3d.t.geometry.RaycastingScene()
@@ -29,9 +30,36 @@ def _distance_to_mesh(vertices, faces, points):
     return scene.compute_distance(o3d.core.Tensor(points.astype(np.float32))).numpy()
 
 
-def _world_points(seq):
+def world_points(seq):
+    """(T, V, N, 3) float64 points of a sequence in the world frame (through the ground-truth camera poses)."""
     R = seq.camera_poses[..., :3, :3]
     return np.einsum("tvij,tvnj->tvni", R, seq.points.astype(np.float64)) + seq.camera_poses[:, :, None, :3, 3]
+
+
+def object_mesh_distances(seq) -> dict:
+    """Object name -> distances of its labelled points to its canonical mesh, after moving them by the GT
+    camera pose and the inverse object pose (object frame): the ground truth, checked as geometry."""
+    out = {}
+    for k, name in enumerate(seq.object_names):
+        pts = []
+        for t in range(seq.num_frames):
+            for v in range(seq.num_views):
+                m = seq.labels[t, v] == k
+                if m.any():
+                    object_from_camera = invert_pose(seq.object_poses[t, k]) @ seq.camera_poses[t, v]
+                    pts.append(transform_points(object_from_camera, seq.points[t, v][m].astype(np.float64)))
+        if pts:
+            out[name] = distance_to_mesh(*seq.meshes[name], np.concatenate(pts))
+    return out
+
+
+def assert_labelled_points_on_their_meshes(seq) -> None:
+    """Every point labelled as object k lies within 1 mm of its mesh (with the ideal sensor)."""
+    checked = 0
+    for name, d in object_mesh_distances(seq).items():
+        assert d.max() < 1e-3, f"{name}: a point {d.max() * 1000:.3f} mm off its mesh"
+        checked += len(d)
+    assert checked == (seq.labels >= 0).sum()
 
 
 @pytest.mark.parametrize("index", [0, 1])
@@ -43,29 +71,14 @@ def test_labelled_points_lie_on_their_meshes_and_the_room(index, meshes_dir):
     seq = generate_sequence(spec)
     labels = seq.labels
     assert (labels >= 0).sum() > 100 and (labels == -1).sum() > 100
-    checked = 0
-    for k, name in enumerate(seq.object_names):
-        vertices, faces = seq.meshes[name]
-        pts = []
-        for t in range(seq.num_frames):
-            for v in range(seq.num_views):
-                m = labels[t, v] == k
-                if m.any():
-                    object_from_camera = invert_pose(seq.object_poses[t, k]) @ seq.camera_poses[t, v]
-                    p = seq.points[t, v][m].astype(np.float64)
-                    pts.append(p @ object_from_camera[:3, :3].T + object_from_camera[:3, 3])
-        if pts:
-            d = _distance_to_mesh(vertices, faces, np.concatenate(pts))
-            assert d.max() < 1e-3, f"{name}: a point {d.max() * 1000:.3f} mm off its mesh"
-            checked += len(d)
-    assert checked == (labels >= 0).sum()
+    assert_labelled_points_on_their_meshes(seq)
     # Room points: on the floor (z = 0) or a wall (|x| = sx/2 or |y| = sy/2).
     sx, sy, _ = spec.room_size
-    w = _world_points(seq)[labels == -1]
+    w = world_points(seq)[labels == -1]
     off = np.min(np.abs([w[:, 2], np.abs(w[:, 0]) - sx / 2, np.abs(w[:, 1]) - sy / 2]), axis=0)
     assert off.max() < 1e-3
     # Normals (from the ideal depth image) of floor points point up in the world.
-    floor = np.abs(_world_points(seq)[..., 2]) < 1e-3
+    floor = np.abs(world_points(seq)[..., 2]) < 1e-3
     n_world = np.einsum("tvij,tvnj->tvni", seq.camera_poses[..., :3, :3], seq.normals.astype(np.float64))[floor]
     assert np.median(n_world[:, 2]) > 0.99
 
@@ -111,18 +124,7 @@ def test_kinect_points_stay_near_their_meshes():
     """With sensor noise the labels still name the right object: points lie within the noise of its surface."""
     cfg = load_generate_config(CONFIGS / "tiny.yaml", ["generate.sensor=kinect", "generate.objects.count=3"])
     seq = generate_sequence(make_spec(cfg, 2, 0))
-    dists = []
-    for k, name in enumerate(seq.object_names):
-        vertices, faces = seq.meshes[name]
-        for t in range(seq.num_frames):
-            for v in range(seq.num_views):
-                m = seq.labels[t, v] == k
-                if m.any():
-                    object_from_camera = invert_pose(seq.object_poses[t, k]) @ seq.camera_poses[t, v]
-                    p = seq.points[t, v][m].astype(np.float64)
-                    q = p @ object_from_camera[:3, :3].T + object_from_camera[:3, 3]
-                    dists.append(_distance_to_mesh(vertices, faces, q))
-    d = np.concatenate(dists)
+    d = np.concatenate(list(object_mesh_distances(seq).values()))
     assert len(d) > 50
     # Axial sigma at 2-3 m is 5-15 mm (Nguyen 2012) plus disparity steps of ~1-2 cm; lateral shifts add a few
     # points off silhouettes. The bulk stays close; a wrong label would put points decimetres away.

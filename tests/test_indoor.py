@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from synthseq.config import from_dict
-from synthseq.datasets.types import invert_pose, relative_pose
 from synthseq.errors import ConfigError
 from synthseq.generator.assets import cluster_vertices, room_geometry
 from synthseq.generator.config import GenerateConfig, load_generate_config
 from synthseq.generator.indoor import _in_view, point_box_distance, segment_hits_boxes, world_aabb
 from synthseq.generator.scene import make_spec
-from synthseq.training.metrics import rotation_angle_deg
+from synthseq.geometry import relative_pose, rotation_angle_deg
+from test_geometry import assert_labelled_points_on_their_meshes, distance_to_mesh, world_points
 
 CONFIGS = Path(__file__).resolve().parents[1] / "pipelines" / "configs"
 INDOOR = CONFIGS / "indoor.yaml"
@@ -196,14 +196,6 @@ def test_cluster_vertices_simplifies_and_keeps_the_shape(meshes_dir):
 
 # ------------------------------------------------------------------------------------------ ground truth
 
-def _distance_to_mesh(vertices, faces, points):
-    import open3d as o3d
-
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(faces.astype(np.uint32)))
-    return scene.compute_distance(o3d.core.Tensor(points.astype(np.float32))).numpy()
-
-
 @pytest.mark.parametrize("index, renderer", [(0, "moderngl"), (1, "raycast")])
 def test_indoor_points_lie_on_their_meshes_and_the_static_scene(index, renderer, meshes_dir):
     from synthseq.generator.sequence import generate_sequence
@@ -215,30 +207,15 @@ def test_indoor_points_lie_on_their_meshes_and_the_static_scene(index, renderer,
     labels = seq.labels
     assert (labels == -1).sum() > 100 and (labels >= 0).sum() > 100  # the moving objects are in view
     # moving objects: back-projected points moved by the GT camera pose and the inverse object pose
-    checked = 0
-    for k, name in enumerate(seq.object_names):
-        pts = []
-        for t in range(seq.num_frames):
-            for v in range(seq.num_views):
-                m = labels[t, v] == k
-                if m.any():
-                    object_from_camera = invert_pose(seq.object_poses[t, k]) @ seq.camera_poses[t, v]
-                    pts.append(seq.points[t, v][m].astype(np.float64) @ object_from_camera[:3, :3].T
-                               + object_from_camera[:3, 3])
-        if pts:
-            d = _distance_to_mesh(*seq.meshes[name], np.concatenate(pts))
-            assert d.max() < 1e-3, f"{name}: a point {d.max() * 1000:.3f} mm off its mesh"
-            checked += len(d)
-    assert checked == (labels >= 0).sum()
+    assert_labelled_points_on_their_meshes(seq)
     # background: on the room or the static furniture/clutter, in world coordinates
-    R, tr = seq.camera_poses[..., :3, :3], seq.camera_poses[..., :3, 3]
-    world = np.einsum("tvij,tvnj->tvni", R, seq.points.astype(np.float64)) + tr[:, :, None]
+    world = world_points(seq)
     rv, rf = room_geometry(spec.room_size, spec.room_ceiling)
     sv, sf = spec.static_geometry()
-    d = _distance_to_mesh(np.concatenate([rv, sv]), np.concatenate([rf, sf + len(rv)]), world[labels == -1])
+    d = distance_to_mesh(np.concatenate([rv, sv]), np.concatenate([rf, sf + len(rv)]), world[labels == -1])
     assert d.max() < 1e-3, f"a background point {d.max() * 1000:.3f} mm off the room and furniture"
     # most of what the moving camera sees is furniture and clutter, at real-capture distances
-    on_static = _distance_to_mesh(sv, sf, world[labels == -1]) < 1e-3
+    on_static = distance_to_mesh(sv, sf, world[labels == -1]) < 1e-3
     assert on_static.mean() > 0.3
     z = seq.points[..., 2][seq.points[..., 2] > 0]
     assert 0.5 < np.median(z) < 2.5

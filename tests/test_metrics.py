@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from synthseq.geometry import rotation_angle_deg
 from synthseq.training import metrics
 
 
@@ -45,7 +46,7 @@ def test_known_rotation_and_translation_errors():
 
 def test_rotation_angle_is_accurate_near_zero_and_180():
     for angle in (1e-7, 1e-3, 0.5, 90.0, 179.9, 180.0):
-        assert metrics.rotation_angle_deg(_rot([0.3, -1, 2], angle)) == pytest.approx(angle, rel=1e-7, abs=1e-9)
+        assert rotation_angle_deg(_rot([0.3, -1, 2], angle)) == pytest.approx(angle, rel=1e-7, abs=1e-9)
 
 
 def test_success_and_summary():

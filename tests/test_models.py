@@ -185,7 +185,7 @@ def test_patch_discriminator_shapes_and_gradients():
 # ----------------------------------------------------------------------------------- correspondence P
 
 def rigid(angle_deg: float, axis, t) -> torch.Tensor:
-    from toy_pairs import random_rotation  # noqa: F401  (same convention as the pair samples)
+    from synthseq.geometry import random_rotation  # noqa: F401  (same convention as the pair samples)
 
     axis = torch.tensor(axis, dtype=torch.float64)
     axis = axis / axis.norm()

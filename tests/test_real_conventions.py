@@ -15,15 +15,15 @@ import pytest
 o3d = pytest.importorskip("open3d")
 
 from synthseq.datasets import load_capture  # noqa: E402
-from synthseq.datasets.trajectory import matrix_to_quaternion, quaternion_to_matrix  # noqa: E402
-from synthseq.datasets.types import invert_pose, relative_pose  # noqa: E402
+from synthseq.geometry import (invert_pose, matrix_to_quaternion, quaternion_to_matrix, relative_pose,  # noqa: E402
+                               rotation_angle_deg)
 
 VOXEL_M = 0.02
 ICP_DISTANCE_M = 0.05
 
 
 def _angle_deg(T: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(T[:3, :3]) - 1) / 2, -1, 1))))
+    return float(rotation_angle_deg(T[:3, :3]))
 
 
 def _clouds(seq):

@@ -8,8 +8,8 @@ import pytest
 
 from synthseq.datasets.real import capture_intrinsics, load_capture
 from synthseq.datasets.real.tum import TUM_CAMERAS
-from synthseq.datasets.types import project_points
 from synthseq.errors import DataError
+from synthseq.geometry import project_points
 from test_real_readers import make_tum_folder
 
 

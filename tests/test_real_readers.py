@@ -16,8 +16,8 @@ from synthseq.datasets.real import detect_format
 from synthseq.datasets.real.sevenscenes import read_pose_matrix
 from synthseq.datasets.real.tum import FR1_INTRINSICS, read_tum_list
 from synthseq.datasets.trajectory import read_tum_trajectory
-from synthseq.datasets.types import project_points
 from synthseq.errors import DataError
+from synthseq.geometry import project_points
 
 
 # --------------------------------------------------------------------------------------------- helpers

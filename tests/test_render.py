@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import trimesh
 
-from synthseq.datasets.types import Camera, backproject_depth, invert_pose, transform_points
 from synthseq.errors import ConfigError
 from synthseq.generator.render import RENDERER_NAMES, RenderMesh, make_renderer
+from synthseq.geometry import backproject_depth, invert_pose, look_at, transform_points
+from synthseq.types import Camera
 
 BACKENDS = ["raycast", "pyrender", "moderngl"]
 
@@ -27,19 +28,6 @@ def renderers():
     yield get
     for r in made.values():
         r.close()
-
-
-def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    """world_from_camera (OpenCV axes) of a camera at ``eye`` looking at ``target``."""
-    eye, target = np.asarray(eye, float), np.asarray(target, float)
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(z, up)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    T = np.eye(4)
-    T[:3, 0], T[:3, 1], T[:3, 2], T[:3, 3] = x, y, z, eye
-    return T
 
 
 def box_mesh(extents, world_from_object, instance_id, key) -> RenderMesh:
@@ -432,8 +420,9 @@ def test_moderngl_is_bit_identical_across_llvmpipe_thread_counts():
         "import sys, hashlib, numpy as np\n"
         "sys.path.insert(0, sys.argv[2])\n"
         "from pathlib import Path\n"
-        "from test_render import _random_boxes, room_mesh, look_at\n"
-        "from synthseq.datasets.types import Camera\n"
+        "from test_render import _random_boxes, room_mesh\n"
+        "from synthseq.geometry import look_at\n"
+        "from synthseq.types import Camera\n"
         "from synthseq.generator.render import make_renderer\n"
         "scene = _random_boxes(np.random.default_rng(3), 8, 'lp') + [room_mesh()]\n"
         "poses = np.stack([look_at((1.5 * np.cos(a), 1.5 * np.sin(a), 1.3), (0.0, 0.0, 0.2)) for a in (0.3, 2.4)])\n"

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from synthseq.datasets.shards import FORMAT_VERSION, ShardReader, ShardWriter, read_manifest, sequence_key
-from synthseq.datasets.types import PointSequence, sample_fixed
 from synthseq.errors import FormatVersionError
+from synthseq.types import PointSequence, sample_fixed
 
 
 def _image_rows(points: np.ndarray, K: np.ndarray) -> np.ndarray:

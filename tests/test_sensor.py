@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthseq.datasets.types import Camera
 from synthseq.errors import ConfigError
+from synthseq.types import Camera
 from synthseq.generator.sensor import (
     SensorConfig,
     apply_sensor,

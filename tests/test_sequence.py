@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthseq.datasets.types import backproject_depth, project_points, sample_fixed
 from synthseq.generator.config import load_generate_config
 from synthseq.generator.scene import make_spec
 from synthseq.generator.sequence import generate_sequence, sample_view
+from synthseq.geometry import backproject_depth, project_points
+from synthseq.types import sample_fixed
 
 CONFIGS = Path(__file__).resolve().parents[1] / "pipelines" / "configs"
 _ARRAYS = ("points", "num_valid", "labels", "normals", "depth", "instance", "camera_poses", "object_poses",

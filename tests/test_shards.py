@@ -8,8 +8,8 @@ import pytest
 
 from synthseq.datasets.shards import (FORMAT_VERSION, ShardReader, ShardWriter, check_shard_schema,
                                       read_manifest, sha256_file, verify_dataset, write_json_atomic)
-from synthseq.datasets.types import PointSequence
 from synthseq.errors import DataError, FormatVersionError
+from synthseq.types import PointSequence
 
 
 def make_sequence(rng, T=3, V=2, N=64, K=2, H=12, W=16, seed=7):

@@ -19,8 +19,9 @@ from synthseq.datasets.torch import (  # noqa: E402
     collate_pairs,
 )
 from synthseq.datasets.transforms import Compose, Normalize, RandomRigid, denormalize_pose  # noqa: E402
-from synthseq.datasets.types import PointSequence, invert_pose, relative_pose, transform_points  # noqa: E402
 from synthseq.errors import DataError, FormatVersionError  # noqa: E402
+from synthseq.geometry import invert_pose, relative_pose, transform_points  # noqa: E402
+from synthseq.types import PointSequence  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------- toy data

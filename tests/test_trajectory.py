@@ -1,4 +1,4 @@
-"""Tests for datasets/trajectory.py: quaternion conventions, TUM trajectory read/write, association."""
+"""Quaternion conventions (synthseq/geometry.py), TUM trajectory read/write, association."""
 
 from __future__ import annotations
 
@@ -9,15 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from synthseq.datasets.trajectory import (
-    associate_timestamps,
-    matrix_to_quaternion,
-    quaternion_to_matrix,
-    read_tum_trajectory,
-    write_tum_trajectory,
-)
-from synthseq.datasets.types import relative_pose
+from synthseq.datasets.trajectory import associate_timestamps, read_tum_trajectory, write_tum_trajectory
 from synthseq.errors import DataError
+from synthseq.geometry import matrix_to_quaternion, quaternion_to_matrix, relative_pose, rotation_angle_deg
 
 
 def _random_rotations(rng, n):
@@ -85,7 +79,7 @@ def test_reads_tum_groundtruth_and_matches_provenance(tum_xyz_pair_dir):
     idx = associate_timestamps([1305031102.160407, 1305031102.262886], ts, 0.02)
     assert np.all(idx >= 0)
     rel = relative_pose(poses[idx[0]], poses[idx[1]])
-    angle = np.degrees(np.arccos(np.clip((np.trace(rel[:3, :3]) - 1) / 2, -1, 1)))
+    angle = rotation_angle_deg(rel[:3, :3])
     assert angle == pytest.approx(2.14, abs=0.02)
     np.testing.assert_allclose(rel[:3, 3], [-0.0044, 0.0072, 0.0392], atol=3e-4)
 

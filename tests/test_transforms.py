@@ -14,7 +14,7 @@ from synthseq.datasets.transforms import (
     normalize_pose,
     random_rigid,
 )
-from synthseq.datasets.types import invert_pose, transform_points
+from synthseq.geometry import invert_pose, transform_points
 
 
 def _pair(rng, N=200, K=2):

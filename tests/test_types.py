@@ -1,10 +1,14 @@
-"""Core types: shape/dtype validation, pose helpers, projection vs a hand-computed K."""
+"""Core types and geometry: shape/dtype validation, pose helpers, projection vs a hand-computed K, rotations."""
+
+import math
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
-from synthseq.datasets.types import (OPENCV_FROM_OPENGL, Camera, PointSequence, backproject_depth, invert_pose,
-                                     project_points, relative_pose, sample_fixed, transform_points)
+from synthseq.geometry import (OPENCV_FROM_OPENGL, backproject_depth, invert_pose, project_points, random_rotation,
+                               relative_pose, rotation_angle_deg, transform_points)
+from synthseq.types import Camera, PointSequence, sample_fixed
 
 
 def _rot(axis, deg):
@@ -57,6 +61,35 @@ def test_opencv_opengl_flip():
     q = OPENCV_FROM_OPENGL @ p
     assert np.allclose(q, [0.1, -0.2, -1.0, 1.0])
     assert np.allclose(OPENCV_FROM_OPENGL @ OPENCV_FROM_OPENGL, np.eye(4))
+
+
+def test_rotvec_round_trip_and_handedness():
+    """The rotation-vector convention the trajectories use (scipy's): exp/log round trip up to pi, right-handed."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(200, 3))
+    w *= (rng.uniform(0, math.pi - 1e-4, size=200) / np.linalg.norm(w, axis=1))[:, None]
+    w[0] = 0.0
+    w[1] = [math.pi - 1e-5, 0, 0]
+    w[2] = [0, 1e-10, 0]
+    R = Rotation.from_rotvec(w).as_matrix()
+    np.testing.assert_allclose(R @ np.swapaxes(R, -1, -2), np.broadcast_to(np.eye(3), R.shape), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-12)
+    log = Rotation.from_matrix(R).as_rotvec()
+    np.testing.assert_allclose(Rotation.from_rotvec(log).as_matrix(), R, atol=1e-6)
+    np.testing.assert_allclose(log[3:], w[3:], atol=1e-8)
+    # exp of a rotation about z by 90 deg maps x to y (right-handed).
+    np.testing.assert_allclose(Rotation.from_rotvec([0, 0, math.pi / 2]).as_matrix() @ [1, 0, 0], [0, 1, 0],
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("max_angle_rad", [None, 0.3])
+def test_random_rotation_is_a_rotation(max_angle_rad):
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        R = random_rotation(rng, max_angle_rad)
+        np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+        assert np.linalg.det(R) == pytest.approx(1.0)
+        assert max_angle_rad is None or rotation_angle_deg(R) <= math.degrees(max_angle_rad) + 1e-9
 
 
 def test_sample_fixed():

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from synthseq.datasets.shards import FORMAT, FORMAT_VERSION, MANIFEST, ShardWriter, sequence_key, sha256_file
-from synthseq.datasets.types import (Camera, PointSequence, backproject_depth, invert_pose, project_points,
-                                     sample_fixed, transform_points)
+from synthseq.geometry import backproject_depth, invert_pose, look_at, project_points, transform_points
 from synthseq.pipelines import cli
 from synthseq.pipelines.view_geometry import (PALETTE, FrameGeometry, LineArrays, ViewState, apply_key, axes_lines,
-                                              build_frame, frustum_lines, label_colors, look_at)
+                                              build_frame, frustum_lines, label_colors)
+from synthseq.types import Camera, PointSequence, sample_fixed
 
 BOX_HALF = np.array([0.15, 0.10, 0.12])  # half extents of the box, object frame, metres
 CAMERA = Camera.from_focal(120.0, 120.0, 79.5, 59.5, 160, 120)

@@ -5,14 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def random_rotation(rng, max_angle_rad: float) -> np.ndarray:
-    """A rotation about a uniformly random axis by an angle uniform in [0, max_angle_rad]; (3, 3) float64."""
-    axis = rng.normal(size=3)
-    axis /= np.linalg.norm(axis)
-    angle = rng.uniform(0, max_angle_rad)
-    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
+from synthseq.geometry import random_rotation
 
 
 def sample_shape(rng, n: int) -> np.ndarray:

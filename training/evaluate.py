@@ -106,7 +106,7 @@ def evaluate_pairs(seq: EvalSequence, gap: int, starts: np.ndarray, methods: Seq
         ``{"starts": (P,), "gt": (P, 4, 4), "<method>": {"a_from_b": (P, 4, 4), "seconds": (P,),
         "confidence": (P,)}}`` (confidence NaN where the method gives none).
     """
-    from synthseq.datasets.types import relative_pose
+    from synthseq.geometry import relative_pose
     from synthseq.training import baselines as B
 
     opts = dict(baseline_options or {})

@@ -76,7 +76,7 @@ class EvalSequence:
 # ----------------------------------------------------------------------------------------------------
 
 def _dense_from_depth(depth_mm: np.ndarray, intrinsics: np.ndarray, max_depth_m: float | None):
-    from synthseq.datasets.types import backproject_depth
+    from synthseq.geometry import backproject_depth
 
     def dense(t: int) -> np.ndarray:
         d = depth_mm[t].astype(np.float32) / 1000.0
@@ -166,7 +166,7 @@ def load_synthetic_sequences(data_dir, num_points: int, max_sequences: int | Non
         DataError: a shard does not match its manifest, or a sequence lacks camera poses.
     """
     from synthseq.datasets.shards import ShardReader, iter_dataset
-    from synthseq.datasets.types import sample_fixed
+    from synthseq.types import sample_fixed
 
     out = []
     readers: dict[Path, Any] = {}

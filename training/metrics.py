@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from synthseq.geometry import relative_pose, rotation_angle_deg
+
 logger = logging.getLogger(__name__)
 
 # The success thresholds of the evaluation (DESIGN.md "Evaluation"): < 5 deg and < 5 cm.
@@ -29,26 +31,6 @@ SUCCESS_TRANS_CM = 5.0
 # ----------------------------------------------------------------------------------------------------
 # Relative pose error
 # ----------------------------------------------------------------------------------------------------
-
-def rotation_angle_deg(rotation: np.ndarray) -> np.ndarray:
-    """The rotation angle of rotation matrices, in degrees, accurate near 0 and 180 deg.
-
-    Uses ``atan2(|vee(R - R^T)| / 2, (trace(R) - 1) / 2)`` rather than ``arccos`` (ill-conditioned near 0).
-
-    Args:
-        rotation: (..., 3, 3) float rotation matrices.
-
-    Returns:
-        (...,) float64 angles in [0, 180] degrees.
-    """
-    R = np.asarray(rotation, dtype=np.float64)
-    if R.shape[-2:] != (3, 3):
-        raise ValueError(f"rotation: expected shape (..., 3, 3), got {R.shape}")
-    vee = np.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
-    s = 0.5 * np.linalg.norm(vee, axis=-1)
-    c = 0.5 * (np.trace(R, axis1=-2, axis2=-1) - 1.0)
-    return np.degrees(np.arctan2(s, c))
-
 
 def relative_pose_errors(est_a_from_b: np.ndarray, gt_a_from_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rotation and translation error of estimated relative poses against the ground truth (evo's RPE).
@@ -237,8 +219,6 @@ def relative_poses_at_delta(world_from_camera: np.ndarray, delta: int = 1) -> np
     Returns:
         (P, 4, 4) float64 ``cam_i_from_cam_{i+delta}``, P = (T - 1) // delta.
     """
-    from synthseq.datasets.types import relative_pose
-
     T = np.asarray(world_from_camera, dtype=np.float64)
     if delta < 1:
         raise ValueError(f"delta: expected >= 1, got {delta}")

@@ -32,8 +32,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthseq.datasets.types import PointSequence
 from synthseq.errors import DataError
+from synthseq.types import PointSequence
 
 __all__ = ["load_capture", "detect_format", "parse_capture_spec", "CaptureSpec", "capture_intrinsics",
            "describe_capture"]

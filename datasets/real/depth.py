@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from synthseq.datasets.types import PointSequence, sample_fixed
 from synthseq.errors import DataError
+from synthseq.geometry import backproject
+from synthseq.types import PointSequence, sample_fixed
 
 log = logging.getLogger(__name__)
 
@@ -161,20 +162,17 @@ def depth_to_fixed(depth_m: np.ndarray, intrinsics: np.ndarray, num_points: int,
     if max_depth_m is not None:
         valid &= depth_m <= max_depth_m
     flat = np.flatnonzero(valid)
-    K = np.asarray(intrinsics, dtype=np.float64)
-    W = depth_m.shape[1]
 
-    def backproject(f):
-        rows, cols = np.divmod(f, W)
-        z = depth_m.reshape(-1)[f].astype(np.float64)
-        return np.stack([(cols - K[0, 2]) / K[0, 0] * z, (rows - K[1, 2]) / K[1, 1] * z, z], -1).astype(np.float32)
+    def points(f):
+        rows, cols = np.divmod(f, depth_m.shape[1])
+        return backproject(rows, cols, depth_m.reshape(-1)[f], intrinsics).astype(np.float32)
 
     if voxel_size_m:
-        return cloud_to_fixed(backproject(flat), num_points, rng, voxel_size_m=voxel_size_m)
+        return cloud_to_fixed(points(flat), num_points, rng, voxel_size_m=voxel_size_m)
     n = len(flat)
     if n == 0:
         return np.zeros((num_points, 3), np.float32), 0
-    return backproject(flat[sample_fixed(num_points, n, rng)]), n
+    return points(flat[sample_fixed(num_points, n, rng)]), n
 
 
 def frame_rng(seed: int, frame_index: int) -> np.random.Generator:

@@ -25,8 +25,8 @@ from synthseq.datasets.real.depth import (
     make_sequence,
     select_frames,
 )
-from synthseq.datasets.types import PointSequence
 from synthseq.errors import DataError
+from synthseq.types import PointSequence
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from synthseq.datasets.real.depth import (
     DEFAULT_NUM_POINTS,
@@ -28,8 +29,8 @@ from synthseq.datasets.real.depth import (
     select_frames,
 )
 from synthseq.datasets.trajectory import parse_floats, read_text_lines
-from synthseq.datasets.types import PointSequence
 from synthseq.errors import DataError
+from synthseq.types import PointSequence
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,7 @@ def read_pose_matrix(path) -> np.ndarray:
     if np.max(np.abs(R @ R.T - np.eye(3))) > _ORTHONORMAL_TOLERANCE or np.linalg.det(R) <= 0:
         raise DataError(f"{path}: the 3x3 block is not a rotation (|R R^T - I| = "
                         f"{np.max(np.abs(R @ R.T - np.eye(3))):.3g}, det {np.linalg.det(R):.3g})")
-    U, _, Vt = np.linalg.svd(R)
-    M[:3, :3] = U @ Vt
+    M[:3, :3] = Rotation.from_matrix(R).as_matrix()  # the nearest rotation
     return M
 
 

@@ -40,8 +40,8 @@ from synthseq.datasets.real.depth import (
     select_frames,
 )
 from synthseq.datasets.trajectory import associate_timestamps, parse_floats, read_text_lines, read_tum_trajectory
-from synthseq.datasets.types import PointSequence
 from synthseq.errors import DataError
+from synthseq.types import PointSequence
 
 log = logging.getLogger(__name__)
 

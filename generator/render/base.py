@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from synthseq.datasets.types import Camera
+from synthseq.types import Camera
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from synthseq.datasets.types import Camera
+from synthseq.types import Camera
 from synthseq.generator.render.base import (MultiViewRenderer, RenderMesh, RenderResult, check_frame_poses,
                                              check_view_poses, same_geometry)
 

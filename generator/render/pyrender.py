@@ -35,7 +35,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from synthseq.datasets.types import OPENCV_FROM_OPENGL, Camera
+from synthseq.geometry import OPENCV_FROM_OPENGL
+from synthseq.types import Camera
 from synthseq.generator.render.base import (MultiViewRenderer, RenderMesh, RenderResult, check_view_poses,
                                              same_geometry)
 

@@ -23,7 +23,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from synthseq.datasets.types import Camera, invert_pose
+from synthseq.geometry import invert_pose
+from synthseq.types import Camera
 from synthseq.generator.render.base import (MultiViewRenderer, RenderMesh, RenderResult, check_frame_poses,
                                              check_view_poses, same_geometry)
 

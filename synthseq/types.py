@@ -1,4 +1,5 @@
-"""Core data types shared by the generator, the shard files, the real-capture readers and the trainer.
+"""Core data types shared by the generator, the shard files, the real-capture readers and the trainer
+(their geometry: :mod:`synthseq.geometry`).
 
 Conventions (stated once here, tested in tests/test_types.py and tests/test_geometry.py):
 
@@ -19,10 +20,6 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
-
-# Flips y and z: maps OpenGL camera coordinates (x right, y up, z backward) to OpenCV ones (x right,
-# y down, z forward). It is its own inverse, so it also maps OpenCV to OpenGL.
-OPENCV_FROM_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 
 BACKGROUND_LABEL = -1
 
@@ -190,59 +187,6 @@ class PointSequence:
     def replace(self, **changes) -> "PointSequence":
         """A copy with some fields replaced (validated again)."""
         return dataclasses.replace(self, **changes)
-
-
-def invert_pose(a_from_b: np.ndarray) -> np.ndarray:
-    """Invert rigid transforms: (..., 4, 4) a_from_b -> b_from_a, using R^T rather than a general inverse."""
-    a_from_b = np.asarray(a_from_b, dtype=np.float64)
-    R = a_from_b[..., :3, :3]
-    t = a_from_b[..., :3, 3:]
-    out = np.zeros_like(a_from_b)
-    Rt = np.swapaxes(R, -1, -2)
-    out[..., :3, :3] = Rt
-    out[..., :3, 3:] = -Rt @ t
-    out[..., 3, 3] = 1.0
-    return out
-
-
-def transform_points(a_from_b: np.ndarray, points_b: np.ndarray) -> np.ndarray:
-    """Apply a (4, 4) transform to (..., 3) points: returns points in frame a."""
-    a_from_b = np.asarray(a_from_b)
-    return points_b @ a_from_b[:3, :3].T.astype(points_b.dtype) + a_from_b[:3, 3].astype(points_b.dtype)
-
-
-def relative_pose(world_from_a: np.ndarray, world_from_b: np.ndarray) -> np.ndarray:
-    """a_from_b = inv(world_from_a) @ world_from_b; broadcasts over leading dimensions."""
-    return invert_pose(world_from_a) @ np.asarray(world_from_b, dtype=np.float64)
-
-
-def project_points(intrinsics: np.ndarray, points_camera: np.ndarray) -> np.ndarray:
-    """Project (..., 3) OpenCV camera-frame points to (..., 2) pixel coordinates (u, v)."""
-    z = points_camera[..., 2:3]
-    uv1 = (points_camera / z) @ np.asarray(intrinsics).T
-    return uv1[..., :2]
-
-
-def backproject_depth(depth_m: np.ndarray, intrinsics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Back-project a z-depth image to camera-frame points.
-
-    Args:
-        depth_m: (H, W) float, metres; 0 or NaN = invalid.
-        intrinsics: (3, 3).
-
-    Returns:
-        points: (M, 3) float32, OpenCV camera frame, for the M valid pixels in row-major order.
-        pixels: (M, 2) int64, (row, col) of each point.
-    """
-    depth_m = np.asarray(depth_m)
-    valid = np.isfinite(depth_m) & (depth_m > 0)
-    rows, cols = np.nonzero(valid)
-    z = depth_m[rows, cols].astype(np.float64)
-    K = np.asarray(intrinsics, dtype=np.float64)
-    x = (cols - K[0, 2]) / K[0, 0] * z
-    y = (rows - K[1, 2]) / K[1, 1] * z
-    points = np.stack([x, y, z], axis=-1).astype(np.float32)
-    return points, np.stack([rows, cols], axis=-1)
 
 
 def sample_fixed(num_points: int, num_valid: int, rng: np.random.Generator) -> np.ndarray:
