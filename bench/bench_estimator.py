@@ -29,7 +29,7 @@ def main(argv=None) -> int:
 
     from synthseq.training import baselines as B
     from synthseq.training.estimator import load_estimator
-    from synthseq.training.evaluate import load_real_sequence
+    from synthseq.training.evaluation.data import load_real_sequence
 
     torch.set_num_threads(args.threads)
     est = load_estimator(args.checkpoint)

@@ -307,7 +307,7 @@ def format_table(res: dict) -> str:
 
 def plot(path, res: dict) -> None:
     """compare.png: depth histograms, normal-ray angle histograms, density histograms, valid ratios."""
-    from synthseq.training.report import _plt
+    from synthseq.training.evaluation.report import _plt
 
     plt = _plt()
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))

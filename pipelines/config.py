@@ -13,7 +13,8 @@ import yaml
 
 from synthseq.config import apply_overrides, from_dict, load_yaml, to_dict
 from synthseq.generator.config import GenerateConfig
-from synthseq.training.config import EvaluateConfig, TrainConfig
+from synthseq.training.config import TrainConfig
+from synthseq.training.evaluation.config import EvaluateConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 

@@ -9,17 +9,13 @@ Refuses captures (or frame ranges) and synthetic sequences the checkpoint traine
 --allow-train-data (then those rows are marked "seen in training"). Writes REPORT_DIR/report.md,
 metrics.json, pairs.csv, config.yaml, plots/*.png and trajectories/<sequence>/*.tum (into a temporary folder,
 renamed at the end; an existing REPORT_DIR is refused unless --overwrite), then prints the headline table. Options not given on the command line come from ``--config``'s ``evaluate:``
-section (or the defaults of ``EvaluateConfig``). torch and open3d are imported inside ``run`` only.
+section (or the defaults of ``EvaluateConfig``); ``synthseq.training.evaluation.evaluate`` checks them
+(paths first, before torch or open3d is imported) and resolves ``--device``.
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
-from synthseq.errors import UsageError
-
-log = logging.getLogger(__name__)
+from synthseq.training.evaluation.config import METHODS
 
 
 def configure_parser(p) -> None:
@@ -33,7 +29,7 @@ def configure_parser(p) -> None:
                    help="frame gaps (default: 1 5 10 20 30; gaps longer than a sequence are skipped with a note)")
     p.add_argument("--max-pairs", type=int, metavar="K",
                    help="pairs per (sequence, gap) at most, spread over the whole sequence (default 60; 0 = all)")
-    p.add_argument("--methods", nargs="+", choices=["identity", "ours", "ours_icp", "icp", "fpfh_ransac_icp"],
+    p.add_argument("--methods", nargs="+", choices=METHODS,
                    help="methods to run (default: all that apply; the identity row is always included)")
     p.add_argument("--allow-train-data", action="store_true",
                    help="evaluate captures/frame ranges/synthetic sequences the checkpoint trained on (refused "
@@ -50,18 +46,16 @@ def configure_parser(p) -> None:
 
 
 def resolve_config(args):
-    """The EvaluateConfig from --config/--set, then the explicit flags on top."""
+    """The EvaluateConfig from --config/--set, then the explicit flags on top (checked by ``evaluate``)."""
     import dataclasses
 
-    from synthseq.config import check_bounds
+    from synthseq.training.evaluation import EvaluateConfig
 
     if args.config or args.overrides:
         from synthseq.pipelines.config import load_config
 
         cfg = load_config(args.config, args.overrides).evaluate
     else:
-        from synthseq.training.config import EvaluateConfig
-
         cfg = EvaluateConfig()
     changes = {}
     if args.checkpoint is not None:
@@ -78,44 +72,15 @@ def resolve_config(args):
         changes["methods"] = list(args.methods)
     if args.max_depth is not None:
         changes["max_depth_m"] = args.max_depth
-    cfg = dataclasses.replace(cfg, **changes)
-    check_bounds(cfg, "evaluate")
-    return cfg
+    return dataclasses.replace(cfg, **changes)
 
 
 def run(args) -> int:
-    cfg = resolve_config(args)
-    # Validate paths before any heavy import: one clear line each.
-    if cfg.checkpoint is not None and not Path(cfg.checkpoint).exists():
-        raise FileNotFoundError(f"--checkpoint {cfg.checkpoint}: not found (a run directory or a .pt file; "
-                                "'none' for baselines only)")
-    from synthseq.datasets.real import parse_capture_spec
-
-    for p in cfg.real:
-        if not parse_capture_spec(p).path.exists():  # PATH@START:STOP: a malformed range is a DataError
-            raise FileNotFoundError(f"--real {p}: capture not found")
-    if cfg.synthetic is not None and not Path(cfg.synthetic).is_dir():
-        raise FileNotFoundError(f"--synthetic {cfg.synthetic}: dataset directory not found")
-    if not cfg.real and cfg.synthetic is None:
-        raise UsageError("nothing to evaluate: give --real PATH (repeatable) and/or --synthetic DATA_DIR")
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise UsageError(f"--out {out}: already exists; choose another report directory or pass --overwrite")
-
-    device = "cpu"
-    if cfg.checkpoint is not None:
-        import torch
-
-        device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
-
     from synthseq.progress import progress as tqdm  # a bar on a terminal, plain lines in a log
-
-    from synthseq.training.evaluate import evaluate
-    from synthseq.training.report import format_headline
+    from synthseq.training.evaluation import evaluate, format_headline
 
     progress = None if args.no_progress else (lambda total: tqdm(total=total, unit="pair", desc="evaluate"))
-    metrics = evaluate(cfg.checkpoint, cfg.real, cfg.synthetic, cfg.gaps, args.out, cfg.max_pairs,
-                       cfg.methods, config=cfg, device=device, progress=progress,
+    metrics = evaluate(resolve_config(args), args.out, device=args.device, progress=progress,
                        allow_train_data=args.allow_train_data, overwrite=args.overwrite)
     print(format_headline(metrics))
     for note in metrics.get("notes", []):

@@ -123,14 +123,14 @@ def _tiny_checkpoint(run_dir, num_points=256):
 def test_evaluate_with_checkpoint_synthetic_set_and_realism(tum_rpy_dir, tmp_path):
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    from synthseq.training.config import EvaluateConfig
-    from synthseq.training.evaluate import evaluate
+    from synthseq.training.evaluation import EvaluateConfig, evaluate
 
     data = _tiny_dataset(tmp_path / "data")
     _tiny_checkpoint(tmp_path / "run")
-    cfg = EvaluateConfig(realism_clouds=8, realism_points=64, max_depth_m=4.0, trajectory_pairs=2)
-    m = evaluate(tmp_path / "run", [f"{tum_rpy_dir}@0:20"], synthetic_dir=data, gaps=(1,), out_dir=tmp_path / "rep",
-                 max_pairs_per_gap=2, methods=["ours", "ours_icp", "icp"], config=cfg)
+    cfg = EvaluateConfig(realism_clouds=8, realism_points=64, max_depth_m=4.0, trajectory_pairs=2,
+                         checkpoint=tmp_path / "run", real=[f"{tum_rpy_dir}@0:20"], synthetic=data, gaps=[1],
+                         max_pairs=2, methods=["ours", "ours_icp", "icp"])
+    m = evaluate(cfg, tmp_path / "rep")
     assert m["train"]["num_points"] == 256
     assert m["methods"] == ["identity", "ours", "ours_icp", "icp"]
     # Real sequences one by one, the synthetic ones pooled (and per sequence in "synthetic_sequences").
@@ -173,10 +173,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_unknown_method_and_pair_selection():
     from synthseq.errors import UsageError
-    from synthseq.training.evaluate import evaluate, pair_starts, trajectory_block
+    from synthseq.training.evaluation import EvaluateConfig, evaluate
+    from synthseq.training.evaluation.data import pair_starts, trajectory_block
 
     with pytest.raises(UsageError, match="unknown method 'sift'"):
-        evaluate(None, [], synthetic_dir=None, methods=["sift"], out_dir="unused")
+        evaluate(EvaluateConfig(methods=["sift"]), "unused")
     # every gap, gap 1 included, spreads its pairs over the whole sequence
     assert pair_starts(10, 1, 3).tolist() == [0, 4, 8]
     assert pair_starts(100, 1, 3).tolist() == [0, 49, 98]
@@ -197,8 +198,8 @@ def test_evaluation_modules_import_nothing_heavy():
     import subprocess
     import sys
 
-    code = ("import sys, synthseq.pipelines.evaluate, synthseq.training.evaluate, synthseq.training.baselines, "
-            "synthseq.training.metrics, synthseq.training.report; "
+    code = ("import sys, synthseq.pipelines.evaluate, synthseq.training.evaluation, synthseq.training.baselines, "
+            "synthseq.training.metrics; "
             "print(sorted(m for m in ('torch', 'open3d', 'matplotlib', 'scipy', 'evo') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

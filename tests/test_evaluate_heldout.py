@@ -38,12 +38,12 @@ def _tum(tmp_path, T=12, name="tum"):
     return make_tum_folder(tmp_path / name, T=T, gt_offsets=(0.0,) * T)
 
 
-def _eval(run, real=(), synthetic=None, out=None, **kw):
-    from synthseq.training.evaluate import evaluate
+def _eval(run, real=(), synthetic=None, out=None, gaps=(1, 2), **kw):
+    from synthseq.training.evaluation import EvaluateConfig, evaluate
 
-    kw.setdefault("gaps", (1, 2))
-    return evaluate(run, [str(r) for r in real], synthetic_dir=synthetic, out_dir=out, max_pairs_per_gap=4,
-                    methods=["identity"], **kw)
+    cfg = EvaluateConfig(checkpoint=run, real=[str(r) for r in real], synthetic=synthetic, gaps=list(gaps),
+                         max_pairs=4, methods=["identity"])
+    return evaluate(cfg, out, **kw)
 
 
 def test_real_overlap_is_refused_naming_it(tmp_path):
@@ -182,11 +182,11 @@ def test_out_is_never_clobbered_or_half_written(tmp_path, capsys):
         def close(self):
             pass
 
-    from synthseq.training.evaluate import evaluate
+    from synthseq.training.evaluation import EvaluateConfig, evaluate
 
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(KeyboardInterrupt):
-        evaluate(None, [str(cap)], out_dir=tmp_path / "new", methods=["icp"], gaps=(1,), max_pairs_per_gap=2,
+        evaluate(EvaluateConfig(real=[str(cap)], methods=["icp"], gaps=[1], max_pairs=2), tmp_path / "new",
                  progress=Interrupt)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 

@@ -1,4 +1,4 @@
-"""Configs of the train and evaluate stages: the ``train:`` and ``evaluate:`` sections of a synthseq YAML."""
+"""The ``train:`` section of a synthseq YAML, and the device a ``device`` setting names (train and evaluate)."""
 
 from __future__ import annotations
 
@@ -148,35 +148,17 @@ class TrainConfig:
             raise ConfigError(f"train.adam_betas: expected two values in [0, 1), got {list(self.adam_betas)}")
 
 
-# EvaluateConfig: owned by the evaluation stage (training/evaluate.py), extended there; kept in this file
-# because pipelines/config.py composes both sections from here.
-@dataclass
-class EvaluateConfig:
-    """The ``evaluate:`` section: what ``synthseq evaluate`` runs on and how (training/evaluate.py).
+def resolve_device(name: str, key: str = "train.device"):
+    """``auto`` -> cuda when available, else cpu; a ``torch.device``. Raises ConfigError naming ``key`` for
+    cuda without a GPU or an unknown name."""
+    import torch
 
-    Pose errors on every capture with ground truth at each gap; the baselines see dense clouds (all valid
-    depth back-projected, up to ``max_depth_m``, voxelised at ``voxel_m``), P sees ``train.num_points``.
-    """
+    from synthseq.errors import ConfigError
 
-    gaps: list[int] = bounded([1, 5, 10, 20, 30], gt=0)  # frame gaps d of the evaluated pairs (t, t + d)
-    real: list[str] = field(default_factory=list)    # real captures (TUM / 7-Scenes / point-cloud folders)
-    synthetic: str | None = None                     # a built dataset directory used as synthetic test set
-    checkpoint: str | None = None                    # run dir or .pt of `synthseq train`; None = baselines only
-    max_pairs: int | None = bounded(60, gt=0)        # pairs per (sequence, gap) at most; None = all
-    methods: list[Literal["identity", "ours", "ours_icp", "icp", "fpfh_ransac_icp"]] | None = None  # None = all
-    #                                                  that apply; the identity (no motion) row is always added
-    trajectory_pairs: int = bounded(30, ge=0)        # gap-1 pairs chained into the TUM trajectories (evo_rpe);
-    #                                                  a contiguous block, evaluated apart from the spread pairs
-    bootstrap_resamples: int = bounded(2000, gt=0)   # block-bootstrap resamples of the 95% success intervals
-    num_points: int = bounded(1024, gt=0)            # N for P when no checkpoint says otherwise
-    use_ema: bool = False                            # evaluate the EMA teacher instead of the student P
-    max_depth_m: float | None = bounded(3.0, gt=0)   # depth limit of the baselines' dense clouds (Open3D's
-    #                                                  depth_trunc default; Kinect v1 depth past ~4 m is coarse)
-    voxel_m: float = bounded(0.02, gt=0)             # baselines' voxel size (FPFH radius 5x, normals 2x)
-    max_correspondence_m: float = bounded(0.05, gt=0)  # point-to-plane ICP correspondence distance
-    synthetic_sequences: int | None = bounded(8, gt=0)  # synthetic sequences evaluated at most
-    synthetic_view: int = -1                         # view evaluated per synthetic sequence (-1: the last,
-                                                     # the moving handheld camera in the bundled configs)
-    realism_clouds: int = bounded(100, ge=2)         # clouds per set for 1-NNA / MMD / COV
-    realism_points: int = bounded(512, gt=0)         # points per cloud for the Chamfer distances
-    seed: int = 0                                    # point sampling, RANSAC, refiner z
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{key}: 'cuda' requested but torch.cuda.is_available() is False", key=key)
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"{key}: expected one of 'auto', 'cpu', 'cuda', got {name!r}", key=key)
+    return torch.device(name)

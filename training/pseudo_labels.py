@@ -130,7 +130,7 @@ def pseudo_labels_for(real_specs, sequence_names, gaps, cfg, cache_path=None, se
         labels, stats = load_labels(cache_path)
         log.info("pseudo-labels: %d read from %s", len(labels), cache_path)
         return labels
-    from synthseq.training.evaluate import load_real_sequence
+    from synthseq.training.evaluation.data import load_real_sequence
 
     labels, stats = {}, {}
     for spec, name in zip(real_specs, sequence_names):

@@ -1,15 +1,22 @@
-"""The evaluation report: report.md tables, the headline table, and the plots (matplotlib, Agg backend)."""
+"""The evaluation's files: report.md (tables, headline, goals), metrics.json, pairs.csv, config.yaml, the plots
+(matplotlib, Agg backend) and the TUM trajectories."""
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import math
 from pathlib import Path
 
 import numpy as np
 
+from synthseq.training import metrics as M
+
 log = logging.getLogger(__name__)
 
+# Methods whose chained gap-1 estimates are written as TUM trajectories.
+TRAJECTORY_METHODS = ("ours", "ours_icp", "icp", "fpfh_ransac_icp")
 COLORS = {"identity": "tab:gray", "ours": "tab:red", "ours_icp": "tab:purple", "icp": "tab:blue",
           "fpfh_ransac_icp": "tab:green"}
 LABELS = {"identity": "identity (no motion)", "ours": "ours (P)", "ours_icp": "ours + ICP",
@@ -137,9 +144,8 @@ def _goals(metrics: dict) -> list[str]:
     return out
 
 
-def render_report(metrics: dict, figures: dict, out_dir) -> str:
+def render_report(metrics: dict, figures: dict) -> str:
     """report.md: what each method sees, per-sequence tables, realism, trajectories, figures, notes."""
-    out_dir = Path(out_dir)
     methods = metrics["methods"]
     parts = ["# synthseq evaluation report", ""]
     tr = metrics.get("train") or {}
@@ -293,10 +299,9 @@ def plot_sample_clouds(path, clouds: list[tuple[str, np.ndarray]]) -> None:
     plt.close(fig)
 
 
-def write_plots(plots_dir, results: dict, raw: dict, methods: list[str], gaps: list[int], seqs: list, synth: list,
-                refiner=None, device="cpu", seed: int = 0) -> dict[str, str]:
+def write_plots(plots_dir: Path, results: dict, raw: dict, methods: list[str],
+                clouds: list[tuple[str, np.ndarray]]) -> dict[str, str]:
     """Write every plot into ``plots_dir``; returns title -> path relative to the report directory."""
-    plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
     rel = lambda p: f"{plots_dir.name}/{p.name}"  # noqa: E731
     figures = {}
@@ -305,24 +310,110 @@ def write_plots(plots_dir, results: dict, raw: dict, methods: list[str], gaps: l
         plot_error_vs_gap(p, results, methods)
         figures["Error and success vs frame gap"] = rel(p)
     for name, raw_seq in raw.items():
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        p = plots_dir / f"cdf_{safe}.png"
+        p = plots_dir / f"cdf_{_safe_name(name)}.png"
         plot_cdfs(p, name, raw_seq, methods)
         figures[f"Error CDFs: {name}"] = rel(p)
-    clouds = []
-    if synth:
-        s = synth[0]
-        t = s.num_frames // 2
-        clouds.append((f"synthetic: {s.name} frame {t}", s.points[t]))
-        if refiner is not None:
-            from synthseq.training.evaluate import refine_clouds
-
-            clouds.append(("refined G(synthetic)", refine_clouds(refiner, s.points[t][None], device, seed)[0]))
-    for s in seqs[:2]:
-        t = s.num_frames // 2
-        clouds.append((f"real: {s.name} frame {t}", s.points[t]))
     if clouds:
         p = plots_dir / "sample_clouds.png"
         plot_sample_clouds(p, clouds)
         figures["Sample clouds (synthetic / refined / real)"] = rel(p)
     return figures
+
+
+# ----------------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------------
+
+def export_trajectories(out_dir: Path, posed: list, traj_raw: dict, methods: list[str], entries: dict,
+                        resamples: int, seed: int) -> None:
+    """trajectories/<sequence>/*.tum: each sequence's contiguous block of gap-1 pairs, chained; its summary in
+    ``entries`` gets the file paths, the frame range and the errors of those pairs (what ``evo_rpe --delta 1``
+    gives on the files)."""
+    for s in posed:
+        r = traj_raw.get(s.name)
+        if r is None:
+            continue
+        frames = np.concatenate([r["starts"], r["starts"][-1:] + 1])
+        ests = {m: r[m]["a_from_b"] for m in methods if m in TRAJECTORY_METHODS}
+        folder = out_dir / "trajectories" / _safe_name(s.name)
+        paths = M.export_tum_trajectories(folder, s.timestamps[frames], s.world_from_camera[frames], ests, s.name)
+        entry = entries.get(s.name)
+        if entry is None:
+            continue
+        entry["trajectories"] = {k: str(Path(v).relative_to(out_dir)) for k, v in paths.items()}
+        entry["trajectory_frames"] = [int(s.first_frame + frames[0]), int(s.first_frame + frames[-1])]
+        entry["trajectory_errors"] = {m: M.summarize_errors(r[m]["rot_deg"], r[m]["trans_cm"], r[m]["seconds"],
+                                                            num_resamples=resamples, seed=seed)
+                                      for m in methods if m in TRAJECTORY_METHODS}
+
+
+def write_report(out_dir: Path, config: dict, metrics: dict, posed: list, raw: dict, plots_raw: dict,
+                 clouds: list[tuple[str, np.ndarray]]) -> None:
+    """config.yaml (the resolved ``evaluate:`` section), metrics.json, pairs.csv, plots/ and report.md."""
+    import yaml
+
+    (out_dir / "config.yaml").write_text(yaml.safe_dump({"evaluate": config}, sort_keys=False))
+    (out_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2, allow_nan=True) + "\n")
+    _write_pairs_csv(out_dir / "pairs.csv", posed, raw, metrics["methods"])
+    figures = {}
+    try:
+        figures = write_plots(out_dir / "plots", metrics["sequences"], plots_raw, metrics["methods"], clouds)
+    except ImportError as e:
+        metrics["notes"].append(f"plots skipped: {e}")
+        log.warning("plots skipped: %s", e)
+    (out_dir / "report.md").write_text(render_report(metrics, figures))
+
+
+def _write_pairs_csv(path: Path, posed: list, raw: dict, methods: list[str]) -> None:
+    """One row per (sequence, gap, pair, method): frames, errors, success, time, confidence, seen in training."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sequence", "kind", "gap", "frame_a", "frame_b", "method", "rot_err_deg", "trans_err_cm",
+                    "success", "seconds", "confidence", "seen_in_training"])
+        for s in posed:
+            for g, r in raw.get(s.name, {}).items():
+                for m in methods:
+                    ok = M.success_mask(r[m]["rot_deg"], r[m]["trans_cm"])
+                    for k, t in enumerate(r["starts"]):
+                        c = r[m]["confidence"][k]
+                        w.writerow([s.name, s.kind, g, s.first_frame + int(t), s.first_frame + int(t) + g, m,
+                                    f"{r[m]['rot_deg'][k]:.4f}", f"{r[m]['trans_cm'][k]:.4f}", int(ok[k]),
+                                    f"{r[m]['seconds'][k]:.4f}", "" if not np.isfinite(c) else f"{c:.4f}",
+                                    int(bool(s.seen_in_training))])
+
+
+def inputs_text(num_points: int, cfg) -> dict:
+    """What each method sees (metrics.json's "inputs", report.md's first section)."""
+    depth = "all valid depth" if cfg.max_depth_m is None else f"depth <= {cfg.max_depth_m} m"
+    dense = f"dense clouds: every valid depth pixel back-projected ({depth})"
+    return {
+        "identity": "nothing: predicts no motion (a_from_b = identity), the floor every method has to beat",
+        "ours": f"the same {dense} as the baselines, before voxelisation; the estimator samples {num_points} "
+                "points per cloud itself (the trainer's N), raw camera frame, metres",
+        "ours_icp": f"ours's estimate, refined by point-to-plane ICP ({cfg.max_correspondence_m} m) on the dense "
+                    "clouds",
+        "icp": f"{dense}, voxelised at {cfg.voxel_m} m, normals; point-to-plane ICP from identity, max "
+               f"correspondence {cfg.max_correspondence_m} m",
+        "fpfh_ransac_icp": f"the same dense clouds; FPFH (radius {5 * cfg.voxel_m:g} m) + RANSAC (seed "
+                           f"{cfg.seed}), then point-to-plane ICP ({cfg.max_correspondence_m} m)",
+    }
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.floating):
+        return float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x

@@ -135,7 +135,7 @@ def load_real_sequence(path, num_points: int, max_depth_m: float | None = None, 
         full = load_capture(spec, num_points=max(num_points, 50_000), seed=seed)
         dense = _dense_from_points(full.points[:, 0], full.num_valid[:, 0], max_depth_m)
     poses = None if seq.camera_poses is None else seq.camera_poses[:, 0]
-    K, source = capture_intrinsics(spec)
+    _, source = capture_intrinsics(spec)
     K = seq.intrinsics[0]
     intr = {"fx": float(K[0, 0]), "fy": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2]),
             "source": source}
