@@ -68,14 +68,14 @@ def write_random_dataset(root: Path, num_sequences: int, T: int, V: int, N: int,
 def bench_raw(ds, order: np.ndarray) -> dict:
     import h5py
 
-    files = {i: h5py.File(f, "r") for i, f in enumerate(ds.index.files)}
+    files = {i: h5py.File(f, "r") for i, f in enumerate(ds.store.files)}
     handles = {}  # (points, labels) h5py Datasets per sequence, looked up once as the Dataset does
     nbytes = 0
     t0 = time.perf_counter()
     for i in order:
         si, v, t, d, _ = (int(x) for x in ds.items[i])
         if si not in handles:
-            s = ds.index.seqs[si]
+            s = ds.store.seqs[si]
             g = files[s["file"]]["sequences"][s["key"]]
             handles[si] = (g["points"], g["labels"])
         points, labels = handles[si]

@@ -28,14 +28,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import stat
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from synthseq.errors import DataError, FormatVersionError
-from synthseq.types import PointSequence
+from synthseq.geometry import invert_pose
+from synthseq.types import BACKGROUND_LABEL, PointSequence
+
+log = logging.getLogger(__name__)
 
 FORMAT = "synthseq"
 # 2: the N points of a (frame, view) are stored in random order (``types.sample_fixed`` no longer sorts its
@@ -165,7 +170,7 @@ class ShardWriter:
 
 def sequence_index_entry(seq: PointSequence) -> dict:
     """The manifest's per-sequence index entry: ``{"T", "V", "N", "K", "name", "arrays"}`` (the optional
-    arrays stored: labels, camera_poses, object_poses, ...). ``torch.SyntheticPairs`` builds its index from
+    arrays stored: labels, camera_poses, object_poses, ...). ``ShardStore`` builds its index from
     these when the manifest has them, without opening any shard."""
     T, V, N, _ = seq.points.shape
     arrays = [n for n in _ARRAYS if n not in _REQUIRED and getattr(seq, n) is not None]
@@ -349,16 +354,17 @@ def verify_shard_file(root, entry: dict, checksum: bool = True) -> str | None:
     Args:
         checksum: also compare the file's sha256 (reads every byte); False checks existence and size only
             (one ``stat``: what opening a dataset for training or evaluation does, issue 11).
+        root: a ``Path`` or a normalised path string (it is joined as is).
     """
-    path = Path(root) / entry["file"]
+    path = os.path.join(root, entry["file"])  # os.path, not pathlib: a dataset opening runs this per shard
     try:
-        size = path.stat().st_size
+        st = os.stat(path)
     except FileNotFoundError:
         return f"{path}: missing"
-    if not path.is_file():
+    if not stat.S_ISREG(st.st_mode):
         return f"{path}: missing"
-    if size != entry.get("bytes"):
-        return f"{path}: size {size} bytes, manifest says {entry.get('bytes')}"
+    if st.st_size != entry.get("bytes"):
+        return f"{path}: size {st.st_size} bytes, manifest says {entry.get('bytes')}"
     if not checksum:
         return None
     digest = sha256_file(path)
@@ -449,3 +455,144 @@ def iter_dataset(root, verify: bool | str = "size") -> Iterator[tuple[Path, str]
                 raise DataError(problem)
         for key in entry["sequence_ids"]:
             yield root / entry["file"], key
+
+
+# --------------------------------------------------------------------------------------------- store
+
+class ShardStore:
+    """Read access to a built dataset directory: which sequences it holds, and their arrays, read through
+    per-process HDF5 handles. What the torch Datasets (``synthseq.datasets.torch``) read through.
+
+    Opening is cheap (issue 11): each shard's size is compared with the manifest (one ``stat``; the full
+    sha256 is ``synthseq verify``'s job, or ``verify="sha256"``), and when the manifest carries the
+    per-sequence index (``sequences``, written by ``synthseq build`` from ``sequence_index_entry``) no shard is
+    opened at all; older manifests fall back to opening each shard once. A shard whose content does not match
+    the manifest still fails on first read: ``ShardReader`` checks the format, h5py the structure.
+
+    Shards are opened lazily in the process that reads, and the handles are dropped when the process id
+    changes and when the store is pickled, so a DataLoader worker (``fork`` or ``spawn``) opens its own.
+
+    Attributes:
+        root: the dataset directory; files: shard paths; k_max: the largest K.
+        seqs: per sequence a dict: file (index into ``files``), key, T, V, N, K, name, has_labels,
+            has_camera_poses, has_object_poses.
+
+    Raises:
+        FileNotFoundError: no manifest.
+        DataError / FormatVersionError: a shard does not match the manifest (names the file).
+    """
+
+    def __init__(self, root, verify: bool | str = "size"):
+        self.root = Path(root)
+        manifest = read_manifest(self.root)
+        if manifest.get("complete") is False:
+            log.warning("%s: manifest marked incomplete (build still running or interrupted); using the %d "
+                        "shards it lists", self.root / MANIFEST, len(manifest["shards"]))
+        if verify not in (True, False, "size", "sha256"):
+            raise ValueError(f"verify: expected 'size', 'sha256', True (= 'sha256') or False, got {verify!r}")
+        root_text = str(self.root)  # plain os.path below: pathlib costs ~100 us per shard, os.stat ~5 us
+        self.files: list[str] = []
+        self.seqs: list[dict] = []
+        for entry in manifest["shards"]:
+            for k in ("file", "sequence_ids"):
+                if k not in entry:
+                    raise DataError(f"{self.root / MANIFEST}: shard entry without {k!r}: {entry}")
+            if verify:
+                problem = verify_shard_file(root_text, entry, checksum=verify is True or verify == "sha256")
+                if problem:
+                    raise DataError(f"{problem}; refusing to read it (rebuild or `synthseq verify`)")
+            path = os.path.join(root_text, entry["file"])
+            self.files.append(path)
+            listed = entry.get("sequences")
+            if isinstance(listed, dict) and all(key in listed for key in entry["sequence_ids"]):
+                infos = [(key, listed[key]) for key in entry["sequence_ids"]]
+            else:
+                infos = _index_from_shard(path, entry["sequence_ids"])
+            for key, info in infos:
+                arrays = set(info.get("arrays", ()))
+                self.seqs.append(dict(
+                    file=len(self.files) - 1, key=key, T=int(info["T"]), V=int(info["V"]), N=int(info["N"]),
+                    K=int(info["K"]), name=str(info.get("name") or key), has_labels="labels" in arrays,
+                    has_camera_poses="camera_poses" in arrays, has_object_poses="object_poses" in arrays))
+        if not self.seqs:
+            raise DataError(f"{self.root / MANIFEST}: lists no sequences")
+        self.k_max = max(s["K"] for s in self.seqs)
+        self._open: dict | None = None
+
+    def __getstate__(self):
+        return dict(self.__dict__, _open=None)
+
+    def _handles(self) -> dict:
+        """This process's open readers, h5py Datasets and per-sequence arrays (a new process starts empty)."""
+        if self._open is None or self._open["pid"] != os.getpid():
+            self._open = {"pid": os.getpid(), "readers": {}, "arrays": {}, "small": {}}
+        return self._open
+
+    def array(self, seq_index: int, name: str):
+        """The h5py Dataset ``name`` of sequence ``seq_index`` (lazy; slice it to read)."""
+        h = self._handles()
+        ds = h["arrays"].get((seq_index, name))
+        if ds is None:
+            seq = self.seqs[seq_index]
+            reader = h["readers"].get(seq["file"])
+            if reader is None:
+                reader = h["readers"][seq["file"]] = ShardReader(self.files[seq["file"]])
+            ds = h["arrays"][(seq_index, name)] = reader.dataset(seq["key"], name)
+        return ds
+
+    def read_cloud(self, seq_index: int, t: int, v: int) -> tuple[np.ndarray, np.ndarray]:
+        """The stored cloud of frame ``t``, view ``v``: points (N, 3) float32, labels (N,) int64 (all
+        ``BACKGROUND_LABEL`` when the sequence stores none). Rows past ``num_valid`` repeat valid ones."""
+        points = self.array(seq_index, "points")[t, v]
+        if self.seqs[seq_index]["has_labels"]:
+            labels = self.array(seq_index, "labels")[t, v].astype(np.int64)
+        else:
+            labels = np.full(len(points), BACKGROUND_LABEL, dtype=np.int64)
+        return points, labels
+
+    def sequence_arrays(self, seq_index: int) -> dict:
+        """The small arrays of a sequence, read once per process, with the inverses every sample needs:
+        num_valid (T, V); world_from_camera / camera_from_world (T, V, 4, 4) (absent without poses);
+        world_from_object / object_from_world (T, K_max, 4, 4) padded with identity; object_valid (K_max,)."""
+        h = self._handles()
+        out = h["small"].get(seq_index)
+        if out is None:
+            seq = self.seqs[seq_index]
+            out = {"num_valid": self.array(seq_index, "num_valid")[()]}
+            if seq["has_camera_poses"]:
+                out["world_from_camera"] = self.array(seq_index, "camera_poses")[()]
+                out["camera_from_world"] = invert_pose(out["world_from_camera"])
+            w_from_o = np.tile(np.eye(4), (seq["T"], self.k_max, 1, 1))
+            valid = np.zeros(self.k_max, dtype=bool)
+            if seq["has_object_poses"]:
+                poses = self.array(seq_index, "object_poses")[()]
+                w_from_o[:, :poses.shape[1]] = poses
+                valid[:poses.shape[1]] = True
+            out.update(world_from_object=w_from_o, object_from_world=invert_pose(w_from_o), object_valid=valid)
+            h["small"][seq_index] = out
+        return out
+
+    def close(self) -> None:
+        """Close this process's HDF5 handles (they reopen on the next read)."""
+        if self._open is not None and self._open["pid"] == os.getpid():
+            for reader in self._open["readers"].values():
+                try:
+                    reader.close()
+                except Exception:  # noqa: BLE001 - closing during interpreter shutdown
+                    pass
+        self._open = None
+
+
+def _index_from_shard(path: str, keys: list[str]) -> list[tuple[str, dict]]:
+    """``sequence_index_entry``-like entries of ``keys`` read from the shard (manifests without the index)."""
+    out = []
+    with ShardReader(path) as reader:
+        present = set(reader.sequence_ids)
+        for key in keys:
+            if key not in present:
+                raise DataError(f"{path}: manifest lists sequence {key!r}, the shard does not hold it")
+            g = reader._group(key)
+            T, V, N, _ = g["points"].shape
+            out.append((key, dict(T=T, V=V, N=N, K=len(reader.attrs(key)["object_names"]),
+                                  name=str(g.attrs.get("name", key)), arrays=[n for n in _ARRAYS if n in g])))
+    return out

@@ -174,3 +174,30 @@ def test_manifest_index_is_checked_by_verify(tmp_path):
     (root / "manifest.json").write_text(json.dumps(manifest))
     problems = verify_dataset(root)
     assert len(problems) == 1 and f"the manifest's index says N={seq.num_points + 1} (stored: {seq.num_points})" in problems[0]
+
+
+def test_store_reads_clouds_and_pickles_without_handles(tmp_path):
+    import pickle
+
+    from synthseq.datasets.shards import ShardStore
+
+    seq = make_sequence(np.random.default_rng(3))
+    root = tmp_path / "data"
+    root.mkdir()
+    with ShardWriter(root / "shard-00000.h5") as w:
+        w.write("000000", seq)
+        w.write("000001", seq.replace(labels=None))
+    f = root / "shard-00000.h5"
+    write_json_atomic(root / "manifest.json", {"format": "synthseq", "format_version": FORMAT_VERSION, "shards": [
+        {"file": f.name, "sequence_ids": ["000000", "000001"], "bytes": f.stat().st_size}]})
+    store = ShardStore(root)
+    assert [s["key"] for s in store.seqs] == ["000000", "000001"] and store.k_max == 2
+    points, labels = store.read_cloud(0, 2, 1)
+    np.testing.assert_array_equal(points, seq.points[2, 1])
+    assert labels.dtype == np.int64 and np.array_equal(labels, seq.labels[2, 1])
+    assert np.all(store.read_cloud(1, 0, 0)[1] == -1)  # no labels stored: background
+    np.testing.assert_array_equal(store.sequence_arrays(0)["world_from_camera"], seq.camera_poses)
+    blob = pickle.dumps(store)
+    assert b"h5py" not in blob
+    np.testing.assert_array_equal(pickle.loads(blob).read_cloud(0, 2, 1)[0], points)
+    store.close()

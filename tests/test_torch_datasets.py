@@ -317,7 +317,7 @@ def test_index_from_the_manifest_opens_no_shard(tmp_path):
         saved[p] = p.read_bytes()
         p.write_bytes(b"\0" * len(saved[p]))
     fast = SyntheticPairs(root, gaps=(1, 2))
-    assert fast.index.seqs == reference.index.seqs and len(fast) == len(reference)
+    assert fast.store.seqs == reference.store.seqs and len(fast) == len(reference)
     for p, b in saved.items():
         p.write_bytes(b)
     np.testing.assert_array_equal(fast[3]["points_a"], reference[3]["points_a"])
