@@ -31,7 +31,7 @@ from synthseq.errors import ConfigError
 from synthseq.generator.assets import ObjectSpec, mesh_radius, primitive_radius, safe_name, sample_primitive
 from synthseq.generator.cameras import CameraSpec, choose_motion, draw_shake, walk_velocity
 from synthseq.generator.trajectories import sample_trajectory
-from synthseq.geometry import look_at, matmul
+from synthseq.geometry import look_at, matmul, transform_points
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def world_aabb(obj: ObjectSpec, world_from_object: np.ndarray) -> np.ndarray:
     """(2, 3) [lo, hi] world box around the object's bounding box placed at ``world_from_object``."""
     h = half_extents(obj)
     corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * h
-    w = corners @ world_from_object[:3, :3].T + world_from_object[:3, 3]
+    w = transform_points(world_from_object, corners)
     return np.stack([w.min(axis=0), w.max(axis=0)])
 
 

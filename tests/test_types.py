@@ -11,16 +11,6 @@ from synthseq.geometry import (OPENCV_FROM_OPENGL, backproject_depth, invert_pos
 from synthseq.types import Camera, PointSequence, sample_fixed
 
 
-def _rot(axis, deg):
-    a = np.deg2rad(deg)
-    c, s = np.cos(a), np.sin(a)
-    i, j = [(1, 2), (2, 0), (0, 1)][axis]
-    R = np.eye(3)
-    R[i, i] = R[j, j] = c
-    R[i, j], R[j, i] = -s, s
-    return R
-
-
 def _pose(R, t):
     T = np.eye(4)
     T[:3, :3], T[:3, 3] = R, t
@@ -28,8 +18,8 @@ def _pose(R, t):
 
 
 def test_invert_and_relative_pose():
-    a = _pose(_rot(0, 30) @ _rot(2, 50), [1, 2, 3])
-    b = _pose(_rot(1, -20), [0.5, -1, 2])
+    a = _pose(Rotation.from_euler("XZ", [30, 50], degrees=True).as_matrix(), [1, 2, 3])
+    b = _pose(Rotation.from_euler("Y", -20, degrees=True).as_matrix(), [0.5, -1, 2])
     assert np.allclose(invert_pose(a) @ a, np.eye(4))
     a_from_b = relative_pose(a, b)
     p_b = np.array([[0.1, 0.2, 0.3]])
