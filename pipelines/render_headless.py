@@ -20,7 +20,7 @@ import logging
 import numpy as np
 
 from synthseq.errors import SynthseqError, UsageError
-from synthseq.geometry import transform_points
+from synthseq.geometry import project_points, transform_points
 from synthseq.pipelines.view_geometry import FrameGeometry, LineArrays
 
 log = logging.getLogger(__name__)
@@ -149,9 +149,7 @@ def _splat(points, colors, size, intrinsics, camera_from_world, width, height):
     pc = transform_points(camera_from_world, points) if len(points) else np.zeros((0, 3))
     keep = (pc[:, 2] > NEAR_M) & (pc[:, 2] < FAR_M)
     pc, colors = pc[keep], colors[keep]
-    K = np.asarray(intrinsics, np.float64)
-    u = K[0, 0] * pc[:, 0] / pc[:, 2] + K[0, 2]
-    v = K[1, 1] * pc[:, 1] / pc[:, 2] + K[1, 2]
+    u, v = project_points(np.asarray(intrinsics, np.float64), pc).T
     cu, cv = np.floor(u + 0.5).astype(np.int64), np.floor(v + 0.5).astype(np.int64)
     offsets = np.arange(-(size // 2), size - size // 2)
     du, dv = np.meshgrid(offsets, offsets)

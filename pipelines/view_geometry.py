@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from synthseq.errors import DataError, UsageError
-from synthseq.geometry import invert_pose, look_at, transform_points
+from synthseq.geometry import backproject, invert_pose, look_at, transform_points
 from synthseq.types import BACKGROUND_LABEL, Camera, PointSequence
 
 # tab10 followed by tab10's lighter pair colours (matplotlib "tab20" order), in [0, 1]: object k gets
@@ -280,10 +280,8 @@ def frustum_lines(intrinsics: np.ndarray, image_size, world_from_camera: np.ndar
     Returns:
         LineArrays with 5 points (centre, then corners (0, 0), (W, 0), (W, H), (0, H)) and 8 lines.
     """
-    K = np.asarray(intrinsics, np.float64)
     W, H = float(image_size[0]), float(image_size[1])
-    uv = np.array([[0.0, 0.0], [W, 0.0], [W, H], [0.0, H]])
-    corners = np.stack([(uv[:, 0] - K[0, 2]) / K[0, 0], (uv[:, 1] - K[1, 2]) / K[1, 1], np.ones(4)], -1) * depth_m
+    corners = backproject(np.array([0.0, 0.0, H, H]), np.array([0.0, W, W, 0.0]), np.full(4, depth_m), intrinsics)
     pts = transform_points(world_from_camera, np.vstack([np.zeros((1, 3)), corners]))
     lines = np.array([[0, 1], [0, 2], [0, 3], [0, 4], [1, 2], [2, 3], [3, 4], [4, 1]], np.int32)
     return LineArrays(pts, lines, np.tile(np.asarray(color, np.float64), (8, 1)))
