@@ -18,11 +18,6 @@ from synthseq.geometry import look_at, matmul
 from synthseq.types import Camera
 
 
-def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
-    """K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] as (3, 3) float64, pixels."""
-    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
-
-
 def rig_poses(num_views: int, radius, height, target, azimuth0: float = 0.0) -> np.ndarray:
     """A static rig: ``num_views`` cameras evenly spaced in azimuth on a circle, looking at ``target``.
 

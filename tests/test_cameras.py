@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from synthseq.config import from_dict
-from synthseq.generator.cameras import HandheldMotion, intrinsics_matrix, rig_poses, sample_camera_spec
+from synthseq.generator.cameras import HandheldMotion, rig_poses, sample_camera_spec
 from synthseq.generator.config import CamerasConfig
 from synthseq.geometry import OPENCV_FROM_OPENGL, invert_pose, look_at, project_points, rotation_angle_deg
+from synthseq.types import Camera
 
 
 def test_look_at_gives_opencv_axes():
@@ -22,7 +23,7 @@ def test_look_at_gives_opencv_axes():
     np.testing.assert_allclose(T[:3, 3], [2, 0, 1])
     np.testing.assert_allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-12)
     assert np.linalg.det(T[:3, :3]) == pytest.approx(1.0)
-    K = intrinsics_matrix(100.0, 100.0, 50.0, 40.0)
+    K = Camera.from_focal(100.0, 100.0, 50.0, 40.0, 101, 81).intrinsics
     cam_from_world = invert_pose(T)
 
     def pixel(p_world):
@@ -51,7 +52,7 @@ def test_look_at_opengl_conversion_and_degenerate_up():
 
 
 def test_projection_matches_hand_computed_K():
-    K = intrinsics_matrix(500.0, 400.0, 160.0, 120.0)
+    K = Camera.from_focal(500.0, 400.0, 160.0, 120.0, 320, 240).intrinsics
     # u = fx x / z + cx = 500 * 0.1 / 2 + 160 = 185; v = fy y / z + cy = 400 * -0.2 / 2 + 120 = 80.
     np.testing.assert_allclose(project_points(K, np.array([[0.1, -0.2, 2.0]])), [[185.0, 80.0]])
     cfg = from_dict(CamerasConfig, {"width": 320, "height": 240, "fov_deg": 90.0}, "generate.cameras")
