@@ -43,7 +43,8 @@ def main(argv=None) -> int:
 
     from synthseq.config import from_dict
     from synthseq.training.config import TrainConfig
-    from synthseq.training.trainer import Trainer, datasets_from_config, make_loader
+    from synthseq.training.data import datasets_from_config, make_loader
+    from synthseq.training.trainer import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -97,7 +97,7 @@ def test_real_range_on_shared_data(tum_rpy_dir):
 def test_train_real_accepts_ranges_and_names_bad_ones(tmp_path):
     from synthseq.errors import ConfigError
     from synthseq.training.config import TrainConfig
-    from synthseq.training.trainer import check_data_paths
+    from synthseq.training.data import check_data_paths
 
     root = make_tum_folder(tmp_path / "tum", T=4, gt_offsets=(0, 0, 0, 0))
     check_data_paths(TrainConfig(real=[f"{root}@0:2", f"{root}@2:"]), data=False)

@@ -150,7 +150,7 @@ def test_moving_views_skip_the_static_camera(toy_root):
 def test_trainer_uses_moving_views_unless_train_views_is_set(toy_root):
     from synthseq.config import from_dict
     from synthseq.training.config import TrainConfig
-    from synthseq.training.trainer import datasets_from_config
+    from synthseq.training.data import datasets_from_config
 
     syn, _ = datasets_from_config(from_dict(TrainConfig, {"data": str(toy_root), "gaps": [1]}, "train"), real=False)
     assert sorted(set(syn.items[:, 1].tolist())) == [1]

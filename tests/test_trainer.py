@@ -143,7 +143,8 @@ def _identity_error_deg(ds) -> float:
 
 
 def _learn_pose(steps: int):
-    from synthseq.training.trainer import Trainer, make_loader
+    from synthseq.training.data import make_loader
+    from synthseq.training.trainer import Trainer
 
     # the global regressor (model.pose: regress, the ablation baseline); the correspondence P is tested in
     # test_estimator.py on the shipped checkpoint
@@ -175,7 +176,8 @@ def test_gan_moves_refined_clouds_toward_real():
 
     D sees whole clouds here (d_patches 0): the default patch D sees centred local patches, which a global
     depth bias does not change by design (it judges sensor-level geometry, not placement)."""
-    from synthseq.training.trainer import Trainer, make_loader
+    from synthseq.training.data import make_loader
+    from synthseq.training.trainer import Trainer
 
     cfg = tiny_cfg(batch_size=8, model=dict(d_patches=0))
     syn = ToyPairs(64, 64, seed=0, depth_range=(2.0, 2.0))
@@ -279,7 +281,8 @@ def test_train_writes_run_directory_and_loadable_models(tmp_path, toy):
 
 
 def test_non_finite_loss_stops_naming_loss_and_step_and_keeps_last_good_checkpoint(tmp_path):
-    from synthseq.training.trainer import NonFiniteLossError, step_batches, train
+    from synthseq.training.data import step_batches
+    from synthseq.training.trainer import NonFiniteLossError, train
 
     cfg = tiny_cfg(max_steps=20, checkpoint_interval=1)
     first_batch = step_batches(16, cfg.batch_size, cfg.seed, 0, 0)[0]
@@ -431,7 +434,7 @@ def test_synthetic_augmentation_widens_relative_rotations_and_keeps_ground_truth
 
     from synthseq.datasets.torch import SyntheticPairs
     from synthseq.training.losses import chamfer_distance, geodesic_distance, transform_points
-    from synthseq.training.trainer import synthetic_transform
+    from synthseq.training.data import synthetic_transform
 
     assert synthetic_transform(tiny_cfg()) is None
     root = tmp_path / "data"
@@ -453,7 +456,7 @@ def test_train_views_selects_pairs_and_rejects_empty_selection(tmp_path, capsys)
     from test_torch_datasets import write_toy_dataset
 
     from synthseq.training.config import TrainConfig
-    from synthseq.training.trainer import datasets_from_config
+    from synthseq.training.data import datasets_from_config
 
     write_toy_dataset(tmp_path / "data", num_shards=1, T=5, V=2)
     all_views, _ = datasets_from_config(TrainConfig(data=str(tmp_path / "data"), gaps=[1], views=[0, 1]),

@@ -5,7 +5,7 @@ Each of the K workers (started by ``synthseq.pipelines.cluster.train_on_cluster`
 
 - **Same model everywhere.** Every rank builds ``Trainer(cfg)`` from the same seed; on resume rank 0 reads
   the checkpoint and broadcasts it (no shared filesystem needed for checkpoints).
-- **Each rank reads its slice of every global batch.** Step s's global batch is ``step_batches(n, K*b, ...)``
+- **Each rank reads its slice of every global batch.** Step s's global batch is ``data.step_batches(n, K*b, ...)``
   (b = ``train.batch_size``, the per-worker batch), and rank r takes items [r*b, (r+1)*b). K=1 is exactly
   the single-process run; K workers at batch b see the same samples per step as one process at batch K*b.
 - **Gradients are averaged before every optimiser step** (:func:`sync_gradients` wraps each optimiser's
@@ -32,41 +32,16 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Sampler
 
 from synthseq.config import to_dict
 from synthseq.errors import ConfigError, DataError
 from synthseq.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from synthseq.training.trainer import (Trainer, _collate, _EpochKeyed, check_resume_config, datasets_from_config,
-                                       log_step, resolve_device, step_batches)
+from synthseq.training.data import datasets_from_config, make_loader
+from synthseq.training.trainer import Trainer, check_resume_config, log_step, resolve_device
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "last.pt"
-
-
-class RankSlicedBatches(Sampler):
-    """Rank ``rank``'s slice of the global batch of every step in [start, stop), as (index, epoch) keys."""
-
-    def __init__(self, n: int, batch_size: int, world_size: int, rank: int, seed: int, stream: int,
-                 start: int, stop: int):
-        self.n, self.b, self.k, self.rank = n, batch_size, world_size, rank
-        self.seed, self.stream, self.start, self.stop = seed, stream, start, stop
-
-    def __len__(self) -> int:
-        return max(self.stop - self.start, 0)
-
-    def __iter__(self):
-        lo, hi = self.rank * self.b, (self.rank + 1) * self.b
-        for step in range(self.start, self.stop):
-            idx, epoch = step_batches(self.n, self.k * self.b, self.seed, self.stream, step)
-            yield [(int(i), epoch) for i in idx[lo:hi]]
-
-
-def rank_loader(ds, cfg, world_size: int, rank: int, stream: int, start: int, stop: int) -> DataLoader:
-    """The DataLoader of this rank's batches of steps [start, stop) (stream 0 synthetic, 1 real)."""
-    sampler = RankSlicedBatches(len(ds), cfg.batch_size, world_size, rank, cfg.seed, stream, start, stop)
-    return DataLoader(_EpochKeyed(ds), batch_sampler=sampler, collate_fn=_collate, num_workers=cfg.num_workers)
 
 
 def sync_gradients(trainer: Trainer, world_size: int) -> None:
@@ -209,8 +184,8 @@ def _loop(cfg, tcfg, config_dict, run_dir, ckpt_path, rank, world_size, resume, 
             state["distributed"] = {"world_size": world_size, "histories": histories}
             save_checkpoint(state, ckpt_path)
 
-    synth_iter = iter(rank_loader(synthetic, tcfg, world_size, rank, 0, start, total_steps))
-    real_iter = iter(rank_loader(real, tcfg, world_size, rank, 1, start, total_steps)) if real is not None else None
+    synth_iter = iter(make_loader(synthetic, tcfg, 0, start, total_steps, world_size, rank))
+    real_iter = iter(make_loader(real, tcfg, 1, start, total_steps, world_size, rank)) if real is not None else None
     row: dict = {}
     try:
         while trainer.step < total_steps:

@@ -41,7 +41,7 @@ class FollowingPairs(Dataset):
         poll_s: re-read the manifest at most this often (seconds).
         wait_s: how long to wait for the first shard.
         open_pairs: ``open_pairs(tcfg) -> Dataset`` over the shards listed now (default: the synthetic
-            dataset of ``training.trainer.datasets_from_config``).
+            dataset of ``training.data.datasets_from_config``).
 
     Attributes:
         seen: {shard file: time.time() when it was first drawn from}.
@@ -116,16 +116,16 @@ class FollowingPairs(Dataset):
     def _shard_of(self, i: int) -> str | None:
         """The shard file that pair ``i`` of the current dataset comes from (None if unknown)."""
         items = getattr(self._ds, "items", None)
-        index = getattr(self._ds, "index", None)
+        store = getattr(self._ds, "store", None)
         try:
-            f = index.seqs[int(items[i][0])]["file"]
-            path = f if isinstance(f, (str, Path)) else index.files[f]  # a path, or an index into index.files
+            f = store.seqs[int(items[i][0])]["file"]
+            path = f if isinstance(f, (str, Path)) else store.files[f]  # a path, or an index into store.files
             return Path(path).name
         except (AttributeError, IndexError, KeyError, TypeError):
             return None
 
 
 def _open_synthetic(tcfg):
-    from synthseq.training.trainer import datasets_from_config
+    from synthseq.training.data import datasets_from_config
 
     return datasets_from_config(tcfg, synthetic=True, real=False)[0]

@@ -14,7 +14,7 @@ One training step, with x_s the synthetic pair's two clouds and x_real the real 
 D always sees real and refined clouds in one batch, so that its BatchNorm statistics are shared: with
 separate batches a global offset between real and refined clouds (a depth bias) would be normalised away.
 
-Determinism: the batch indices of step s derive from (seed, s) (``step_batches``), and every random draw of
+Determinism: the batch indices of step s derive from (seed, s) (``data.step_batches``), and every random draw of
 step s (z, the MMD prior sample, the consistency jitter) from a torch.Generator seeded with (seed, s), so
 N steps + resume + M steps equals N + M steps on a CPU.
 """
@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler
 
 from synthseq.config import to_dict
 from synthseq.errors import ConfigError, DataError, Interrupted, SynthseqError
@@ -40,6 +39,7 @@ from synthseq.training import losses as L
 from synthseq.training.checkpoint import (load_checkpoint, rng_state, save_checkpoint, set_rng_state,
                                           CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CHECKPOINT_NAME)
 from synthseq.training.config import TrainConfig
+from synthseq.training.data import Subset, datasets_from_config, make_loader
 from synthseq.training.models import build_models
 
 log = logging.getLogger(__name__)
@@ -49,130 +49,11 @@ class NonFiniteLossError(SynthseqError, RuntimeError):
     """A loss became NaN or infinite; the message names the loss and the step."""
 
 
-# ----------------------------------------------------------------------------------------------- data
+# ----------------------------------------------------------------------------------------------- setup
 
 def step_seed(seed: int, stream: int, step: int) -> int:
     """A 63-bit seed derived from (seed, stream, step): independent streams, reproducible per step."""
     return int(np.random.SeedSequence([int(seed), int(stream), int(step)]).generate_state(2, np.uint64)[0] >> 1)
-
-
-def step_batches(n: int, batch_size: int, seed: int, stream: int, step: int) -> tuple[np.ndarray, int]:
-    """The dataset indices of step ``step``'s batch, and its epoch; a pure function of its arguments.
-
-    Epoch e visits ``permutation(n)`` drawn from (seed, stream, e) in consecutive slices of ``batch_size``
-    (the last incomplete slice is dropped); a dataset smaller than a batch is repeated to fill it.
-    """
-    per_epoch = max(n // batch_size, 1)
-    epoch, k = divmod(int(step), per_epoch)
-    perm = np.random.default_rng([int(seed), int(stream), epoch]).permutation(n)
-    if n < batch_size:
-        perm = np.resize(perm, batch_size)
-    return perm[k * batch_size:(k + 1) * batch_size], epoch
-
-
-class _StepBatchSampler(Sampler):
-    """Yields the batches of steps [start, stop) as lists of (index, epoch) keys."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, stream: int, start: int, stop: int):
-        self.n, self.batch_size, self.seed, self.stream = n, batch_size, seed, stream
-        self.start, self.stop = start, stop
-
-    def __len__(self) -> int:
-        return max(self.stop - self.start, 0)
-
-    def __iter__(self):
-        for step in range(self.start, self.stop):
-            idx, epoch = step_batches(self.n, self.batch_size, self.seed, self.stream, step)
-            yield [(int(i), epoch) for i in idx]
-
-
-class _EpochKeyed(Dataset):
-    """Wraps a Dataset so that item (i, epoch) is ``ds[i]`` after ``ds.set_epoch(epoch)`` (if it has one),
-    in whichever process reads it: the sample does not depend on the worker or on what was read before."""
-
-    def __init__(self, ds):
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, key):
-        i, epoch = key
-        if hasattr(self.ds, "set_epoch"):
-            self.ds.set_epoch(epoch)
-        return self.ds[i]
-
-
-def _collate(samples):
-    from synthseq.datasets.torch import collate_pairs
-
-    return collate_pairs(samples)
-
-
-def make_loader(ds, cfg: TrainConfig, stream: int, start: int, stop: int) -> DataLoader:
-    """A DataLoader over the batches of steps [start, stop) of dataset ``ds`` (stream 0 synthetic, 1 real)."""
-    sampler = _StepBatchSampler(len(ds), cfg.batch_size, cfg.seed, stream, start, stop)
-    return DataLoader(_EpochKeyed(ds), batch_sampler=sampler, collate_fn=_collate, num_workers=cfg.num_workers,
-                      pin_memory=torch.cuda.is_available() and cfg.device != "cpu")
-
-
-def check_data_paths(cfg: TrainConfig, data: bool = True) -> None:
-    """Check that ``train.data`` (if ``data``) and every ``train.real[i]`` exist.
-
-    Raises:
-        ConfigError: naming the key (``train.data``, ``train.real[1]``) and the path.
-    """
-    if not data:
-        pass
-    elif cfg.data is None:
-        raise ConfigError("train.data: not set (a dataset directory written by `synthseq build`; "
-                          "--set train.data=DIR)")
-    elif not Path(cfg.data).is_dir():
-        raise ConfigError(f"train.data: dataset directory not found: {cfg.data}")
-    from synthseq.datasets.real import parse_capture_spec  # PATH@START:STOP frame ranges
-
-    for i, p in enumerate(cfg.real):
-        try:
-            path = parse_capture_spec(p).path
-        except ValueError as e:
-            raise ConfigError(f"train.real[{i}]: {e}", key=f"train.real[{i}]") from None
-        if not path.exists():
-            raise ConfigError(f"train.real[{i}]: capture not found: {p}")
-
-
-def synthetic_transform(cfg: TrainConfig):
-    """The augmentation of synthetic pairs (``augment_rotation_deg`` / ``augment_translation_m``), or None."""
-    if cfg.augment_rotation_deg <= 0 and cfg.augment_translation_m <= 0:
-        return None
-    from synthseq.datasets.transforms import RandomRigid
-
-    return RandomRigid(cfg.augment_rotation_deg, cfg.augment_translation_m, independent=True)
-
-
-def datasets_from_config(cfg: TrainConfig, synthetic: bool = True, real: bool = True):
-    """The pair datasets named by the config: (``SyntheticPairs(train.data)`` or None,
-    ``RealPairs(train.real)`` or None when ``train.real`` is empty); paths are checked first."""
-    from synthseq.datasets.torch import RealPairs, SyntheticPairs
-
-    check_data_paths(cfg, data=synthetic)
-    syn_ds = None
-    if synthetic:
-        # train.views unset: the views whose camera moves (a static rig view gives only identity pairs)
-        views = cfg.views if cfg.views is not None else "moving"
-        syn_ds = SyntheticPairs(cfg.data, gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed,
-                                views=views, transform=synthetic_transform(cfg))
-        if len(syn_ds) == 0 and cfg.views is None:
-            log.warning("%s: no view has a moving camera: pairs from every view (identity camera motion only)",
-                        cfg.data)
-            syn_ds = SyntheticPairs(cfg.data, gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed,
-                                    transform=synthetic_transform(cfg))
-        if len(syn_ds) == 0:
-            which = cfg.views if cfg.views is not None else "all"
-            raise ConfigError(f"train.views: no synthetic pairs in {cfg.data} for views {which} and gaps {cfg.gaps}")
-    real_ds = None
-    if real and cfg.real:
-        real_ds = RealPairs(list(cfg.real), gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed)
-    return syn_ds, real_ds
 
 
 def resolve_device(name: str) -> torch.device:
@@ -564,23 +445,6 @@ def init_pose_network(trainer: Trainer, path) -> None:
     log.info("train.init: P from %s (step %s)", path, state.get("step"))
 
 
-class _Subset(Dataset):
-    """The items ``indices`` of a Dataset (``set_epoch`` passed through)."""
-
-    def __init__(self, ds, indices):
-        self.ds, self.indices = ds, [int(i) for i in indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.ds, "set_epoch"):
-            self.ds.set_epoch(epoch)
-
-    def __getitem__(self, i):
-        return self.ds[self.indices[i]]
-
-
 def _with_pseudo_labels(trainer: Trainer, tcfg: TrainConfig, real, run_dir: Path):
     """Compute (or read ``run_dir/pseudo_labels.json``) the pseudo-labels of the real training captures, give
     them to the trainer, and return the real dataset restricted to the labelled pairs."""
@@ -598,7 +462,7 @@ def _with_pseudo_labels(trainer: Trainer, tcfg: TrainConfig, real, run_dir: Path
     if not keep:
         log.warning("train.pseudo_labels: no real pair passed the checks; real pairs are used unlabelled")
         return real
-    return _Subset(real, keep)
+    return Subset(real, keep)
 
 
 # train keys a resumed run may change: how long it runs, where, and how often it logs; any other change would
