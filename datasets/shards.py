@@ -1,4 +1,5 @@
-"""The on-disk contract between the stages: HDF5 shards of PointSequences and the dataset manifest.
+"""The on-disk contract between the stages: HDF5 shards of PointSequences and the dataset manifest, and
+read access to a built dataset (``ShardStore``: its index and per-process handles, for the torch Datasets).
 
 Layout of one shard (``shard-00000.h5``)::
 
@@ -460,8 +461,8 @@ def iter_dataset(root, verify: bool | str = "size") -> Iterator[tuple[Path, str]
 # --------------------------------------------------------------------------------------------- store
 
 class ShardStore:
-    """Read access to a built dataset directory: which sequences it holds, and their arrays, read through
-    per-process HDF5 handles. What the torch Datasets (``synthseq.datasets.torch``) read through.
+    """Read access to a built dataset directory for the torch Datasets (``synthseq.datasets.torch``): which
+    sequences it holds, and their arrays through per-process HDF5 handles.
 
     Opening is cheap (issue 11): each shard's size is compared with the manifest (one ``stat``; the full
     sha256 is ``synthseq verify``'s job, or ``verify="sha256"``), and when the manifest carries the
@@ -471,6 +472,10 @@ class ShardStore:
 
     Shards are opened lazily in the process that reads, and the handles are dropped when the process id
     changes and when the store is pickled, so a DataLoader worker (``fork`` or ``spawn``) opens its own.
+
+    Args:
+        root: dataset directory with ``manifest.json``.
+        verify: ``"size"`` (default), ``"sha256"`` (or True: also the checksum) or False (neither).
 
     Attributes:
         root: the dataset directory; files: shard paths; k_max: the largest K.

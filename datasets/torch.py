@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SyntheticFrames", "SyntheticPairs", "RealPairs", "collate_pairs"]
 
+
 # --------------------------------------------------------------------------------------------- shards
 
 class _ShardDataset(Dataset):
