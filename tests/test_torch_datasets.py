@@ -232,7 +232,7 @@ def test_collate_pairs(toy_root):
     assert b["a_from_b"].shape == (5, 4, 4) and b["object_a_from_b"].shape == (5, 2, 4, 4)
     assert b["labels_a"].dtype == torch.int64 and b["gap"].dtype == torch.int64
     assert b["has_pose"].dtype == torch.bool and b["sequence"] == ["000000"] * 5
-    # Pickling (what a DataLoader worker does) sends one buffer and rebuilds the same dict.
+    # Pickling (what a DataLoader worker does) rebuilds the same dict.
     from torch.multiprocessing import reductions  # noqa: F401 - registers the shared-memory tensor reducers
     from multiprocessing.reduction import ForkingPickler
 
@@ -242,7 +242,7 @@ def test_collate_pairs(toy_root):
         for k in ("points_a", "labels_b", "a_from_b", "has_pose", "gap"):
             assert again[k].dtype == b[k].dtype
             torch.testing.assert_close(again[k], b[k], rtol=0, atol=0)
-    b["points_a"] = b["points_a"] * 2  # changed after collate: pickled tensor by tensor
+    b["points_a"] = b["points_a"] * 2  # changed after collate: pickles as changed
     torch.testing.assert_close(pickle.loads(pickle.dumps(b))["points_a"], b["points_a"])
     with pytest.raises(ValueError, match="points_a.*different shapes"):
         collate_pairs([ds[0], SyntheticPairs(toy_root, gaps=(1,))[0]])
