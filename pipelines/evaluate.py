@@ -15,7 +15,9 @@ section (or the defaults of ``EvaluateConfig``); ``synthseq.training.evaluation.
 
 from __future__ import annotations
 
-from synthseq.training.evaluation.config import METHODS
+import dataclasses
+
+from synthseq.training.evaluation import METHODS, evaluate, format_headline
 
 
 def configure_parser(p) -> None:
@@ -47,37 +49,20 @@ def configure_parser(p) -> None:
 
 def resolve_config(args):
     """The EvaluateConfig from --config/--set, then the explicit flags on top (checked by ``evaluate``)."""
-    import dataclasses
+    from synthseq.pipelines.config import load_config
 
-    from synthseq.training.evaluation import EvaluateConfig
-
-    if args.config or args.overrides:
-        from synthseq.pipelines.config import load_config
-
-        cfg = load_config(args.config, args.overrides).evaluate
-    else:
-        cfg = EvaluateConfig()
-    changes = {}
+    changes = {key: value for key, value in (("real", args.real), ("synthetic", args.synthetic),
+                                              ("gaps", args.gaps), ("methods", args.methods),
+                                              ("max_depth_m", args.max_depth)) if value is not None}
     if args.checkpoint is not None:
         changes["checkpoint"] = None if args.checkpoint.lower() == "none" else args.checkpoint
-    if args.real is not None:
-        changes["real"] = list(args.real)
-    if args.synthetic is not None:
-        changes["synthetic"] = args.synthetic
-    if args.gaps is not None:
-        changes["gaps"] = list(args.gaps)
     if args.max_pairs is not None:
         changes["max_pairs"] = None if args.max_pairs == 0 else args.max_pairs
-    if args.methods is not None:
-        changes["methods"] = list(args.methods)
-    if args.max_depth is not None:
-        changes["max_depth_m"] = args.max_depth
-    return dataclasses.replace(cfg, **changes)
+    return dataclasses.replace(load_config(args.config, args.overrides).evaluate, **changes)
 
 
 def run(args) -> int:
     from synthseq.progress import progress as tqdm  # a bar on a terminal, plain lines in a log
-    from synthseq.training.evaluation import evaluate, format_headline
 
     progress = None if args.no_progress else (lambda total: tqdm(total=total, unit="pair", desc="evaluate"))
     metrics = evaluate(resolve_config(args), args.out, device=args.device, progress=progress,

@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from synthseq.training import baselines as B
 from synthseq.training import metrics as M
 from synthseq.training.evaluation.data import EvalSequence
 
@@ -29,7 +30,6 @@ def evaluate_pairs(seq: EvalSequence, gap: int, starts: np.ndarray, methods: Seq
         none; errors only with ground truth).
     """
     from synthseq.geometry import relative_pose
-    from synthseq.training import baselines as B
 
     opts = dict(baseline_options or {})
     P = len(starts)

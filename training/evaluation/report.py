@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from synthseq.training import metrics as M
 
@@ -350,10 +351,10 @@ def export_trajectories(out_dir: Path, posed: list, traj_raw: dict, methods: lis
 def write_report(out_dir: Path, config: dict, metrics: dict, posed: list, raw: dict, plots_raw: dict,
                  clouds: list[tuple[str, np.ndarray]]) -> None:
     """config.yaml (the resolved ``evaluate:`` section), metrics.json, pairs.csv, plots/ and report.md."""
-    import yaml
-
     (out_dir / "config.yaml").write_text(yaml.safe_dump({"evaluate": config}, sort_keys=False))
-    (out_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2, allow_nan=True) + "\n")
+    # numpy scalars and arrays as plain numbers and lists (np.float64 is a float already)
+    text = json.dumps(metrics, indent=2, allow_nan=True, default=lambda x: x.tolist())
+    (out_dir / "metrics.json").write_text(text + "\n")
     _write_pairs_csv(out_dir / "pairs.csv", posed, raw, metrics["methods"])
     figures = {}
     try:
@@ -401,19 +402,3 @@ def inputs_text(num_points: int, cfg) -> dict:
 
 def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.floating):
-        return float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x

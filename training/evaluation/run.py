@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,6 +14,7 @@ import numpy as np
 from synthseq.config import to_dict
 from synthseq.errors import DataError
 from synthseq.training import metrics as M
+from synthseq.training.config import resolve_device
 from synthseq.training.evaluation import report as R
 from synthseq.training.evaluation.config import EvaluateConfig, check_inputs
 from synthseq.training.evaluation.data import (EvalSequence, load_real_sequence, load_synthetic_sequences,
@@ -62,7 +64,6 @@ def evaluate(config: EvaluateConfig, out_dir, device: str = "cpu", progress: Cal
     train_info: dict = {}
     if cfg.checkpoint is not None:
         from synthseq.training.checkpoint import checkpoint_path, load_pose_model, load_refiner
-        from synthseq.training.config import resolve_device
         from synthseq.training.estimator import Estimator, EstimatorOptions
 
         device = resolve_device(device, key="--device")
@@ -146,7 +147,8 @@ def evaluate(config: EvaluateConfig, out_dir, device: str = "cpu", progress: Cal
     on_pair = (lambda: bar.update(1)) if bar is not None else None
     baseline_options = dict(voxel_m=cfg.voxel_m, max_correspondence_m=cfg.max_correspondence_m)
 
-    tmp_dir = _temporary_sibling(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)  # the final rename stays on one file system
+    tmp_dir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
     try:
         raw: dict[str, dict] = {}
         traj_raw: dict[str, dict] = {}
@@ -204,17 +206,6 @@ def evaluate(config: EvaluateConfig, out_dir, device: str = "cpu", progress: Cal
     log.info("wrote %s", out_dir / "report.md")
     metrics_out["report"] = str(out_dir / "report.md")
     return metrics_out
-
-
-def _temporary_sibling(out_dir: Path) -> Path:
-    """A fresh hidden folder beside ``out_dir`` (same file system, so the final rename is atomic)."""
-    parent = out_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f".{out_dir.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
