@@ -10,7 +10,6 @@ Quaternions are (x, y, z, w), scalar last, as TUM files and scipy write them.
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 # Flips y and z: maps OpenGL camera coordinates (x right, y up, z backward) to OpenCV ones (x right,
 # y down, z forward). It is its own inverse, so it also maps OpenCV to OpenGL.
@@ -18,6 +17,14 @@ OPENCV_FROM_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 # ------------------------------------------------------------------------------------------ 4x4 poses
+
+def _rotation():
+    """scipy's Rotation, imported on first use (importing this module stays light: evaluation's config
+    checks run before any heavy import)."""
+    from scipy.spatial.transform import Rotation
+
+    return Rotation
+
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(..., i, j) @ (..., j, k) without BLAS.
@@ -137,9 +144,9 @@ def random_rotation(rng: np.random.Generator, max_angle_rad: float | None = None
     quaternion: 4 normals), otherwise about a ``random_unit_vector`` axis by an angle uniform in
     [0, max_angle_rad] (3 normals, then 1 uniform)."""
     if max_angle_rad is None:
-        return Rotation.random(None, rng).as_matrix()
+        return _rotation().random(None, rng).as_matrix()
     axis = random_unit_vector(rng)
-    return Rotation.from_rotvec(axis * rng.uniform(0.0, max_angle_rad)).as_matrix()
+    return _rotation().from_rotvec(axis * rng.uniform(0.0, max_angle_rad)).as_matrix()
 
 
 def quaternion_to_matrix(quaternion_xyzw: np.ndarray) -> np.ndarray:
@@ -149,7 +156,7 @@ def quaternion_to_matrix(quaternion_xyzw: np.ndarray) -> np.ndarray:
         raise ValueError(f"quaternion_xyzw: expected shape (..., 4), got {q.shape}")
     if not np.all(np.isfinite(q)) or np.any(np.linalg.norm(q, axis=-1) < 1e-12):
         raise ValueError("quaternion_xyzw: expected finite, non-zero quaternions")
-    return Rotation.from_quat(q.reshape(-1, 4)).as_matrix().reshape(q.shape[:-1] + (3, 3))
+    return _rotation().from_quat(q.reshape(-1, 4)).as_matrix().reshape(q.shape[:-1] + (3, 3))
 
 
 def matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:
@@ -158,7 +165,7 @@ def matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:
     R = np.asarray(rotation, dtype=np.float64)
     if R.shape[-2:] != (3, 3):
         raise ValueError(f"rotation: expected shape (..., 3, 3), got {R.shape}")
-    q = Rotation.from_matrix(R.reshape(-1, 3, 3)).as_quat()
+    q = _rotation().from_matrix(R.reshape(-1, 3, 3)).as_quat()
     q[q[:, 3] < 0] *= -1.0
     return q.reshape(R.shape[:-2] + (4,))
 
@@ -172,5 +179,5 @@ def rotation_angle_deg(rotation: np.ndarray) -> np.ndarray:
     flat = R.reshape(-1, 3, 3)
     ok = np.isfinite(flat).all(axis=(1, 2))
     out = np.full(len(flat), np.nan)
-    out[ok] = np.degrees(Rotation.from_matrix(flat[ok]).magnitude())
+    out[ok] = np.degrees(_rotation().from_matrix(flat[ok]).magnitude())
     return out.reshape(R.shape[:-2])[()]

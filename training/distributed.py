@@ -36,8 +36,9 @@ import torch.distributed as dist
 from synthseq.config import to_dict
 from synthseq.errors import ConfigError, DataError
 from synthseq.training.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from synthseq.training.config import resolve_device
 from synthseq.training.data import datasets_from_config, make_loader
-from synthseq.training.trainer import Trainer, check_resume_config, log_step, resolve_device
+from synthseq.training.trainer import Trainer, check_resume_config, log_step
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from synthseq.errors import ConfigError, DataError, Interrupted, SynthseqError
 from synthseq.training import losses as L
 from synthseq.training.checkpoint import (load_checkpoint, rng_state, save_checkpoint, set_rng_state,
                                           CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CHECKPOINT_NAME)
-from synthseq.training.config import TrainConfig
+from synthseq.training.config import TrainConfig, resolve_device
 from synthseq.training.data import Subset, datasets_from_config, make_loader
 from synthseq.training.models import build_models
 
@@ -54,17 +54,6 @@ class NonFiniteLossError(SynthseqError, RuntimeError):
 def step_seed(seed: int, stream: int, step: int) -> int:
     """A 63-bit seed derived from (seed, stream, step): independent streams, reproducible per step."""
     return int(np.random.SeedSequence([int(seed), int(stream), int(step)]).generate_state(2, np.uint64)[0] >> 1)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu. Raises ConfigError for cuda without a GPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: 'cuda' requested but torch.cuda.is_available() is False")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"train.device: expected one of 'auto', 'cpu', 'cuda', got {name!r}")
-    return torch.device(name)
 
 
 # ----------------------------------------------------------------------------------------------- steps
