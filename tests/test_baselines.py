@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 pytest.importorskip("open3d", reason="the baselines need open3d (pip install 'synthseq[render]')")
 
@@ -13,17 +14,11 @@ from synthseq.training import metrics as M  # noqa: E402
 
 
 def _rot(axis, angle_deg):
-    axis = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis)
-    a = np.radians(angle_deg)
-    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(a) * K + (1 - np.cos(a)) * K @ K
+    return Rotation.from_rotvec(angle_deg * np.asarray(axis, float) / np.linalg.norm(axis), degrees=True).as_matrix()
 
 
 def _pose(R, t):
-    T = np.eye(4)
-    T[:3, :3] = R
-    T[:3, 3] = t
-    return T
+    return np.vstack([np.column_stack([R, t]), [0.0, 0.0, 0.0, 1.0]])
 
 
 def _corner_scene(rng, n=12000):

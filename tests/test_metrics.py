@@ -11,15 +11,11 @@ from synthseq.training import metrics
 
 
 def _rot(axis, angle_deg):
-    axis = np.asarray(axis, dtype=np.float64)
-    return Rotation.from_rotvec(np.radians(angle_deg) * axis / np.linalg.norm(axis)).as_matrix()
+    return Rotation.from_rotvec(angle_deg * np.asarray(axis, float) / np.linalg.norm(axis), degrees=True).as_matrix()
 
 
 def _pose(R=np.eye(3), t=(0, 0, 0)):
-    T = np.eye(4)
-    T[:3, :3] = R
-    T[:3, 3] = t
-    return T
+    return np.vstack([np.column_stack([R, t]), [0.0, 0.0, 0.0, 1.0]])
 
 
 def _random_poses(rng, n, max_deg=30.0, max_m=0.5):

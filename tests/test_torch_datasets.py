@@ -7,6 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
@@ -27,16 +28,11 @@ from synthseq.types import PointSequence  # noqa: E402
 # --------------------------------------------------------------------------------------------- toy data
 
 def _rot(axis, angle):
-    axis = np.asarray(axis, float) / np.linalg.norm(axis)
-    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
+    return Rotation.from_rotvec(angle * np.asarray(axis, float) / np.linalg.norm(axis)).as_matrix()
 
 
 def _pose(R, t):
-    T = np.eye(4)
-    T[:3, :3] = R
-    T[:3, 3] = t
-    return T
+    return np.vstack([np.column_stack([R, t]), [0.0, 0.0, 0.0, 1.0]])
 
 
 def make_toy_sequence(seed: int, T: int = 12, V: int = 2, points_per_object: int = 300,
