@@ -577,11 +577,9 @@ class Player:
         view.set_constant_z_near(0.5 * depth)
         px, triangles, colors = self._hud_px
         # image window pixels -> the camera frame at HUD depth (panels a little behind their text)
-        z = depth * px[:, 2]
-        cam = np.stack([(px[:, 0] - K[0, 2]) / K[0, 0] * z,
-                        (px[:, 1] - K[1, 2]) / K[1, 1] * z, z], -1)
-        from synthseq.geometry import invert_pose, transform_points
+        from synthseq.geometry import backproject, invert_pose, transform_points
 
+        cam = backproject(px[:, 1], px[:, 0], depth * px[:, 2], K)  # px columns: (u, v, depth factor)
         world = transform_points(invert_pose(camera_from_world), cam)
         self.hud.vertices = o3d.utility.Vector3dVector(world)
         self.hud.triangles = o3d.utility.Vector3iVector(triangles)
