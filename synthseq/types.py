@@ -74,21 +74,11 @@ class Camera:
         K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
         return cls(K, int(width), int(height))
 
-    @property
-    def fx(self) -> float:
-        return float(self.intrinsics[0, 0])
-
-    @property
-    def fy(self) -> float:
-        return float(self.intrinsics[1, 1])
-
-    @property
-    def cx(self) -> float:
-        return float(self.intrinsics[0, 2])
-
-    @property
-    def cy(self) -> float:
-        return float(self.intrinsics[1, 2])
+    # focal lengths and principal point, pixels: entries of K
+    fx = property(lambda self: float(self.intrinsics[0, 0]))
+    fy = property(lambda self: float(self.intrinsics[1, 1]))
+    cx = property(lambda self: float(self.intrinsics[0, 2]))
+    cy = property(lambda self: float(self.intrinsics[1, 2]))
 
 
 @dataclass(frozen=True)
