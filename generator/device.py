@@ -58,7 +58,7 @@ def sample_views(depth, instance, K: np.ndarray, num_points: int, gen, ideal_dep
     """Pick exactly N valid pixels of each of B views and back-project them (the batched ``sample_view``).
 
     Without replacement and in random order when a view has M >= N valid pixels; otherwise its M valid
-    pixels first (shuffled), then random repeats: the contract of ``datasets.types.sample_fixed``.
+    pixels first (shuffled), then random repeats: the contract of ``synthseq.types.sample_fixed``.
 
     Args:
         depth: (B, H, W) float32 tensor after the sensor model, 0 = invalid.

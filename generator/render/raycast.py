@@ -1,7 +1,7 @@
 """The ``raycast`` backend: depth + instance images by CPU ray casting with Open3D's RaycastingScene (Embree).
 
 One ray per pixel centre: pixel (row, col) looks along ``K^-1 @ (col, row, 1)`` in OpenCV camera axes, the
-same convention as :func:`synthseq.datasets.types.backproject_depth` (integer pixel coordinates are pixel
+same convention as :func:`synthseq.geometry.backproject_depth` (integer pixel coordinates are pixel
 centres). The ray direction has z = 1 in the camera frame, so Embree's ``t_hit`` (measured in units of the
 direction's length) *is* the z-depth. Open3D's own ``create_rays_pinhole`` also has z = 1 directions (and so
 also returns z-depth, tested in tests/test_render.py) but puts pixel centres at ``col + 0.5``, which would
