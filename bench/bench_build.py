@@ -9,7 +9,10 @@ Ray is started before the clock starts (its start-up is not part of the build ra
 that times the whole command ``synthseq build CONFIG --num-sequences N --workers W --set
 generate.renderer=R`` as a user runs it (Python and Ray start-up, spec making, rendering, HDF5, hashing,
 manifest), ``--repeat`` times per renderer, with the load average before and after each run (the machine
-is shared: repeat when the load was high).
+is shared: repeat when the load was high). ``--cli --profile`` runs that command once per renderer and shows
+where its time goes: the build's own timeline (``SYNTHSEQ_BUILD_TIMELINE``: driver and task events with
+their process CPU time) and the CPU time of every process of the command (driver, Ray's GCS, raylet,
+dashboard, agents, workers), sampled every 50 ms with psutil.
 """
 
 from __future__ import annotations
@@ -110,6 +113,93 @@ def cli_runs(config: str, num_sequences: int, workers: int, renderers, repeat: i
                   flush=True)
 
 
+def _process_kind(cmdline: list[str]) -> str:
+    """A name for a process of the build command: the driver, a Ray system process, a Ray worker (Ray's
+    processes retitle themselves, e.g. ``ray::IDLE``, ``ray::build_shard``, ``ray::DashboardAgent``)."""
+    text = " ".join(cmdline)
+    for needle, kind in (("DashboardAgent", "ray: dashboard agent"), ("dashboard/agent.py", "ray: dashboard agent"),
+                         ("RuntimeEnvAgent", "ray: runtime env agent"), ("runtime_env/agent", "ray: runtime env agent"),
+                         ("ray::", "ray: worker"), ("default_worker.py", "ray: worker"),
+                         ("gcs_server", "ray: gcs_server"), ("raylet/raylet", "ray: raylet"),
+                         ("dashboard/dashboard.py", "ray: dashboard head"), ("log_monitor.py", "ray: log monitor"),
+                         ("monitor.py", "ray: autoscaler monitor"), ("ray_process_reaper", "ray: reaper"),
+                         ("synthseq build", "driver (synthseq build)")):
+        if needle in text:
+            return kind
+    return text[:60] or "?"
+
+
+def profile_run(config: str, num_sequences: int, workers: int, renderer: str, overrides) -> None:
+    """Run the user's command once and print its timeline and the CPU time of each of its processes."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import psutil
+
+    synthseq = str(Path(sys.executable).with_name("synthseq"))
+    with tempfile.TemporaryDirectory() as tmp:
+        out, timeline = Path(tmp) / "ds", Path(tmp) / "timeline.jsonl"
+        cmd = [synthseq, "build", config, "--num-sequences", str(num_sequences), "--workers", str(workers),
+               "--out", str(out), "--no-progress", "--set", f"generate.renderer={renderer}"]
+        for o in overrides:
+            cmd += ["--set", o]
+        env = dict(os.environ, SYNTHSEQ_BUILD_TIMELINE=str(timeline))
+        load0 = os.getloadavg()[0]
+        t0 = time.time()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        root = psutil.Process(proc.pid)
+        seen: dict[int, dict] = {}  # pid -> kind, cpu (last sample), first/last seen
+        while proc.poll() is None:
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            now = time.time() - t0
+            for p in procs:
+                try:
+                    with p.oneshot():
+                        c = p.cpu_times()
+                        info = seen.setdefault(p.pid, {"kind": _process_kind(p.cmdline()),
+                                                       "start": p.create_time() - t0})
+                        info["cpu"] = c.user + c.system
+                        info["last"] = now
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+            time.sleep(0.05)
+        output = proc.communicate()[0]
+        wall = time.time() - t0
+        load1 = os.getloadavg()[0]
+        events = [json.loads(line) for line in timeline.read_text().splitlines()] if timeline.exists() else []
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"\n### {renderer}: `{' '.join(cmd[1:]).replace(str(out), 'OUT')}`")
+    print(f"wall {wall:.1f} s, exit {proc.returncode}, load average {load0:.1f} -> {load1:.1f}; "
+          f"{output.strip().splitlines()[-1] if output.strip() else ''}\n")
+    role = {}
+    for e in events:
+        if e["pid"] not in role:
+            role[e["pid"]] = "driver" if e["event"].startswith("driver") else f"worker {sum(r != 'driver' for r in role.values()) + 1}"
+    print("| t (s) | process | event | its CPU s |\n|---|---|---|---|")
+    for e in events:
+        extra = ", ".join(f"{k} {v}" for k, v in e.items() if k not in ("t", "cpu", "pid", "event"))
+        print(f"| {e['t'] - t0:.2f} | {role[e['pid']]} | {e['event']}{' (' + extra + ')' if extra else ''} | "
+              f"{e['cpu']:.2f} |")
+    kinds: dict[str, list] = {}
+    for info in seen.values():
+        kinds.setdefault(info["kind"], []).append(info)
+    print("\n| process (kind) | count | CPU s (sampled) | started at (s) | last seen (s) |\n|---|---|---|---|---|")
+    for kind, infos in sorted(kinds.items(), key=lambda kv: -sum(i["cpu"] for i in kv[1])):
+        print(f"| {kind} | {len(infos)} | {sum(i['cpu'] for i in infos):.2f} | "
+              f"{min(i['start'] for i in infos):.2f} | {max(i['last'] for i in infos):.2f} |")
+    workers = sorted((i for i in seen.values() if i["kind"] == "ray: worker"), key=lambda i: i["start"])
+    print("\nRay workers: " + "; ".join(f"CPU {i['cpu']:.2f} s, alive {i['start']:.2f}-{i['last']:.2f} s"
+                                       for i in workers))
+    total = sum(i["cpu"] for i in seen.values())
+    print(f"| all | {len(seen)} | {total:.2f} | | |\n\nCPU busy {total / wall:.2f} of {os.cpu_count()} cores "
+          f"over the {wall:.1f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="default")
@@ -122,7 +212,13 @@ def main() -> None:
     ap.add_argument("--cli", action="store_true", help="time the whole `synthseq build` command instead")
     ap.add_argument("--renderers", nargs="+", default=["moderngl", "raycast"], help="--cli: renderers to run")
     ap.add_argument("--repeat", type=int, default=1, help="--cli: runs per renderer")
+    ap.add_argument("--profile", action="store_true",
+                    help="--cli: one run per renderer with the build's timeline and per-process CPU time")
     args = ap.parse_args()
+    if args.cli and args.profile:
+        for renderer in args.renderers:
+            profile_run(args.config, args.num_sequences, args.workers[-1], renderer, args.overrides)
+        return
     if args.cli:
         cli_runs(args.config, args.num_sequences, args.workers[-1], args.renderers, args.repeat, args.overrides)
         return

@@ -4,17 +4,21 @@ How a build runs (the same on the embedded local cluster and on a multi-node clu
 filesystem; docs/cluster.md):
 
 1. The driver resolves the config, checks the output directory, takes its lock (``build.lock``, so two
-   builds never write one directory), reads every mesh file once and hashes it, and makes every sequence's
-   ``SceneSpec`` up front (names and numbers only; a missing mesh fails here, before anything is written).
+   builds never write one directory), reads every mesh file once and hashes it (a missing mesh fails here,
+   before anything is written), and loads each mesh once while Ray starts (an unreadable mesh fails before
+   the first task). It makes no ``SceneSpec``: each task draws the specs of its own sequences, in parallel.
 2. It writes the resolved ``config.yaml`` and a ``manifest.json`` marked ``"complete": false``. The
    manifest's ``shard_config`` (also stored in every shard) names mesh files by file name and sha256, never
    by the building machine's path: resume refuses a changed mesh, and a moved checkout gives the same bytes.
-3. One Ray task per shard receives its specs and the bytes of the meshes they use (through the object
-   store, keyed by content hash; written to a node-local cache), renders its sequences into a node-local
-   temporary shard and returns the finished shard's bytes with a small summary (sequence ids, sha256, size,
-   timing). The driver checks the sha256 and writes the shard atomically (``*.tmp``, fsync, rename). At most
-   ``workers`` tasks are in flight; results arrive through ``ray.wait``. Each finished shard is added to the
-   manifest at once, so a killed build loses only the shards that were in flight.
+3. One Ray task per shard receives the ``generate`` config, its sequence indices and the bytes of every
+   mesh file (through the object store, keyed by content hash; written to a node-local cache under their
+   file names), draws each sequence's spec (``make_spec``, the same on every node), renders its sequences
+   into a node-local temporary shard and returns the finished shard's bytes with a small summary (sequence
+   ids, sha256, size, timing). The driver checks the sha256 and writes the shard atomically (``*.tmp``,
+   fsync, rename). At most ``workers`` tasks run at once (on a local cluster this process started, one more
+   per worker waits queued in Ray, so a worker never waits for the driver between shards); results arrive
+   through ``ray.wait``. Each finished shard is added to the manifest at once, so a killed build loses only
+   the shards that were in flight.
 4. ``--resume`` keeps every shard listed in the manifest whose size and sha256 match the file, and
    rebuilds the rest. Sequence i's seed depends only on (root seed, i), and shard j always holds
    sequences [j*S, (j+1)*S), so any mix of workers, nodes and resumes gives byte-identical shards.
@@ -46,16 +50,33 @@ class BuildError(SynthseqError):
 
 
 LOCK = "build.lock"
+# When set, the driver and every local task append timestamped events (wall time, process CPU time, pid) to
+# this JSON-lines file: `bench/bench_build.py --profile` reads it to show where a build's time goes.
+TIMELINE_ENV = "SYNTHSEQ_BUILD_TIMELINE"
+
+
+def mark(event: str, **info) -> None:
+    """Append ``event`` to the build timeline (``$SYNTHSEQ_BUILD_TIMELINE``); does nothing when it is unset."""
+    path = os.environ.get(TIMELINE_ENV)
+    if not path:
+        return
+    import json
+
+    line = json.dumps({"t": time.time(), "cpu": time.process_time(), "pid": os.getpid(), "event": event, **info})
+    with open(path, "a") as f:  # one short write per line: lines of concurrent processes do not interleave
+        f.write(line + "\n")
 
 
 @dataclass(frozen=True)
 class ShardJob:
-    """What one Ray task receives: the shard index, its sequence indices and their specs (plain data), and
-    the mesh files those specs use as (driver path, sha256, suffix); their bytes travel beside the job."""
+    """What one Ray task receives: the shard index, its sequence indices, the ``generate`` config and root
+    seed their specs are drawn from (plain data), and every mesh file the config draws from, as (driver
+    path, sha256, file name) in ``make_spec`` order; their bytes travel beside the job."""
 
     index: int
     sequence_indices: tuple
-    specs: tuple
+    generate: object
+    root_seed: int
     meshes: tuple = field(default=())
 
 
@@ -206,11 +227,13 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 # ----------------------------------------------------------------------------------------- the task
 
 def build_shard(job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: bytes) -> dict:
-    """Render every sequence of one shard into a node-local temporary file and return its bytes.
+    """Draw the spec of every sequence of one shard, render them into a node-local temporary file and
+    return its bytes.
 
-    Runs inside a Ray worker, on any node: it opens no path of the driver's machine. The mesh files its
-    specs use arrive as ``mesh_data`` (bytes, in ``job.meshes`` order) and are written to a node-local cache
-    keyed by sha256; the specs are pointed at those copies.
+    Runs inside a Ray worker, on any node: it opens no path of the driver's machine. The mesh files arrive
+    as ``mesh_data`` (bytes, in ``job.meshes`` order) and are written to a node-local cache keyed by sha256,
+    under their own file names (``make_spec`` names objects after them); the config is pointed at those
+    copies, in the driver's order, so every node draws the same specs.
 
     Args:
         job: the shard. config_json: :func:`shard_config` (stored in the shard's attrs).
@@ -226,42 +249,48 @@ def build_shard(job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: 
     """
     from synthseq.datasets.shards import ShardWriter, sequence_key, shard_name
     from synthseq.generator.render import make_renderer
-    from synthseq.generator.sequence import generate_sequence
+    from synthseq.generator.sequence import generate_sequence, make_spec, sequence_seed
     from synthseq.pipelines.cluster import materialize
 
     t0 = time.perf_counter()
-    local = {path: materialize(digest, suffix, data)
-             for (path, digest, suffix), data in zip(job.meshes, mesh_data)}
-    specs = [_with_local_meshes(spec, local) for spec in job.specs]
+    mark("task: start", shard=job.index)
+    local = {path: materialize(digest, name, data) for (path, digest, name), data in zip(job.meshes, mesh_data)}
+    generate = _with_local_meshes(job.generate, [local[path] for path, _, _ in job.meshes])
     renderer = None
     view_frames = 0
     with tempfile.TemporaryDirectory(prefix="synthseq-shard-") as tmp:
         path = Path(tmp) / shard_name(job.index)
         try:
             with ShardWriter(path, config=config_json) as writer:
-                for seq_index, spec in zip(job.sequence_indices, specs):
+                for seq_index in job.sequence_indices:
                     if renderer is None:
-                        renderer = make_renderer(spec.renderer, threads=threads, shared=True)
+                        renderer = make_renderer(generate.renderer, threads=threads, shared=True)
+                        mark("task: renderer ready", shard=job.index)
                     try:
+                        spec = make_spec(generate, job.root_seed, seq_index)
                         seq = generate_sequence(spec, renderer=renderer)
+                        mark("task: sequence generated", shard=job.index, sequence=seq_index)
                     except Exception as e:  # any failure of one sequence is reported with its id and seed
                         msg = str(e)
                         for driver_path, copy in local.items():  # name meshes as the user knows them
                             msg = msg.replace(copy, driver_path)
-                        raise BuildError(f"sequence {seq_index} (seed {spec.seed}) failed: "
+                        raise BuildError(f"sequence {seq_index} (seed {sequence_seed(job.root_seed, seq_index)}) failed: "
                                          f"{type(e).__name__}: {msg}") from e
                     writer.write(sequence_key(seq_index), seq)
+                    mark("task: sequence written", shard=job.index, sequence=seq_index)
                     view_frames += seq.num_frames * seq.num_views
         finally:
             if renderer is not None:
                 renderer.close()
         data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    mark("task: shard read back and hashed", shard=job.index)
     return {
         "file": shard_name(job.index),
         "sequence_ids": [sequence_key(i) for i in job.sequence_indices],
         "sequences": writer.sequence_index,  # per-sequence T/V/N/K: datasets open without reading shards
         "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha256": digest,
         "num_sequences": len(job.sequence_indices),
         "view_frames": view_frames,
         "seconds": time.perf_counter() - t0,
@@ -272,12 +301,36 @@ def build_shard(job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: 
     }
 
 
-def _with_local_meshes(spec, local: dict):
-    """``spec`` with every mesh-file object's path replaced by its node-local copy."""
-    if not any(o.path for o in spec.objects):
-        return spec
-    objects = tuple(replace(o, path=local[o.path]) if o.path else o for o in spec.objects)
-    return replace(spec, objects=objects)
+def _with_local_meshes(generate, copies: list):
+    """The ``generate`` config drawing from ``copies`` (node-local mesh files, in ``make_spec`` order) instead
+    of the driver's ``mesh_dir`` / ``mesh_files``."""
+    objects = generate.objects
+    if not copies and not objects.mesh_dir and not objects.mesh_files:
+        return generate
+    return replace(generate, objects=replace(objects, mesh_dir=None, mesh_files=list(copies)))
+
+
+def check_meshes(meshes, contents: dict) -> None:
+    """Load every mesh file once, from the bytes the driver read (through a node-local copy, as a task does:
+    the driver's files are not opened again), so that an unreadable mesh or one without faces stops the
+    build before its first task rather than in the task of the first sequence drawing it.
+
+    Args:
+        meshes: :class:`~synthseq.pipelines.cluster.InputFile` list. contents: their bytes by sha256.
+
+    Raises:
+        DataError: naming the driver's file.
+    """
+    from synthseq.errors import DataError
+    from synthseq.generator.assets import unit_mesh
+    from synthseq.pipelines.cluster import materialize
+
+    for m in meshes:
+        copy = materialize(m.sha256, m.name, contents[m.sha256])
+        try:
+            unit_mesh(copy)
+        except DataError as e:
+            raise DataError(str(e).replace(copy, m.path)) from None
 
 
 def _node_id() -> str:
@@ -346,25 +399,22 @@ def build_dataset(cfg, out_dir, *, resume: bool = False, address: str | None = N
     from synthseq import __version__
     from synthseq.datasets.shards import (FORMAT, FORMAT_VERSION, MANIFEST, shard_name, verify_shard_file,
                                           write_json_atomic)
-    from synthseq.generator.sequence import make_spec
     from synthseq.pipelines.cluster import read_input_files
     from synthseq.pipelines.config import config_to_dict, dump_config
 
     out = check_output_uri(out_dir)
     check_output_dir(out, resume)
 
-    # Every input is read here, once: mesh files (hashed; their bytes go to the tasks), then every spec.
+    # Every input is read here, once: the mesh files (hashed; their bytes go to the tasks, which draw the
+    # specs). Their content is checked while Ray starts (check_meshes).
     b = cfg.build
+    mark("driver: build_dataset")
     meshes, mesh_bytes = read_input_files(mesh_paths(cfg.generate))
+    mark("driver: meshes read")
     old_manifest = check_resumable(out, cfg, meshes) if resume else None
     plan = plan_shards(b.num_sequences, b.sequences_per_shard)
-    specs = {i: make_spec(cfg.generate, b.seed, i) for i in range(b.num_sequences)}
-    by_path = {m.path: m for m in meshes}
-    jobs = []
-    for j, idx in enumerate(plan):
-        used = sorted({o.path for i in idx for o in specs[i].objects if o.path})
-        jobs.append(ShardJob(j, idx, tuple(specs[i] for i in idx),
-                             tuple((p, by_path[p].sha256, by_path[p].suffix) for p in used)))
+    mesh_files = tuple((m.path, m.sha256, m.name) for m in meshes)
+    jobs = [ShardJob(j, idx, cfg.generate, b.seed, mesh_files) for j, idx in enumerate(plan)]
 
     created = [p for p in [out, *out.parents] if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
@@ -407,10 +457,11 @@ def build_dataset(cfg, out_dir, *, resume: bool = False, address: str | None = N
         if todo:
             config_json = json.loads(json.dumps(manifest["shard_config"]))
             _run_ray(todo, out, cfg, address, progress, done, save_manifest, on_shard, mesh_bytes, config_json,
-                     plan_line)
+                     plan_line, meshes)
         else:
             log.info(*plan_line)
         save_manifest(True)
+    mark("driver: manifest complete")
     return manifest
 
 
@@ -434,21 +485,40 @@ def _remove_if_nothing_built(out: Path, created: list[Path]):
 
 
 def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_shard, mesh_bytes,
-             config_json, plan_line=None) -> None:
+             config_json, plan_line=None, meshes=()) -> None:
     try:
         import ray
     except ImportError as e:
         raise ImportError("synthseq build needs Ray: pip install 'synthseq[ray]' (ray==2.60.0)") from e
+    import threading
+
     from synthseq.pipelines.cluster import connect
 
     # Renderers need a headless GL platform; local workers inherit the driver's environment, remote ones
     # get it through the runtime env.
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
-    started_here = connect(address, num_cpus=cfg.build.workers or os.cpu_count(),
-                           runtime_env={"env_vars": {"PYOPENGL_PLATFORM": "egl"}})
-    if plan_line:  # after connecting, so that a connection error is the only line a failed build prints
-        log.info(*plan_line)
+    # The mesh check runs while Ray starts (seconds in which this process only waits).
+    mesh_error = []
+
+    def check():
+        try:
+            check_meshes(meshes, mesh_bytes)
+        except BaseException as e:  # noqa: BLE001 - re-raised below, in the calling thread
+            mesh_error.append(e)
+
+    checker = threading.Thread(target=check, name="synthseq-check-meshes", daemon=True)
+    checker.start()
     try:
+        started_here = connect(address, num_cpus=cfg.build.workers or os.cpu_count(),
+                               runtime_env={"env_vars": {"PYOPENGL_PLATFORM": "egl"}}, lean=True)
+    finally:
+        checker.join()
+    mark("driver: ray connected")
+    try:
+        if mesh_error:
+            raise mesh_error[0]
+        if plan_line:  # after connecting, so that a connection error is the only line a failed build prints
+            log.info(*plan_line)
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
         window = min(cfg.build.workers or cluster_cpus, len(todo))
         # Each task reserves an equal share of the CPUs and renders with that many threads, so one worker
@@ -457,10 +527,16 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
         threads = max(1, cluster_cpus // window) if not address else 1
         task = shard_task(cfg.build.max_retries, threads)
         mesh_refs = {digest: ray.put(data) for digest, data in mesh_bytes.items()}
-        _drive(task, todo, out, config_json, window, threads, progress, done, save_manifest, on_shard, mesh_refs)
+        # On the local cluster started here, tasks reserving `threads` of its CPUs run at most `window` at a
+        # time, so a second task per worker can wait queued in Ray: a worker that finishes a shard starts
+        # the next at once instead of after the driver has received and written the finished one.
+        ahead = window if started_here and (not address or address == "local") else 0
+        _drive(task, todo, out, config_json, window, threads, progress, done, save_manifest, on_shard, mesh_refs,
+               queue_ahead=ahead)
     finally:
         if started_here:
             ray.shutdown()
+            mark("driver: ray shut down")
 
 
 def shard_task(max_retries: int, threads: int):
@@ -496,8 +572,9 @@ def _ray_error_line(e) -> str:
 
 
 def _drive(task, todo, out: Path, config_json, window, threads, progress, done, save_manifest, on_shard,
-           mesh_refs) -> None:
-    """Submit at most ``window`` shard tasks at a time, collect them with ``ray.wait``, write their shards."""
+           mesh_refs, queue_ahead: int = 0) -> None:
+    """Submit at most ``window + queue_ahead`` shard tasks at a time, collect them with ``ray.wait``, write
+    their shards (``queue_ahead`` > 0 only where Ray itself runs at most ``window`` at once)."""
     import ray
     from synthseq.progress import progress as tqdm  # a bar on a terminal, plain lines in a log
 
@@ -509,10 +586,11 @@ def _drive(task, todo, out: Path, config_json, window, threads, progress, done, 
     in_flight = {}
     try:
         while pending or in_flight:
-            while pending and len(in_flight) < window:
+            while pending and len(in_flight) < window + queue_ahead:
                 job = pending.pop(0)
                 refs = [mesh_refs[digest] for _, digest, _ in job.meshes]
                 in_flight[task.remote(job, config_json, threads, *refs)] = job
+                mark("driver: task submitted", shard=job.index)
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in ready:
                 job = in_flight.pop(ref)
@@ -524,10 +602,12 @@ def _drive(task, todo, out: Path, config_json, window, threads, progress, done, 
                 data = summary.pop("data")
                 if hashlib.sha256(data).hexdigest() != summary["sha256"]:
                     raise BuildError(f"shard {job.index}: bytes received differ from the task's sha256")
+                mark("driver: shard received", shard=job.index)
                 write_bytes_atomic(out / summary["file"], data)
                 entry = {k: summary[k] for k in ("file", "sequence_ids", "bytes", "sha256", "sequences")}
                 done[entry["file"]] = entry
                 save_manifest(False)
+                mark("driver: shard written", shard=job.index)
                 if on_shard is not None:
                     on_shard(summary)
                 view_frames += summary["view_frames"]
@@ -583,6 +663,7 @@ def configure_parser(p) -> None:
 
 
 def run(args) -> int:
+    mark("driver: cli run")
     from synthseq.config import Override
     from synthseq.pipelines.config import load_config
 
@@ -594,6 +675,7 @@ def run(args) -> int:
             overrides.append(Override(key, value, f"--{flag.replace('_', '-')} {value}"))
     overrides = recorded_build_settings(args.out, overrides) + overrides if args.resume else overrides
     cfg = load_config(args.config, overrides)
+    mark("driver: config loaded")
     t0 = time.perf_counter()
     # Under `ray job submit` the job's driver finds its cluster in RAY_ADDRESS.
     address = args.address or os.environ.get("RAY_ADDRESS") or None

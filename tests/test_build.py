@@ -233,3 +233,22 @@ def test_info_and_verify_cli(ray_cluster, tmp_path, capsys):
     f.write_bytes(bytes(data))
     code, err = _cli(capsys, "verify", str(out))
     assert code == 1 and "shard-00001.h5: sha256 mismatch" in err
+
+
+def test_unreadable_mesh_stops_the_build_before_any_shard(ray_cluster, tmp_path):
+    """The tasks draw the specs, but the driver still loads every mesh once (from the bytes it read, while
+    Ray starts): a mesh without faces fails before the first task, naming the driver's file."""
+    import trimesh
+
+    from synthseq.errors import DataError
+    from synthseq.pipelines.build import build_dataset
+
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    trimesh.creation.box().export(meshes / "box.stl")
+    (meshes / "zz_broken.stl").write_bytes(b"solid nothing\nthis is not an STL file\n")
+    cfg = load_config("tiny", ["build.num_sequences=2", "generate.num_frames=2", f"generate.objects.mesh_dir={meshes}"])
+    out = tmp_path / "ds"
+    with pytest.raises(DataError, match=rf"{meshes / 'zz_broken.stl'}: mesh has no faces"):
+        build_dataset(cfg, out, progress=False)
+    assert not out.exists()

@@ -427,24 +427,20 @@ def test_deterministic_task_error_runs_once(tmp_path):
     build.max_retries says (Ray's timeline shows one execution), and the build stops with one line naming
     the shard, the sequence and its seed."""
     import hashlib
-    from dataclasses import replace
 
     import ray
     import trimesh
 
-    from synthseq.generator.sequence import make_spec
     from synthseq.pipelines.build import BuildError, ShardJob, _drive, shard_config, shard_task
 
     mesh_dir = tmp_path / "meshes"
     mesh_dir.mkdir()
     trimesh.creation.box().export(mesh_dir / "box.stl")
     cfg = _mesh_cfg(mesh_dir, n=1, frames=2)
-    spec = make_spec(cfg.generate, cfg.build.seed, 0)
     garbage = b"solid nothing\nthis is not an STL file\n"
     digest = hashlib.sha256(garbage).hexdigest()
     fake = "/nonexistent/driver/path/box.stl"  # the task must not open it (it does not exist anyway)
-    spec = replace(spec, objects=tuple(replace(o, path=fake) if o.path else o for o in spec.objects))
-    job = ShardJob(0, (0,), (spec,), ((fake, digest, ".stl"),))
+    job = ShardJob(0, (0,), cfg.generate, cfg.build.seed, ((fake, digest, "box.stl"),))
     ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
     try:
         task = shard_task(max_retries=3, threads=1)
