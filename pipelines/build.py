@@ -338,9 +338,11 @@ def _node_id() -> str:
     try:
         import ray
 
-        return ray.get_runtime_context().get_node_id()
+        if ray.is_initialized():  # get_runtime_context() would start a local Ray in a plain process
+            return ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - called outside a Ray worker (tests of the task function)
-        return socket.gethostname()
+        pass
+    return socket.gethostname()
 
 
 def _maxrss_kb() -> int:
