@@ -117,10 +117,12 @@ def _process_kind(cmdline: list[str]) -> str:
     """A name for a process of the build command: the driver, a Ray system process, a Ray worker (Ray's
     processes retitle themselves, e.g. ``ray::IDLE``, ``ray::build_shard``, ``ray::DashboardAgent``)."""
     text = " ".join(cmdline)
+    exe = text.split(" ", 1)[0].rsplit("/", 1)[-1]
+    if exe in ("gcs_server", "raylet"):
+        return f"ray: {exe}"
     for needle, kind in (("DashboardAgent", "ray: dashboard agent"), ("dashboard/agent.py", "ray: dashboard agent"),
                          ("RuntimeEnvAgent", "ray: runtime env agent"), ("runtime_env/agent", "ray: runtime env agent"),
                          ("ray::", "ray: worker"), ("default_worker.py", "ray: worker"),
-                         ("gcs_server", "ray: gcs_server"), ("raylet/raylet", "ray: raylet"),
                          ("dashboard/dashboard.py", "ray: dashboard head"), ("log_monitor.py", "ray: log monitor"),
                          ("monitor.py", "ray: autoscaler monitor"), ("ray_process_reaper", "ray: reaper"),
                          ("synthseq build", "driver (synthseq build)")):
@@ -192,12 +194,12 @@ def profile_run(config: str, num_sequences: int, workers: int, renderer: str, ov
     for kind, infos in sorted(kinds.items(), key=lambda kv: -sum(i["cpu"] for i in kv[1])):
         print(f"| {kind} | {len(infos)} | {sum(i['cpu'] for i in infos):.2f} | "
               f"{min(i['start'] for i in infos):.2f} | {max(i['last'] for i in infos):.2f} |")
-    workers = sorted((i for i in seen.values() if i["kind"] == "ray: worker"), key=lambda i: i["start"])
-    print("\nRay workers: " + "; ".join(f"CPU {i['cpu']:.2f} s, alive {i['start']:.2f}-{i['last']:.2f} s"
-                                       for i in workers))
     total = sum(i["cpu"] for i in seen.values())
     print(f"| all | {len(seen)} | {total:.2f} | | |\n\nCPU busy {total / wall:.2f} of {os.cpu_count()} cores "
           f"over the {wall:.1f} s")
+    workers = sorted((i for i in seen.values() if i["kind"] == "ray: worker"), key=lambda i: i["start"])
+    print("Ray workers: " + "; ".join(f"CPU {i['cpu']:.2f} s, alive {i['start']:.2f}-{i['last']:.2f} s"
+                                      for i in workers))
 
 
 def main() -> None:
