@@ -141,6 +141,7 @@ class ModernglRenderer(MultiViewRenderer):
         self._geometry = None  # (keys, sources, vao, buffers, num_meshes)
         self._target = None  # (size, fbo, colour, depth)
         self._pose_texture = None
+        self._readback = np.empty(0, np.uint8)  # reused host buffer of one target's readback (no fresh pages)
 
     # -- GL state -------------------------------------------------------------------------------------------
 
@@ -300,8 +301,11 @@ class ModernglRenderer(MultiViewRenderer):
         vao.render(moderngl.TRIANGLES, instances=B)
         full = B // per_row
         for attachment, out, dtype in ((0, depth_out, "f4"), (1, code_out, "i2")):
-            atlas = np.frombuffer(fbo.read(viewport=used, components=1, dtype=dtype, attachment=attachment),
-                                  dtype=dtype)
+            nbytes = used[2] * used[3] * out.itemsize
+            if self._readback.nbytes < nbytes:
+                self._readback = np.empty(nbytes, np.uint8)
+            fbo.read_into(self._readback, viewport=used, components=1, dtype=dtype, attachment=attachment)
+            atlas = self._readback[:nbytes].view(dtype)
             # (row, y, tile in row, x) -> tiles: one strided copy straight into the output
             grid = atlas.reshape(rows, H, per_row, W).transpose(0, 2, 1, 3)
             out[:full * per_row].reshape(full, per_row, H, W)[:] = grid[:full]
