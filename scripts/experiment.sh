@@ -49,7 +49,7 @@ ev=("${VAL[@]}" --gaps 1 5 10 20 30 --max-pairs "$PAIRS" --no-progress --overwri
   $BIN/synthseq evaluate --checkpoint none "${ev[@]}" --methods identity icp fpfh_ransac_icp --out "$OUT/reports/baselines"
 for name in P0 A B C D; do
   [ -f "$OUT/reports/$name/metrics.json" ] || \
-    $BIN/synthseq evaluate --checkpoint "$OUT/runs/$name" "${ev[@]}" --methods identity ours ours_icp \
+    $BIN/synthseq evaluate --checkpoint "$OUT/runs/$name" "${ev[@]}" --methods identity ours_coarse ours ours_icp \
       --out "$OUT/reports/$name"
 done
 echo "experiment: reports in $OUT/reports/{baselines,P0,A,B,C,D}/report.md"

@@ -129,10 +129,10 @@ def test_evaluate_with_checkpoint_synthetic_set_and_realism(tum_rpy_dir, tmp_pat
     _tiny_checkpoint(tmp_path / "run")
     cfg = EvaluateConfig(realism_clouds=8, realism_points=64, max_depth_m=4.0, trajectory_pairs=2,
                          checkpoint=tmp_path / "run", real=[f"{tum_rpy_dir}@0:20"], synthetic=data, gaps=[1],
-                         max_pairs=2, methods=["ours", "ours_icp", "icp"])
+                         max_pairs=2, methods=["ours_coarse", "ours", "ours_icp", "icp"])
     m = evaluate(cfg, tmp_path / "rep")
     assert m["train"]["num_points"] == 256
-    assert m["methods"] == ["identity", "ours", "ours_icp", "icp"]
+    assert m["methods"] == ["identity", "ours_coarse", "ours", "ours_icp", "icp"]
     # Real sequences one by one, the synthetic ones pooled (and per sequence in "synthetic_sequences").
     assert list(m["sequences"]) == ["tum_fr1_rpy@0:20", "synthetic (2 sequences)"]
     assert len(m["synthetic_sequences"]) == 2
@@ -140,9 +140,10 @@ def test_evaluate_with_checkpoint_synthetic_set_and_realism(tum_rpy_dir, tmp_pat
     assert syn["kind"] == "synthetic" and syn["gaps"]["1"]["num_pairs"] == 4 and not syn["seen_in_training"]
     # On exact synthetic data with 1 deg / ~1 cm motion, ICP (on the stored points) succeeds.
     assert syn["gaps"]["1"]["methods"]["icp"]["success_rate"] == 1.0
-    # ours + ICP costs at least ours's time.
+    # ours + ICP costs at least ours's time, ours (coarse + fine stage) at least its coarse stage's.
     g1 = m["sequences"]["tum_fr1_rpy@0:20"]["gaps"]["1"]["methods"]
     assert g1["ours_icp"]["time_s"]["median"] >= g1["ours"]["time_s"]["median"]
+    assert g1["ours"]["time_s"]["median"] >= g1["ours_coarse"]["time_s"]["median"] > 0
     realism = m["realism"]
     assert set(realism) >= {"raw_vs_real", "refined_vs_real"}
     # A room corner vs a real office is trivially told apart; G is untrained (near identity).

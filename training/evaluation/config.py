@@ -9,10 +9,11 @@ from typing import Literal, get_args
 
 from synthseq.config import bounded, check_bounds
 from synthseq.errors import ConfigError, UsageError
+from synthseq.training.estimator import EstimatorOptions
 
-Method = Literal["identity", "ours", "ours_icp", "icp", "fpfh_ransac_icp"]
+Method = Literal["identity", "ours_coarse", "ours", "ours_icp", "icp", "fpfh_ransac_icp"]
 METHODS: tuple[str, ...] = get_args(Method)
-MODEL_METHODS = ("ours", "ours_icp")  # need a checkpoint
+MODEL_METHODS = ("ours_coarse", "ours", "ours_icp")  # need a checkpoint
 
 
 @dataclass
@@ -45,6 +46,8 @@ class EvaluateConfig:
     realism_clouds: int = bounded(100, ge=2)         # clouds per set for 1-NNA / MMD / COV
     realism_points: int = bounded(512, gt=0)         # points per cloud for the Chamfer distances
     seed: int = 0                                    # point sampling, RANSAC, refiner z
+    estimator: EstimatorOptions = field(default_factory=EstimatorOptions)  # ours: sampling, points, RANSAC,
+    #                                                  fine stage (training/estimator.py; its seed is evaluate.seed)
 
 
 def check_inputs(cfg: EvaluateConfig, out_dir: Path, overwrite: bool) -> tuple[EvaluateConfig, list[str]]:

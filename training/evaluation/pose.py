@@ -21,7 +21,8 @@ def evaluate_pairs(seq: EvalSequence, gap: int, starts: np.ndarray, methods: Seq
     """Run every method on the pairs (t, t + gap), t in ``starts``, and score them against the ground truth.
 
     Args:
-        estimator: the pose estimator (training/estimator.py ``Estimator``) for ``ours`` / ``ours_icp``, fed
+        estimator: the pose estimator (training/estimator.py ``Estimator``) for ``ours_coarse`` (its pose
+            before the fine stage) / ``ours`` / ``ours_icp``, fed
             the dense camera-frame clouds the baselines get (it samples its own points).
 
     Returns:
@@ -44,13 +45,15 @@ def evaluate_pairs(seq: EvalSequence, gap: int, starts: np.ndarray, methods: Seq
         dense_a = seq.dense(t) if need_dense else None
         dense_b = seq.dense(t + gap) if need_dense else None
         ours_pose, ours_s, ours_conf = None, 0.0, math.nan
-        if estimator is not None and any(m in ("ours", "ours_icp") for m in methods):
+        if estimator is not None and any(m in ("ours_coarse", "ours", "ours_icp") for m in methods):
             ours_pose, ours_conf = estimator(dense_a, dense_b)
             ours_s = estimator.last_seconds
         for m in methods:
             conf = math.nan
             if m == "identity":
                 pose, sec = np.eye(4), 0.0
+            elif m == "ours_coarse":  # the estimator's pose before its fine stage
+                pose, conf, sec = estimator.last_coarse
             elif m == "ours":
                 pose, sec, conf = ours_pose, ours_s, ours_conf
             elif m == "ours_icp":

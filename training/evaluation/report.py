@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 
 # Methods whose chained gap-1 estimates are written as TUM trajectories.
 TRAJECTORY_METHODS = ("ours", "ours_icp", "icp", "fpfh_ransac_icp")
-COLORS = {"identity": "tab:gray", "ours": "tab:red", "ours_icp": "tab:purple", "icp": "tab:blue",
+COLORS = {"identity": "tab:gray", "ours_coarse": "tab:orange", "ours": "tab:red", "ours_icp": "tab:purple", "icp": "tab:blue",
           "fpfh_ransac_icp": "tab:green"}
-LABELS = {"identity": "identity (no motion)", "ours": "ours (P)", "ours_icp": "ours + ICP",
+LABELS = {"identity": "identity (no motion)", "ours_coarse": "ours, coarse (no fine stage)", "ours": "ours (P)", "ours_icp": "ours + ICP",
           "icp": "ICP from identity", "fpfh_ransac_icp": "FPFH + RANSAC + ICP"}
 SEEN_MARK = " **[seen in training]**"
 
@@ -383,14 +383,18 @@ def _write_pairs_csv(path: Path, posed: list, raw: dict, methods: list[str]) -> 
                                     int(bool(s.seen_in_training))])
 
 
-def inputs_text(num_points: int, cfg) -> dict:
+def inputs_text(cfg) -> dict:
     """What each method sees (metrics.json's "inputs", report.md's first section)."""
     depth = "all valid depth" if cfg.max_depth_m is None else f"depth <= {cfg.max_depth_m} m"
     dense = f"dense clouds: every valid depth pixel back-projected ({depth})"
+    e = cfg.estimator
     return {
         "identity": "nothing: predicts no motion (a_from_b = identity), the floor every method has to beat",
-        "ours": f"the same {dense} as the baselines, before voxelisation; the estimator samples {num_points} "
-                "points per cloud itself (the trainer's N), raw camera frame, metres",
+        "ours_coarse": f"the same {dense} as the baselines; the estimator samples {e.num_points} points per "
+                       f"cloud itself ({e.sampling}), matches P's descriptors, RANSAC + SVD; its pose before the "
+                       "fine stage",
+        "ours": f"ours, coarse, then its fine stage ({e.refine}: point-to-plane on its own sampled points)"
+                if e.refine != "none" else "the same as ours, coarse (fine stage off)",
         "ours_icp": f"ours's estimate, refined by point-to-plane ICP ({cfg.max_correspondence_m} m) on the dense "
                     "clouds",
         "icp": f"{dense}, voxelised at {cfg.voxel_m} m, normals; point-to-plane ICP from identity, max "

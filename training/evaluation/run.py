@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import shutil
@@ -64,7 +66,7 @@ def evaluate(config: EvaluateConfig, out_dir, device: str = "cpu", progress: Cal
     train_info: dict = {}
     if cfg.checkpoint is not None:
         from synthseq.training.checkpoint import checkpoint_path, load_pose_model, load_refiner
-        from synthseq.training.estimator import Estimator, EstimatorOptions
+        from synthseq.training.estimator import Estimator
 
         device = resolve_device(device, key="--device")
         ckpt = checkpoint_path(cfg.checkpoint)
@@ -77,8 +79,7 @@ def evaluate(config: EvaluateConfig, out_dir, device: str = "cpu", progress: Cal
         except (RuntimeError, KeyError) as e:  # state_dict of another architecture, or a missing network
             first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
             raise DataError(f"{ckpt}: cannot load the networks with this synthseq's models ({first})") from None
-        # the trainer's N points per cloud (train.num_points), as load_estimator sets them
-        estimator = Estimator(model, EstimatorOptions(num_points=int(tcfg.num_points), seed=int(cfg.seed)), device)
+        estimator = Estimator(model, dataclasses.replace(cfg.estimator, seed=int(cfg.seed)), device)
         num_points = tcfg.num_points
         train_info = {"checkpoint": str(ckpt), "num_points": tcfg.num_points, "use_gan": tcfg.use_gan,
                       "real": list(tcfg.real), "data": tcfg.data}
@@ -195,7 +196,7 @@ def evaluate(config: EvaluateConfig, out_dir, device: str = "cpu", progress: Cal
             "realism": realism(cfg, held_real, held_synth, refiner, device, notes),
             "headline": headline(results, methods),
             "notes": notes,
-            "inputs": R.inputs_text(num_points, cfg),
+            "inputs": R.inputs_text(cfg),
         }
         R.write_report(tmp_dir, to_dict(cfg), metrics_out, posed, raw, plots_raw,
                        sample_clouds(seqs, synth, refiner, device, cfg.seed))
