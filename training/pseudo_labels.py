@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +29,9 @@ log = logging.getLogger(__name__)
 
 def pose_difference(T1: np.ndarray, T2: np.ndarray) -> tuple[float, float]:
     """(rotation angle in degrees, translation distance in metres) between two (4, 4) poses."""
-    R = T1[:3, :3].T @ T2[:3, :3]
-    c = np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)
-    return math.degrees(math.acos(c)), float(np.linalg.norm(T1[:3, 3] - T2[:3, 3]))
+    from synthseq.geometry import rotation_angle_deg
+
+    return float(rotation_angle_deg(T1[:3, :3].T @ T2[:3, :3])), float(np.linalg.norm(T1[:3, 3] - T2[:3, 3]))
 
 
 def check_pseudo_label(candidate, chained, cfg) -> tuple[bool, str]:
