@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -185,14 +186,11 @@ def test_patch_discriminator_shapes_and_gradients():
 # ----------------------------------------------------------------------------------- correspondence P
 
 def rigid(angle_deg: float, axis, t) -> torch.Tensor:
-    from synthseq.geometry import random_rotation  # noqa: F401  (same convention as the pair samples)
+    from scipy.spatial.transform import Rotation
 
-    axis = torch.tensor(axis, dtype=torch.float64)
-    axis = axis / axis.norm()
-    a = torch.deg2rad(torch.tensor(angle_deg, dtype=torch.float64))
-    K = torch.tensor([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]], dtype=torch.float64)
+    axis = np.asarray(axis, dtype=np.float64)
     T = torch.eye(4, dtype=torch.float64)
-    T[:3, :3] = torch.eye(3, dtype=torch.float64) + torch.sin(a) * K + (1 - torch.cos(a)) * K @ K
+    T[:3, :3] = torch.from_numpy(Rotation.from_rotvec(np.deg2rad(angle_deg) * axis / np.linalg.norm(axis)).as_matrix())
     T[:3, 3] = torch.tensor(t, dtype=torch.float64)
     return T
 
