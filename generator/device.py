@@ -94,8 +94,7 @@ def sample_views(depth, instance, K: np.ndarray, num_points: int, gen, ideal_dep
     pix = order.gather(1, src)  # (B, N) flat pixel indices
     rows, cols = pix // W, pix % W
     z = flat.gather(1, pix)
-    fx, fy, cx, cy = (float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
-    points = torch.stack([(cols - cx) / fx * z, (rows - cy) / fy * z, z], dim=-1).to(torch.float32)
+    points = backproject(rows, cols, z, K).to(torch.float32)
     labels = instance.reshape(B, H * W).gather(1, pix).to(torch.int16)
     empty = (M == 0)[:, None]
     points = points * ~empty[..., None]
@@ -104,6 +103,14 @@ def sample_views(depth, instance, K: np.ndarray, num_points: int, gen, ideal_dep
     if ideal_depth is not None:
         normals = depth_normals(ideal_depth, ideal_instance, rows, cols, K) * ~empty[..., None]
     return points, labels, normals, M.to(torch.int32)
+
+
+def backproject(rows, cols, z, K: np.ndarray):
+    """The torch twin of :func:`synthseq.geometry.backproject`: pixel rows, cols and z-depth tensors of one
+    shape (...) -> (..., 3) camera-frame points (OpenCV axes), in z's dtype."""
+    torch = _torch()
+    fx, fy, cx, cy = (float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
+    return torch.stack([(cols - cx) / fx * z, (rows - cy) / fy * z, z], dim=-1)
 
 
 def depth_normals(depth, instance, rows, cols, K: np.ndarray):
@@ -116,12 +123,10 @@ def depth_normals(depth, instance, rows, cols, K: np.ndarray):
     """
     torch = _torch()
     B, H, W = depth.shape
-    fx, fy, cx, cy = (float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
     fd = depth.reshape(B, 1, H * W).to(torch.float64)
     fi = instance.reshape(B, 1, H * W)
     z0 = fd[:, 0].gather(1, rows * W + cols)  # (B, N)
-    x0 = (cols - cx) / fx * z0
-    y0 = (rows - cy) / fy * z0
+    p = backproject(rows, cols, z0, K)  # (B, N, 3)
     dr = torch.tensor([0, 0, 1, -1], device=depth.device)[None, :, None]
     dc = torch.tensor([1, -1, 0, 0], device=depth.device)[None, :, None]
     r = rows[:, None, :] + dr  # (B, 4, N): +u, -u, +v, -v
@@ -132,17 +137,17 @@ def depth_normals(depth, instance, rows, cols, K: np.ndarray):
     zn = fd[:, 0].gather(1, idx).reshape(r.shape)
     same = fi[:, 0].gather(1, idx).reshape(r.shape) == fi[:, 0].gather(1, rows * W + cols)[:, None, :]
     ok = inb & (zn > 0) & same & ((zn - z0[:, None]).abs() <= _NORMAL_EDGE_FRACTION * z0[:, None])
-    xs = torch.where(ok, (c - cx) / fx * zn, x0[:, None])
-    ys = torch.where(ok, (r - cy) / fy * zn, y0[:, None])
+    pn = backproject(r, c, zn, K)  # (B, 4, N, 3) the four neighbours
+    xs = torch.where(ok, pn[..., 0], p[:, None, :, 0])
+    ys = torch.where(ok, pn[..., 1], p[:, None, :, 1])
     zs = torch.where(ok, zn, z0[:, None])
     u = torch.stack([xs[:, 0] - xs[:, 1], ys[:, 0] - ys[:, 1], zs[:, 0] - zs[:, 1]], dim=-1)
     v = torch.stack([xs[:, 2] - xs[:, 3], ys[:, 2] - ys[:, 3], zs[:, 2] - zs[:, 3]], dim=-1)
     n = torch.cross(u, v, dim=-1)
     norm = n.norm(dim=-1)
     good = (ok[:, 0] | ok[:, 1]) & (ok[:, 2] | ok[:, 3]) & (z0 > 0) & (norm > 1e-12)
-    p = torch.stack([x0, y0, z0], dim=-1)
     facing = (n * p).sum(-1)
     n = n * (torch.where(facing > 0, -1.0, 1.0) / torch.where(good, norm, torch.ones_like(norm)))[..., None]
-    ray = torch.stack([(cols - cx) / fx, (rows - cy) / fy, torch.ones_like(z0)], dim=-1)
+    ray = backproject(rows, cols, torch.ones_like(z0), K)
     ray = -ray / ray.norm(dim=-1, keepdim=True)
     return torch.where(good[..., None], n, ray).to(torch.float32)
