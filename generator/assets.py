@@ -34,7 +34,7 @@ _SECTIONS = 24
 
 @dataclass(frozen=True)
 class ObjectSpec:
-    """One object of a scene as plain data (what a Ray task receives).
+    """One object of a scene as plain data (part of a ``SceneSpec``).
 
     Args:
         name: unique geometry name, ``s{index:06d}_o{k:02d}_{shape}`` (no '/').

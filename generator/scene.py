@@ -1,7 +1,7 @@
 """Scene descriptions: the plain-data ``SceneSpec`` of one sequence, drawn by ``make_spec``, and its poses.
 
 A SceneSpec holds names and numbers only (mesh file paths, primitive dimensions, trajectory keyframes, camera
-parameters, the sensor config, the seed), never trimesh objects: it is what a Ray task receives (kubric's split:
+parameters, the sensor config, the seed), never trimesh objects: a build task draws it from (config, seed) and passes it on (kubric's split:
 the scene is data, the renderer a view of it). Everything random about a sequence is drawn here, from
 ``np.random.default_rng(seed)``; ``generate_sequence`` only adds the sensor noise and point sampling, from a
 second stream of the same seed.
