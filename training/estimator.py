@@ -29,7 +29,9 @@ Pipeline (``model.pose: match``, the default):
    ``refine: none`` returns the coarse pose. Evaluation reports both (``ours_coarse``, ``ours``) and,
    separately, ICP on the dense clouds (``ours_icp``).
 
-The confidence is the fitness of the returned pose; a caller can fall back to ICP or FPFH when it is low.
+The confidence is the fitness of the returned pose; a caller can fall back to ICP or FPFH when it is low, or let
+the estimator do it: with ``classical_below`` > 0, a confidence below it sends the pair to FPFH + RANSAC + ICP on the
+dense clouds (``training/baselines.py``; off by default, so ``ours`` is the learned pipeline alone).
 
 ``model.pose: regress`` (ablation) returns the regressor's pose, with the same fitness as confidence.
 """
@@ -64,6 +66,8 @@ class EstimatorOptions:
     refine_iterations: int = bounded(30, gt=0)
     refine_points: int = bounded(8192, ge=0)  # fine stage on this many points drawn uniformly from each cloud (0: on the
     #                                 num_points sampled points)
+    classical_below: float = bounded(0.0, ge=0, le=1)  # confidence below which FPFH + RANSAC + ICP on the
+    #                                 dense clouds (training/baselines.py) replaces the pose; 0: never
     seed: int = 0                   # sampling and RANSAC (evaluation sets it from evaluate.seed)
 
 
@@ -208,6 +212,7 @@ class Estimator:
         self.device = device
         self.last_seconds = 0.0
         self.last_coarse = (np.eye(4), 0.0, 0.0)  # (pose, confidence, seconds) before the fine stage
+        self.last_classical = False  # whether the last pose came from the classical fallback
 
     def descriptors(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3) -> ((N, C) float32 unit descriptors, (N,) saliency: 1 - planarity of the neighbourhood)."""
@@ -236,6 +241,7 @@ class Estimator:
         if len(pa) < 3 or len(pb) < 3 or not (pa.any() and pb.any()):  # a frame without valid points
             self.last_seconds = time.perf_counter() - start
             self.last_coarse = (np.eye(4), 0.0, self.last_seconds)
+            self.last_classical = False
             return np.eye(4), 0.0
         tree = cKDTree(pa)
         spacing = float(np.median(tree.query(pa, k=2)[0][:, 1]))
@@ -276,6 +282,13 @@ class Estimator:
                 if best is None or c > best[1]:
                     best = (Tr, c)
             T, conf = best
+        self.last_classical = conf < o.classical_below
+        if self.last_classical:
+            from synthseq.training.baselines import fpfh_ransac_icp
+
+            Tc = fpfh_ransac_icp(cloud_a, cloud_b, seed=o.seed).a_from_b
+            if np.all(np.isfinite(Tc)):
+                T, conf = Tc, fitness(tree, pb, Tc, dist)
         self.last_seconds = time.perf_counter() - start
         return T, conf
 
