@@ -138,6 +138,27 @@ def test_fine_stage_recovers_a_noise_free_motion_from_a_coarse_start():
         assert rot < 0.3 and trans < 0.005, (seed, rot, trans)
 
 
+def test_classical_fallback_below_a_confidence_returns_fpfh_ransac_icp():
+    """classical_below = 1 sends every pair to FPFH + RANSAC + ICP on the dense clouds (its pose, our fitness
+    of it as the confidence), which recovers the motion of a noise-free pair; 0 (the default) never falls
+    back. (Open3D's RANSAC is not bit-reproducible across runs,
+    so the pose is checked against the truth, not against a second FPFH run.)"""
+    from synthseq.training.estimator import Estimator, EstimatorOptions
+    from synthseq.training.models import MatchPoseNet
+
+    torch.manual_seed(0)
+    a, b, T = toy_room_pair(np.random.default_rng(7), 10.0, 0.1, 0.0, scale=0.5)
+    net = MatchPoseNet(hidden=16, out_dim=8).eval()
+    est = Estimator(net, EstimatorOptions(num_points=512, refine_points=2048, classical_below=1.0))
+    pose, conf = est(a, b)
+    assert est.last_classical and 0.0 <= conf <= 1.0
+    rot, trans = errors(pose, T)
+    assert rot < 1.0 and trans < 0.01, (rot, trans)
+    est = Estimator(net, EstimatorOptions(num_points=512, refine_points=2048))
+    est(a, b)
+    assert not est.last_classical
+
+
 @pytest.fixture(scope="module")
 def shipped():
     from synthseq.training.estimator import load_estimator
