@@ -60,12 +60,13 @@ class EstimatorOptions:
     ransac_iterations: int = bounded(5_000, gt=0)  # at most; stops early at ransac_confidence
     ransac_confidence: float = bounded(0.999, gt=0, lt=1)
     identity_fallback: bool = True  # return the identity when it fits better than the RANSAC pose
-    keypoint_ratio: float = bounded(1.0, gt=0, le=1)  # match only this share of b's points: the least planar ones (salient)
+    keypoint_ratio: float = bounded(1.0, gt=0, le=1)  # match only this share of b's points: the least planar
+    #                                 ones (salient)
     refine: Literal["plane", "none"] = "plane"  # fine stage: point-to-plane on the sampled points, or none
     refine_factor: float = bounded(2.0, gt=0)  # fine-stage correspondence distance, in median point spacings
     refine_iterations: int = bounded(30, gt=0)
-    refine_points: int = bounded(8192, ge=0)  # fine stage on this many points drawn uniformly from each cloud (0: on the
-    #                                 num_points sampled points)
+    refine_points: int = bounded(8192, ge=0)  # fine stage on this many points drawn uniformly from each
+    #                                 cloud (0: on the num_points sampled points)
     classical_below: float = bounded(0.0, ge=0, le=1)  # confidence below which FPFH + RANSAC + ICP on the
     #                                 dense clouds (training/baselines.py) replaces the pose; 0: never
     seed: int = 0                   # sampling and RANSAC (evaluation sets it from evaluate.seed)
@@ -101,8 +102,9 @@ def sample_points(points, n: int, rng: np.random.Generator) -> np.ndarray:
 
 def voxel_points(points, n: int, rng: np.random.Generator, voxel_m: float = 0.05) -> np.ndarray:
     """n points of an (M, 3) cloud, one per occupied voxel (Open3D's voxel centroids), in random order; (n, 3)
-    float32. The voxel starts at ``voxel_m`` and shrinks by a quarter until the grid has at least n points, at most 6 times; fewer points when even
-    then the cloud is too small (never repeated points), zeros when it has none."""
+    float32. The voxel starts at ``voxel_m`` and shrinks by a quarter until the grid has at least n points, at
+    most 6 times; fewer points when even then the cloud is too small (never repeated points), zeros when it has
+    none."""
     import open3d as o3d
 
     p = clean_cloud(points)
@@ -235,7 +237,8 @@ class Estimator:
         o = self.options
         rng = np.random.default_rng(o.seed)
         if o.sampling == "voxel":
-            pa, pb = voxel_points(cloud_a, o.num_points, rng, o.voxel_m), voxel_points(cloud_b, o.num_points, rng, o.voxel_m)
+            pa = voxel_points(cloud_a, o.num_points, rng, o.voxel_m)
+            pb = voxel_points(cloud_b, o.num_points, rng, o.voxel_m)
         else:
             pa, pb = sample_points(cloud_a, o.num_points, rng), sample_points(cloud_b, o.num_points, rng)
         if len(pa) < 3 or len(pb) < 3 or not (pa.any() and pb.any()):  # a frame without valid points

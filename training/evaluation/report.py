@@ -18,10 +18,10 @@ log = logging.getLogger(__name__)
 
 # Methods whose chained gap-1 estimates are written as TUM trajectories.
 TRAJECTORY_METHODS = ("ours", "ours_icp", "icp", "fpfh_ransac_icp")
-COLORS = {"identity": "tab:gray", "ours_coarse": "tab:orange", "ours": "tab:red", "ours_icp": "tab:purple", "icp": "tab:blue",
-          "fpfh_ransac_icp": "tab:green"}
-LABELS = {"identity": "identity (no motion)", "ours_coarse": "ours, coarse (no fine stage)", "ours": "ours (P)", "ours_icp": "ours + ICP",
-          "icp": "ICP from identity", "fpfh_ransac_icp": "FPFH + RANSAC + ICP"}
+COLORS = {"identity": "tab:gray", "ours_coarse": "tab:orange", "ours": "tab:red", "ours_icp": "tab:purple",
+          "icp": "tab:blue", "fpfh_ransac_icp": "tab:green"}
+LABELS = {"identity": "identity (no motion)", "ours_coarse": "ours, coarse (no fine stage)", "ours": "ours (P)",
+          "ours_icp": "ours + ICP", "icp": "ICP from identity", "fpfh_ransac_icp": "FPFH + RANSAC + ICP"}
 SEEN_MARK = " **[seen in training]**"
 
 
