@@ -134,7 +134,7 @@ def test_fine_stage_recovers_a_noise_free_motion_from_a_coarse_start():
         start[:3, :3] = random_rotation(rng, np.deg2rad(3.0)) @ T[:3, :3]
         start[:3, 3] += [0.03, -0.03, 0.03]
         pa, pb = sample_points(a, 8192, rng), sample_points(b, 8192, rng)
-        rot, trans = errors(refine_point_to_plane(pa, pb, start, 0.1, 30), T)
+        rot, trans = errors(refine_point_to_plane(pa, pb, [start], 0.1, 30)[0], T)
         assert rot < 0.3 and trans < 0.005, (seed, rot, trans)
 
 

@@ -98,7 +98,8 @@ def preprocess(points: np.ndarray, voxel_m: float = VOXEL_M, features: bool = Fa
     return pcd, fpfh
 
 
-def _icp(pcd_a, pcd_b, init: np.ndarray, max_correspondence_m: float, max_iterations: int):
+def point_to_plane_icp(pcd_a, pcd_b, init: np.ndarray, max_correspondence_m: float, max_iterations: int):
+    """Open3D point-to-plane ICP of the cloud b onto the cloud a (which has normals) from ``init``."""
     o3d = _o3d()
     reg = o3d.pipelines.registration
     return reg.registration_icp(
@@ -136,7 +137,7 @@ def refine_icp(points_a: np.ndarray, points_b: np.ndarray, init_a_from_b: np.nda
     if len(pcd_a.points) < 3 or len(pcd_b.points) < 3:
         logger.debug("refine_icp: fewer than 3 points after down-sampling; returning the initial pose")
         return Registration(init.copy(), time.perf_counter() - start)
-    res = _icp(pcd_a, pcd_b, init, max_correspondence_m, max_iterations)
+    res = point_to_plane_icp(pcd_a, pcd_b, init, max_correspondence_m, max_iterations)
     return Registration(np.array(res.transformation), time.perf_counter() - start,
                         float(res.fitness), float(res.inlier_rmse))
 
@@ -189,7 +190,7 @@ def fpfh_ransac_icp(points_a: np.ndarray, points_b: np.ndarray, voxel_m: float =
         reg.TransformationEstimationPointToPoint(False), 3,
         [reg.CorrespondenceCheckerBasedOnEdgeLength(0.9), reg.CorrespondenceCheckerBasedOnDistance(dist)],
         reg.RANSACConvergenceCriteria(ransac_iterations, ransac_confidence))
-    res = _icp(pcd_a, pcd_b, ransac.transformation, max_correspondence_m, max_iterations)
+    res = point_to_plane_icp(pcd_a, pcd_b, ransac.transformation, max_correspondence_m, max_iterations)
     return Registration(np.array(res.transformation), time.perf_counter() - start,
                         float(res.fitness), float(res.inlier_rmse))
 

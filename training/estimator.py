@@ -151,21 +151,21 @@ def mutual_matches(f_a: np.ndarray, f_b: np.ndarray, min_matches: int = 30) -> n
     return np.stack([ib[mutual], ab[mutual]], axis=1).astype(np.int32)
 
 
-def refine_point_to_plane(points_a: np.ndarray, points_b: np.ndarray, init: np.ndarray, dist: float,
-                          iterations: int = 30) -> np.ndarray:
-    """Point-to-plane alignment of the sampled cloud b onto the sampled cloud a from ``init`` (Open3D ICP;
-    normals of a from its 16 nearest neighbours, oriented towards the camera); (4, 4) float64."""
+def refine_point_to_plane(points_a: np.ndarray, points_b: np.ndarray, inits: list[np.ndarray], dist: float,
+                          iterations: int = 30) -> list[np.ndarray]:
+    """Point-to-plane alignment of the sampled cloud b onto the sampled cloud a from each pose of ``inits``
+    (``baselines.point_to_plane_icp``; normals of a from its 16 nearest neighbours, oriented towards the
+    camera, estimated once for all starts); a list of (4, 4) float64."""
     import open3d as o3d
 
-    reg = o3d.pipelines.registration
+    from synthseq.training.baselines import point_to_plane_icp
+
     pcd_a = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points_a.astype(np.float64)))
     pcd_b = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points_b.astype(np.float64)))
     pcd_a.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(16))
     pcd_a.orient_normals_towards_camera_location(np.zeros(3))
-    res = reg.registration_icp(pcd_b, pcd_a, float(dist), np.asarray(init, np.float64),
-                               reg.TransformationEstimationPointToPlane(),
-                               reg.ICPConvergenceCriteria(max_iteration=int(iterations)))
-    return np.array(res.transformation)
+    return [np.array(point_to_plane_icp(pcd_a, pcd_b, np.asarray(T0, np.float64), float(dist),
+                                        int(iterations)).transformation) for T0 in inits]
 
 
 def fitness(points_a_tree, points_b: np.ndarray, a_from_b: np.ndarray, dist: float) -> float:
@@ -278,13 +278,8 @@ class Estimator:
             fa, fb = pa, pb
             if o.refine_points > 0:
                 fa, fb = sample_points(cloud_a, o.refine_points, rng), sample_points(cloud_b, o.refine_points, rng)
-            best = None
-            for T0 in starts:
-                Tr = refine_point_to_plane(fa, fb, T0, o.refine_factor * spacing, o.refine_iterations)
-                c = fitness(tree, pb, Tr, dist)
-                if best is None or c > best[1]:
-                    best = (Tr, c)
-            T, conf = best
+            refined = refine_point_to_plane(fa, fb, starts, o.refine_factor * spacing, o.refine_iterations)
+            T, conf = max(((Tr, fitness(tree, pb, Tr, dist)) for Tr in refined), key=lambda tc: tc[1])
         self.last_classical = conf < o.classical_below
         if self.last_classical:
             from synthseq.training.baselines import fpfh_ransac_icp
