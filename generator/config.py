@@ -50,6 +50,12 @@ class ObjectsConfig:
         mesh_dir: a folder of mesh files (OBJ/STL/PLY/OFF/GLB/GLTF, not recursive), or null.
         mesh_files: individual mesh files (added to those of ``mesh_dir``).
         mesh_ratio: probability that an object is a mesh file rather than a primitive (when meshes are given).
+        mesh_detail: simplification of mesh-file objects (``scene: objects``): 0 = the file's full geometry;
+            n >= 8 = vertex clustering with quadric placement on a grid of n cells along the object's largest
+            extent (``ObjectSpec.detail``, ``simplify="quadric"``). The simplified mesh *is* the object
+            (rendered and stored under ``/meshes``: ground truth stays exact). At a few dozen pixels per object a
+            16k-face scan costs the rasteriser far more than its image needs; default.yaml uses 32
+            (docs/generator.md: depth changes against the full meshes, measured).
         static_ratio: probability that an object is static, resting on the floor (z = 0) in its canonical
             orientation turned by a random yaw, like furniture and clutter in a real capture; the others fly.
         size: [low, high] target size in metres: the largest bounding-box extent of each object.
@@ -65,6 +71,7 @@ class ObjectsConfig:
     mesh_dir: str | None = None
     mesh_files: list[str] = field(default_factory=list)
     mesh_ratio: float = bounded(0.5, ge=0.0, le=1.0)
+    mesh_detail: int = bounded(0, ge=0, le=4096)
     static_ratio: float = bounded(0.0, ge=0.0, le=1.0)
     size: Union[float, tuple[float, float]] = (0.2, 0.5)
     region: tuple[float, float, float] = bounded((2.0, 2.0, 1.5), gt=0)
@@ -80,6 +87,9 @@ class ObjectsConfig:
             raise ConfigError("generate.objects: no object sources: give primitives, mesh_dir or mesh_files")
         self.region = tuple(float(x) for x in self.region)
         check_bounds(self, "generate.objects")
+        if 0 < self.mesh_detail < 8:
+            raise ConfigError(f"generate.objects.mesh_detail: expected 0 (full geometry) or at least 8 cells, "
+                              f"got {self.mesh_detail}")
 
 
 @dataclass

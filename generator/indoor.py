@@ -61,7 +61,7 @@ def half_extents(obj: ObjectSpec) -> np.ndarray:
     from synthseq.generator.assets import unit_mesh
 
     if obj.is_mesh_file:
-        v, _ = unit_mesh(obj.path, obj.detail)
+        v, _ = unit_mesh(obj.path, obj.detail, obj.simplify)
         return 0.5 * (v.max(axis=0) - v.min(axis=0)) * obj.size
     p = obj.params
     if obj.shape == "box":

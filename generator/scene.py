@@ -239,7 +239,7 @@ def make_spec(cfg: GenerateConfig, root_seed: int, index: int) -> SceneSpec:
         if use_mesh:
             path = files[int(rng.integers(len(files)))]
             shape = safe_name(path.rsplit("/", 1)[-1].rsplit(".", 1)[0])
-            radius = mesh_radius(path) * size
+            radius = mesh_radius(path, o.mesh_detail, "quadric") * size
             params: tuple = ()
         else:
             shape = o.primitives[int(rng.integers(len(o.primitives)))]
@@ -247,7 +247,9 @@ def make_spec(cfg: GenerateConfig, root_seed: int, index: int) -> SceneSpec:
             radius = primitive_radius(shape, params)
             path = ""
         name = f"s{int(index):06d}_o{k:02d}_{shape}"
-        objects.append(ObjectSpec(name=name, shape=shape, params=params, path=path, size=size, radius=radius))
+        objects.append(ObjectSpec(name=name, shape=shape, params=params, path=path, size=size, radius=radius,
+                                  detail=o.mesh_detail if path else 0,
+                                  simplify="quadric" if path and o.mesh_detail else "cluster"))
         lo, hi = object_bounds(cfg, radius)
         t = cfg.trajectories
         # Drawn only when used, so that configs without static objects keep their random streams.

@@ -116,3 +116,53 @@ def test_room_faces_point_inwards():
     np.testing.assert_allclose(v.min(axis=0), [-2, -3, 0])
     np.testing.assert_allclose(v.max(axis=0), [2, 3, 2.5])
     assert room_geometry((4.0, 6.0, 2.5))[1].shape == (10, 3)
+
+
+# ------------------------------------------------------------------------------------------ simplification
+
+def _fine_cube(subdivisions: int = 5):
+    """A unit cube [-0.5, 0.5]^3 with many vertices on its faces (subdivided), outward-wound."""
+    import trimesh
+
+    v, f = trimesh.creation.box(extents=(1.0, 1.0, 1.0)).vertices, trimesh.creation.box().faces
+    for _ in range(subdivisions):
+        v, f = trimesh.remesh.subdivide(v, f)
+    return np.asarray(v, np.float64), np.asarray(f, np.int64)
+
+
+def test_quadric_clustering_keeps_corners_and_faces_where_mean_clustering_shrinks():
+    v, f = _fine_cube()
+    mean_v, mean_f = assets.cluster_vertices(v, f, 7, placement="mean")
+    quad_v, quad_f = assets.cluster_vertices(v, f, 7, placement="quadric")
+    # the same clusters and faces, only the positions differ
+    np.testing.assert_array_equal(mean_f, quad_f)
+    assert len(quad_f) < len(f) / 10
+    # quadric placement: every vertex stays on the cube's surface and the corners stay at the corners
+    assert np.abs(np.abs(quad_v).max(axis=1) - 0.5).max() < 1e-9
+    np.testing.assert_allclose(quad_v.min(axis=0), -0.5, atol=1e-12)
+    np.testing.assert_allclose(quad_v.max(axis=0), 0.5, atol=1e-12)
+    # mean placement pulls edge and corner clusters inside (the mesh shrinks by a fraction of a cell)
+    assert np.abs(np.abs(mean_v).max(axis=1) - 0.5).max() > 0.01
+    with pytest.raises(ValueError, match="placement"):
+        assets.cluster_vertices(v, f, 7, placement="median")
+
+
+def test_quadric_simplified_mesh_file_stays_on_the_full_surface(meshes_dir):
+    from test_geometry import distance_to_mesh
+
+    path = meshes_dir / "bunny.ply"
+    full_v, full_f = unit_mesh(path)
+    v, f = unit_mesh(path, 32, "quadric")
+    assert len(f) < len(full_f) / 2 and f.max() < len(v) and not v.flags.writeable
+    # kept in the full mesh's unit frame: inside its bounding box, extent within one cell of 1
+    assert np.all(v.min(axis=0) >= full_v.min(axis=0) - 1e-12) and np.all(v.max(axis=0) <= full_v.max(axis=0) + 1e-12)
+    assert 1 - 1 / 32 < (v.max(axis=0) - v.min(axis=0)).max() <= 1
+    # every simplified vertex lies near the full surface: under half a cell (1/32 of the size)
+    d = distance_to_mesh(full_v, full_f, v)
+    assert np.median(d) < 0.001 and d.max() < 0.5 / 32  # (mean placement: 0.0024 and 0.017, measured)
+    # an object of 0.35 m: its geometry is the simplified mesh at that size (what is rendered and stored)
+    obj = ObjectSpec(name="s000000_o00_bunny", shape="bunny", path=str(path), size=0.35, detail=32, simplify="quadric")
+    gv, gf = object_geometry(obj)
+    np.testing.assert_allclose(gv, v * 0.35)
+    np.testing.assert_array_equal(gf, f)
+    assert assets.mesh_radius(path, 32, "quadric") == pytest.approx(float(np.sqrt((v ** 2).sum(1).max())))

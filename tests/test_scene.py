@@ -47,6 +47,8 @@ def _cfg(data: dict | None = None) -> GenerateConfig:
     ({"objects": {"primitives": ["blob"]}}, ConfigError, r"^generate\.objects\.primitives\[0\]: expected one of 'box'"),
     ({"objects": {"size": [0.1, 3.0]}}, ConfigError, r"^generate\.objects\.size: objects up to 3\.0 m"),
     ({"objects": {"mesh_ratio": 1.5}}, ConfigError, r"^generate\.objects\.mesh_ratio: expected a value <= 1"),
+    ({"objects": {"mesh_detail": 4}}, ConfigError, r"^generate\.objects\.mesh_detail: expected 0 \(full geometry\) or at least 8"),
+    ({"objects": {"mesh_detail": -1}}, ConfigError, r"^generate\.objects\.mesh_detail: expected a value >= 0"),
     ({"trajectories": {"kind": "teleport"}}, ConfigError, r"^generate\.trajectories\.kind: expected one of"),
     ({"cameras": {"rig": {"radius": 3.5}}}, ConfigError, r"^generate\.cameras\.rig: cameras .* must stay inside"),
     ({"cameras": {"handheld": {"frequency_hz": [-1, 1]}}}, ConfigError,
@@ -153,10 +155,10 @@ def test_make_spec_mixes_meshes_and_primitives(meshes_dir):
     assert 10 < sum(kinds) < 40
 
 
-@pytest.mark.parametrize("kind", ["spline", "constant_velocity"])
-def test_no_object_intersects_the_room(kind, meshes_dir):
+@pytest.mark.parametrize("kind, detail", [("spline", 0), ("constant_velocity", 0), ("spline", 32)])
+def test_no_object_intersects_the_room(kind, detail, meshes_dir):
     cfg = _cfg({"num_frames": 60, "objects": {"count": 8, "size": [0.3, 0.7], "mesh_dir": str(meshes_dir),
-                                              "region": [3.0, 3.0, 2.0]},
+                                              "region": [3.0, 3.0, 2.0], "mesh_detail": detail},
                 "room": {"size": [3.2, 3.4, 2.2], "margin": 0.02},
                 "trajectories": {"kind": kind, "speed": [0.5, 1.5], "angular_speed_deg": [90, 180]},
                 "cameras": {"rig": {"radius": 1.4, "radius_jitter": 0.1, "height": 1.0}}})
@@ -165,6 +167,7 @@ def test_no_object_intersects_the_room(kind, meshes_dir):
         spec = make_spec(cfg, 1, index)
         poses = spec.object_poses()
         for k, obj in enumerate(spec.objects):
+            assert (obj.detail, obj.simplify) == ((detail, "quadric") if obj.is_mesh_file and detail else (0, "cluster"))
             v, _ = object_geometry(obj)
             assert np.linalg.norm(v, axis=1).max() <= obj.radius + 1e-9
             world = np.einsum("tij,mj->tmi", poses[:, k, :3, :3], v) + poses[:, k, None, :3, 3]
