@@ -457,3 +457,61 @@ def test_moderngl_without_egl_says_what_to_install(monkeypatch):
     monkeypatch.setattr(moderngl, "create_context", no_egl)
     with pytest.raises(RuntimeError, match=r"could not create an OpenGL 3.3 EGL context.*libegl1.*generate.renderer=raycast"):
         make_renderer("moderngl")
+
+
+# ------------------------------------------------------------------------------------------ moderngl culling
+
+def test_closed_outward_finds_solids_with_outward_faces(meshes_dir):
+    from synthseq.generator.assets import make_primitive, room_geometry, unit_mesh
+    from synthseq.generator.render.moderngl import closed_outward
+
+    for kind, params in [("box", (0.3, 0.2, 0.1)), ("sphere", (0.2,)), ("cylinder", (0.1, 0.3)), ("cone", (0.1, 0.3)),
+                         ("capsule", (0.05, 0.2)), ("torus", (0.2, 0.05))]:
+        assert closed_outward(*make_primitive(kind, params)), kind
+    v, f = make_primitive("box", (0.3, 0.2, 0.1))
+    assert not closed_outward(v, f[:, ::-1])  # wound inwards
+    assert not closed_outward(v, f[1:])  # a face missing
+    assert not closed_outward(*room_geometry((4.0, 4.0, 3.0)))  # open (no ceiling)
+    assert not closed_outward(*room_geometry((4.0, 4.0, 3.0), ceiling=True))  # closed, faces inwards
+    assert not closed_outward(*unit_mesh(meshes_dir / "bunny.ply"))  # a scan with holes
+    assert closed_outward(*unit_mesh(meshes_dir / "angle_block.STL"))  # a watertight CAD part
+
+
+def test_moderngl_culling_changes_no_image():
+    """Back faces of closed meshes are culled: the same images as drawing both sides, also when a camera is
+    inside a closed mesh (a closed box as the room) or a pose mirrors a mesh (culling is then skipped)."""
+    from synthseq.generator.assets import make_primitive
+    from synthseq.generator.render.moderngl import ModernglRenderer
+
+    rng = np.random.default_rng(11)
+    meshes = _random_boxes(rng, 6, "cull")
+    for k, (kind, params) in enumerate([("sphere", (0.2,)), ("torus", (0.25, 0.08)), ("capsule", (0.1, 0.3))]):
+        T = translation(*rng.uniform((-1.0, -1.0, 0.3), (1.0, 1.0, 1.2)))
+        T[:3, :3] = trimesh.transformations.random_rotation_matrix(rng.random(3))[:3, :3]
+        meshes.append(RenderMesh(*make_primitive(kind, params), T, 6 + k, f"cull-{kind}"))
+    camera = Camera.from_fov(62.0, 320, 240)
+    T = 2
+    poses = np.stack([m.world_from_object for m in meshes])
+    world_from_cameras = np.stack([np.stack([look_at((2.4 * np.cos(a + t), 2.4 * np.sin(a + t), 1.4), (0.0, 0.0, 0.6))
+                                             for a in (0.0, 1.5, 3.0, 4.5)]) for t in range(T)])
+    mirrored = poses.copy()
+    mirrored[:, :3, 0] *= -1  # every mesh mirrored in its own x: GL sees its outward faces clockwise
+    culled, plain = ModernglRenderer(), ModernglRenderer(cull_closed=False)
+    try:
+        for scene, pose in [(meshes, poses), (meshes + [room_mesh((6.0, 6.0, 3.0), key="cull-room")],
+                                              np.concatenate([poses, translation(0, 0, 1.5)[None]])),
+                            (meshes, mirrored)]:
+            world_from_objects = np.repeat(pose[None], T, axis=0)
+            a = culled.render_frames(scene, world_from_objects, camera, world_from_cameras)
+            b = plain.render_frames(scene, world_from_objects, camera, world_from_cameras)
+            assert len(np.unique(a[1])) >= 8
+            np.testing.assert_array_equal(a[1], b[1])
+            # grazing silhouettes: front and back face meet, float rounding may pick the other (both on the mesh)
+            assert (a[0] == b[0]).mean() > 0.9999
+        # a closed box around the cameras (a room) alone: still drawn, every pixel hits it
+        inside = culled.render_frames([room_mesh((6.0, 6.0, 3.0), key="cull-room-alone")],
+                                      translation(0, 0, 1.5)[None, None], camera, world_from_cameras[:1])
+        assert np.all(inside[0] > 0) and np.all(inside[1] == -1)
+    finally:
+        culled.close()
+        plain.close()

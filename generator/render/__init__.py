@@ -63,7 +63,7 @@ def make_renderer(name: str, key: str = "generate.renderer", threads: int | None
             process (its ``close()`` drops only the handle): what a build worker running many tasks wants.
         **options: passed to the backend's constructor (``nthreads`` for raycast;
             ``znear_m`` / ``zfar_m`` for pyrender; ``znear_m`` / ``zfar_m`` / ``max_batch_pixels`` /
-            ``egl_device`` for moderngl).
+            ``egl_device`` / ``cull_closed`` for moderngl).
 
     Returns:
         A :class:`Renderer`. Call ``close()`` when done (pyrender holds a GL context).

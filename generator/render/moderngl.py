@@ -11,8 +11,18 @@ Facts this module relies on, all at this boundary:
 - **Axes and pixel centres.** The shader projects OpenCV camera points itself: window x = fx x / z + cx + 0.5
   (GL samples pixel column c at c + 0.5, the project puts pixel centres at integer u), and window y =
   fy y / z + cy + 0.5 with *no* flip, so row r of a tile in GL window coordinates is image row r, and the
-  rows ``glReadPixels`` returns (bottom-up) are the image's rows top-down. Nothing is culled: both sides of
-  every triangle are drawn, as the ray caster sees them.
+  rows ``glReadPixels`` returns (bottom-up) are the image's rows top-down. That y mirror flips the winding
+  in window coordinates: a face wound counter-clockwise seen from outside (outward normal) is clockwise on
+  screen, so GL's "front" faces are our back faces.
+- **Culling.** Both sides of every triangle are drawn (as the ray caster sees them), except for meshes that
+  bound a solid with outward winding (:func:`closed_outward`: every edge shared by exactly two faces in
+  opposite directions, positive volume; trimesh's primitives, watertight CAD files): seen from outside, the
+  first surface of such a mesh along any ray faces the camera, so its back faces can never be the nearest
+  surface and culling them changes no pixel, while llvmpipe skips rasterising them (about half the
+  triangles of a closed mesh). Those meshes are drawn first, with back-face culling, then the others
+  (open scans, simplified meshes, the room) without. The argument needs the camera outside the solid and
+  the near plane not cutting into it: a call in which any camera comes within the near plane's reach of a
+  closed mesh's bounding box (a closed box used as a room, seen from inside) draws everything unculled.
 - **Tiles.** Each tile's [0, W] x [0, H] window rectangle is enforced by four ``gl_ClipDistance`` planes
   (linear in clip space), so a triangle never bleeds into a neighbouring tile; GL clips it exactly.
 - **Depth.** The stored depth is the camera z of the fragment, interpolated perspective-correctly from the
@@ -88,6 +98,23 @@ void main() {
 """
 
 
+def closed_outward(vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """Whether a triangle mesh bounds a solid with its faces wound outward (counter-clockwise seen from
+    outside): every directed edge (a, b) occurs once and its reverse (b, a) once (closed, consistently wound,
+    two faces per edge), and the signed volume is positive. Vertex positions are not merged: a mesh whose
+    seams repeat vertices counts as open (drawn unculled, which is always correct)."""
+    f = np.asarray(faces, dtype=np.int64)
+    if len(f) < 4:
+        return False
+    a, b = f.reshape(-1), f[:, [1, 2, 0]].reshape(-1)
+    n = int(f.max()) + 1
+    forward = np.sort(a * n + b)
+    if np.any(forward[1:] == forward[:-1]) or not np.array_equal(forward, np.sort(b * n + a)):
+        return False
+    v = np.asarray(vertices, dtype=np.float64)[f]
+    return float(np.einsum("ij,ij->", v[:, 0], np.cross(v[:, 1], v[:, 2]))) > 0
+
+
 def _import_moderngl():
     try:
         import moderngl
@@ -108,12 +135,14 @@ class ModernglRenderer(MultiViewRenderer):
         max_batch_pixels: pixels per atlas (tiles per draw = this // (W * H), at least 1); bounds the GL
             memory (10 bytes per pixel) and the host buffers of one readback (6 bytes per pixel).
         egl_device: EGL device index (None: the default device).
+        cull_closed: cull the back faces of closed, outward-wound meshes (module docstring: same images,
+            less rasterisation); False draws both sides of everything.
     """
 
     name = "moderngl"
 
     def __init__(self, znear_m: float = 0.05, zfar_m: float = 20.0, max_batch_pixels: int = 1 << 22,
-                 egl_device: int | None = None):
+                 egl_device: int | None = None, cull_closed: bool = True):
         if not (0 < znear_m < zfar_m):
             raise ValueError(f"ModernglRenderer: expected 0 < znear_m < zfar_m, got {znear_m}, {zfar_m}")
         if int(max_batch_pixels) < 1:
@@ -121,6 +150,7 @@ class ModernglRenderer(MultiViewRenderer):
         moderngl = _import_moderngl()
         self.znear_m, self.zfar_m = float(znear_m), float(zfar_m)
         self.max_batch_pixels = int(max_batch_pixels)
+        self.cull_closed = bool(cull_closed)
         kwargs = {"standalone": True, "backend": "egl"}
         if egl_device is not None:
             kwargs["device_index"] = int(egl_device)
@@ -138,7 +168,7 @@ class ModernglRenderer(MultiViewRenderer):
             self._max_size = int(self.ctx.info.get("GL_MAX_TEXTURE_SIZE", 8192))
             self._program = self.ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
             self._program["camera_from_object"] = 0
-        self._geometry = None  # (keys, sources, vao, buffers, num_meshes)
+        self._geometry = None  # (keys, sources, vao, buffers, num_meshes, culled indices, closed boxes)
         self._target = None  # (size, fbo, colour, depth)
         self._pose_texture = None
         self._readback = np.empty(0, np.uint8)  # reused host buffer of one target's readback (no fresh pages)
@@ -156,7 +186,7 @@ class ModernglRenderer(MultiViewRenderer):
             self._geometry = (keys, [(m.vertices, m.faces) for m in meshes], *cached[2:])
             return self._geometry
         self._release_geometry()
-        positions, mesh_index, codes, indices = [], [], [], []
+        positions, mesh_index, codes, indices, closed = [], [], [], [], []
         offset = 0
         for k, mesh in enumerate(meshes):
             vertices = np.asarray(mesh.vertices, dtype=np.float32)
@@ -171,7 +201,16 @@ class ModernglRenderer(MultiViewRenderer):
             mesh_index.append(np.full(len(vertices), k, dtype=np.int32))
             codes.append(np.full(len(vertices), mesh.instance_id + 1, dtype=np.int32))
             indices.append(faces.astype(np.uint32) + np.uint32(offset))
+            if self.cull_closed and closed_outward(vertices, faces):
+                closed.append((k, vertices.min(axis=0).astype(np.float64), vertices.max(axis=0).astype(np.float64)))
+            else:
+                closed.append(None)
             offset += len(vertices)
+        # closed meshes first (drawn with culling), then the rest, each group in the meshes' order
+        order = [i for i, c in enumerate(closed) if c] + [i for i, c in enumerate(closed) if not c]
+        culled = 3 * sum(len(indices[i]) for i in order if closed[i])
+        indices = [indices[i] for i in order]
+        boxes = [c for c in closed if c]  # (mesh index, bbox low, bbox high) of the culled meshes
         ctx = self.ctx
         vao = None
         buffers = []
@@ -184,12 +223,12 @@ class ModernglRenderer(MultiViewRenderer):
             vao = ctx.vertex_array(self._program, [(vbo, "3f", "in_position"), (mbo, "i", "in_mesh"),
                                                    (cbo, "i", "in_code")],
                                    index_buffer=ibo, index_element_size=4)
-        self._geometry = (keys, [(m.vertices, m.faces) for m in meshes], vao, buffers, len(meshes))
+        self._geometry = (keys, [(m.vertices, m.faces) for m in meshes], vao, buffers, len(meshes), culled, boxes)
         return self._geometry
 
     def _release_geometry(self) -> None:
         if self._geometry is not None:
-            _, _, vao, buffers, _ = self._geometry
+            _, _, vao, buffers, _, _, _ = self._geometry
             if vao is not None:
                 vao.release()
             for b in buffers:
@@ -259,20 +298,42 @@ class ModernglRenderer(MultiViewRenderer):
         T, M = world_from_objects.shape[:2]
         V = world_from_cameras.shape[1]
         H, W = camera.height, camera.width
-        _, _, vao, _, _ = self._upload_geometry(meshes)
+        _, _, vao, _, _, culled, boxes = self._upload_geometry(meshes)
         if vao is not None and T * V > 0:
             # camera_from_object of every (frame, view, mesh) in float64, then float32 for the GPU
             camera_from_world = np.linalg.inv(world_from_cameras).reshape(T * V, 4, 4)
             camera_from_object = np.einsum("bij,bmjk->bmik", camera_from_world,
-                                           np.repeat(world_from_objects, V, axis=0))[:, :, :3, :]
-            rows34 = np.ascontiguousarray(camera_from_object, dtype=np.float32).reshape(T * V, 3 * M, 4)
+                                           np.repeat(world_from_objects, V, axis=0))
+            if culled and self._cannot_cull(camera_from_object, boxes, camera):
+                culled = 0  # everything drawn unculled in this call
+            rows34 = np.ascontiguousarray(camera_from_object[:, :, :3, :], dtype=np.float32).reshape(T * V, 3 * M,
+                                                                                                    4)
             tiles, per_row = self._layout(W, H)
             for start in range(0, T * V, tiles):
                 stop = min(start + tiles, T * V)
-                self._render_batch(vao, rows34[start:stop], camera, per_row, depth[start:stop], codes[start:stop])
+                self._render_batch(vao, culled, rows34[start:stop], camera, per_row, depth[start:stop],
+                                   codes[start:stop])
 
-    def _render_batch(self, vao, rows34: np.ndarray, camera: Camera, per_row: int, depth_out, code_out) -> None:
-        """Draw B tiles in one instanced call and read the atlas back once into depth_out/code_out (B, H, W)."""
+    def _cannot_cull(self, camera_from_object, boxes, camera: Camera) -> bool:
+        """Whether culling a closed mesh could change this call's images: a camera within its near plane's
+        reach (the farthest near-plane corner) of the mesh's bounding box (object frame), or a pose that
+        mirrors the mesh (negative determinant: its outward faces would turn clockwise)."""
+        half_w = max(camera.cx + 0.5, camera.width - 0.5 - camera.cx) / camera.fx
+        half_h = max(camera.cy + 0.5, camera.height - 0.5 - camera.cy) / camera.fy
+        reach = self.znear_m * math.sqrt(1.0 + half_w ** 2 + half_h ** 2)
+        for k, lo, hi in boxes:
+            pose = camera_from_object[:, k]
+            if np.any(np.linalg.det(pose[:, :3, :3]) <= 0):
+                return True
+            eye = np.linalg.inv(pose)[:, :3, 3]  # camera centre in the object frame
+            if np.any(np.all((eye > lo - reach) & (eye < hi + reach), axis=1)):
+                return True
+        return False
+
+    def _render_batch(self, vao, culled: int, rows34: np.ndarray, camera: Camera, per_row: int, depth_out,
+                      code_out) -> None:
+        """Draw B tiles (one instanced call per culling group: the first ``culled`` indices with back faces
+        culled, the rest without) and read the atlas back once into depth_out/code_out (B, H, W)."""
         moderngl = self._moderngl
         B = len(rows34)
         H, W = camera.height, camera.width
@@ -296,9 +357,16 @@ class ModernglRenderer(MultiViewRenderer):
         used = (0, 0, per_row * W, rows * H)
         fbo.viewport = (0, 0, fbo.size[0], fbo.size[1])
         fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0, viewport=used)  # every colour attachment: z 0, code 0
-        self.ctx.enable_only(moderngl.DEPTH_TEST)
         self._pose_texture.use(0)
-        vao.render(moderngl.TRIANGLES, instances=B)
+        total = vao.vertices
+        if culled:
+            self.ctx.enable_only(moderngl.DEPTH_TEST | moderngl.CULL_FACE)
+            self.ctx.front_face = "ccw"
+            self.ctx.cull_face = "front"  # GL's front = our back faces (window y is mirrored: docstring)
+            vao.render(moderngl.TRIANGLES, vertices=culled, first=0, instances=B)
+        if total > culled:
+            self.ctx.enable_only(moderngl.DEPTH_TEST)
+            vao.render(moderngl.TRIANGLES, vertices=total - culled, first=culled, instances=B)
         full = B // per_row
         for attachment, out, dtype in ((0, depth_out, "f4"), (1, code_out, "i2")):
             nbytes = used[2] * used[3] * out.itemsize
