@@ -246,8 +246,9 @@ def apply_sensor_batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Apply the sensor model to B rendered views at once (array code over the batch, no per-view loop).
 
-    One 64-bit draw per pixel (``rng.bit_generator.random_raw``) gives the four 16-bit random words the
-    model uses (lateral row and column shift, axial noise quantile, dropout), so the stream consumed depends
+    One uniform 64-bit draw per pixel (``rng.integers(0, 2**64, dtype=np.uint64)``: for the default PCG64
+    generator, exactly its raw output, ``rng.bit_generator.random_raw``, drawn ~1.5x faster) gives the four
+    16-bit random words the model uses (lateral row and column shift, axial noise quantile, dropout), so the stream consumed depends
     only on the number of pixels: splitting a sequence into batches differently gives identical output.
 
     Args:
@@ -282,7 +283,7 @@ def apply_sensor_batch(
     for b0 in range(0, len(depth_m), step):
         b1 = min(len(depth_m), b0 + step)
         # the four little-endian 16-bit words of each pixel's 64-bit draw, as four contiguous arrays
-        raw = rng.bit_generator.random_raw((b1 - b0) * H * W).astype("<u8", copy=False)
+        raw = rng.integers(0, 1 << 64, size=(b1 - b0) * H * W, dtype=np.uint64).astype("<u8", copy=False)
         words = np.ascontiguousarray(raw.view("<u2").reshape(-1, 4).T).reshape(4, b1 - b0, H, W)
         z_out[b0:b1], inst_out[b0:b1] = kinect_model(depth_m[b0:b1], instance[b0:b1], words, camera, cfg,
                                                      NUMPY_OPS)
@@ -348,7 +349,15 @@ def kinect_model(depth_m, instance, words, camera: Camera, cfg: SensorConfig, op
 
     # 1. Lateral noise: read each pixel from a randomly shifted neighbour (depth and instance together).
     sigma_px = cfg.lateral_sigma_px * camera.fx / cfg.focal_px
-    if sigma_px > 0:
+    shifted = None
+    if sigma_px > 0 and ops.module == "numpy":
+        shifted = _lateral_numpy([z, inst] + ([edges] if edges is not None else []), words[0], words[1],
+                                 float(sigma_px))
+        if shifted is not None:
+            z, inst = shifted[0], shifted[1]
+            if edges is not None:
+                edges = shifted[2]
+    if sigma_px > 0 and shifted is None:
         rows = ops.clip(_shift_px(words[0], float(sigma_px), ops) + ops.arange(H, z)[:, None], 0, H - 1)
         cols = ops.clip(_shift_px(words[1], float(sigma_px), ops) + ops.arange(W, z)[None, :], 0, W - 1)
         flat = (rows * W + cols + (ops.arange(B, z) * (H * W))[:, None, None]).reshape(-1)
@@ -386,6 +395,55 @@ def kinect_model(depth_m, instance, words, camera: Camera, cfg: SensorConfig, op
     z = ops.f32(z * valid)  # multiplying by the mask: cheaper than where(), and z is finite here
     inst = ops.i16((inst + 1) * valid - 1)
     return z, inst
+
+
+_LATERAL_BASE: dict = {}  # the last (shape, pad, low) -> flat index of every pixel's unshifted source
+
+
+def _lateral_numpy(arrays: list, row_words, col_words, sigma_px: float):
+    """Step 1 of :func:`kinect_model` on numpy arrays, the same values as its generic code, ~1.5x cheaper:
+    each (B, H, W) array is padded by P = max |shift| pixels replicating its edge rows and columns (what
+    clipping the shifted coordinates does), and one flat index per pixel, built from the shifts counted in
+    uint8 (:func:`_shift_px`'s step comparisons), gathers every array. None when the shift table is not a
+    few unit steps (the generic code handles it)."""
+    table = _rounded_normal_table(sigma_px)
+    diff = np.diff(table)
+    steps = np.flatnonzero(diff) + 1
+    if len(steps) == 0 or len(steps) > 8 or np.any(diff[steps - 1] != 1):
+        return None
+    low = int(table[0])
+    pad = max(-low, int(table[-1]), 0)
+    B, H, W = arrays[0].shape
+    Hp, Wp = H + 2 * pad, W + 2 * pad
+    key = (B, H, W, pad, low)
+    base = _LATERAL_BASE.get(key)
+    if base is None:  # padded flat index of pixel (b, r + low, c + low): the smallest shift
+        base = ((np.arange(B, dtype=np.int64) * (Hp * Wp))[:, None, None]
+                + ((np.arange(H, dtype=np.int64) + (pad + low)) * Wp)[None, :, None]
+                + (np.arange(W, dtype=np.int64) + (pad + low))[None, None, :])
+        _LATERAL_BASE.clear()
+        _LATERAL_BASE[key] = base
+
+    def count(words):  # shift - low: how many steps the word reaches, 0 .. len(steps)
+        n = np.greater_equal(words, int(steps[0])).view(np.uint8)
+        for step in steps[1:]:
+            n += np.greater_equal(words, int(step))
+        return n
+
+    index = np.multiply(count(row_words), np.int64(Wp), dtype=np.int64)
+    index += base
+    index += count(col_words)
+    index = index.reshape(-1)
+    out = []
+    for a in arrays:
+        padded = np.empty((B, Hp, Wp), a.dtype)
+        padded[:, pad:pad + H, pad:pad + W] = a
+        padded[:, :pad, pad:pad + W] = a[:, :1]
+        padded[:, pad + H:, pad:pad + W] = a[:, -1:]
+        padded[:, :, :pad] = padded[:, :, pad:pad + 1]
+        padded[:, :, pad + W:] = padded[:, :, pad + W - 1:pad + W]
+        out.append(padded.reshape(-1).take(index).reshape(B, H, W))
+    return out
 
 
 def _shift_px(words, sigma_px: float, ops: ArrayOps):

@@ -264,3 +264,35 @@ def test_torch_kinect_model_equals_numpy_on_the_same_random_words():
         np.testing.assert_array_equal(i_t.numpy(), i_np)
         np.testing.assert_allclose(z_t.numpy(), z_np, rtol=1e-6, atol=0)
         assert 0.5 < (z_np > 0).mean() < 0.99
+
+
+@pytest.mark.parametrize("shape", [(3, 240, 320), (2, 1, 3), (1, 5, 2)])
+def test_numpy_lateral_gather_equals_the_clipped_lookup(shape):
+    """The numpy path's padded gather takes every pixel from the same neighbour as clipping the shifted
+    coordinates (the generic code, which torch runs), for depth, instance and edge arrays alike."""
+    from synthseq.generator.sensor import NUMPY_OPS, _lateral_numpy, _shift_px
+
+    rng = np.random.default_rng(4)
+    B, H, W = shape
+    arrays = [rng.uniform(0.5, 4.0, shape).astype(np.float32), rng.integers(-1, 9, shape).astype(np.int16),
+              rng.random(shape) < 0.3]
+    words = rng.integers(0, 1 << 16, size=(2, *shape)).astype(np.uint16)
+    for sigma in (0.1, 0.38, 0.8, 1.5, 4.0):
+        rows = np.clip(_shift_px(words[0], sigma, NUMPY_OPS) + np.arange(H)[:, None], 0, H - 1)
+        cols = np.clip(_shift_px(words[1], sigma, NUMPY_OPS) + np.arange(W)[None, :], 0, W - 1)
+        b = np.arange(B)[:, None, None]
+        got = _lateral_numpy(arrays, words[0], words[1], sigma)
+        if got is None:  # no shift at all, or more than a few unit steps: the generic code runs
+            assert sigma in (0.1, 1.5, 4.0)
+            continue
+        for a, g in zip(arrays, got):
+            assert g.dtype == a.dtype and g.shape == a.shape
+            np.testing.assert_array_equal(g, a[b, rows, cols])
+
+
+def test_the_sensor_draw_is_the_generators_raw_output():
+    """apply_sensor_batch draws rng.integers(0, 2**64, uint64): for PCG64 (default_rng) the raw 64-bit outputs,
+    the stream of earlier versions, and it leaves the generator in the same state."""
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    np.testing.assert_array_equal(a.integers(0, 1 << 64, size=1000, dtype=np.uint64), b.bit_generator.random_raw(1000))
+    assert a.random() == b.random()
