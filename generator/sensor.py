@@ -248,8 +248,9 @@ def apply_sensor_batch(
 
     One uniform 64-bit draw per pixel (``rng.integers(0, 2**64, dtype=np.uint64)``: for the default PCG64
     generator, exactly its raw output, ``rng.bit_generator.random_raw``, drawn ~1.5x faster) gives the four
-    16-bit random words the model uses (lateral row and column shift, axial noise quantile, dropout), so the stream consumed depends
-    only on the number of pixels: splitting a sequence into batches differently gives identical output.
+    16-bit random words the model uses (lateral row and column shift, axial noise quantile, dropout), so the
+    stream consumed depends only on the number of pixels: splitting a sequence into batches differently gives
+    identical output.
 
     Args:
         depth_m: (B, H, W) float32 z-depth, metres, 0 = no surface.
