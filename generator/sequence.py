@@ -32,6 +32,7 @@ _NEIGHBOUR_DC = np.array([1, -1, 0, 0])
 # On a device, bigger chunks mean fewer GL draws, readbacks and kernel launches per sequence.
 _CHUNK_PIXELS = 1 << 22
 _DEVICE_CHUNK_PIXELS = 1 << 25
+_NORMAL_BLOCK_POINTS = 8192  # points per depth_normals call in sample_views (its arrays stay in L2)
 
 
 def _sensor_rng(seed: int) -> np.random.Generator:
@@ -173,7 +174,12 @@ def sample_views(depth: np.ndarray, instance: np.ndarray, K: np.ndarray, num_poi
     labels[empty] = BACKGROUND_LABEL
     normals = None
     if ideal_depth is not None:
-        normals = depth_normals(ideal_depth, ideal_instance, rows, cols, K, images).astype(np.float32)
+        # in blocks of points: ~40 array passes over (4, M) float64 arrays that stay in L2 cost ~1.6x less
+        # than over a whole sequence's points (measured); every point's normal is its own, so the same values
+        normals = np.empty((len(rows), 3), np.float32)
+        for s in range(0, len(rows), _NORMAL_BLOCK_POINTS):
+            e = s + _NORMAL_BLOCK_POINTS
+            normals[s:e] = depth_normals(ideal_depth, ideal_instance, rows[s:e], cols[s:e], K, images[s:e])
         normals[empty] = 0.0
         normals = normals.reshape(B, num_points, 3)
     return points.reshape(B, num_points, 3), labels.reshape(B, num_points), normals, num_valid
