@@ -311,12 +311,29 @@ class RealPairs(Dataset):
             to resample in-memory sequences whose N differs (None: as stored).
         transform: ``transform(sample, rng) -> sample``.
         seed: sampling seed.
+        sampling: ``"random"`` (the default): ``num_points`` drawn uniformly from the valid pixels, as
+            ``load_capture`` samples; ``"voxel"``: one point per occupied voxel of the frame's dense cloud
+            (``synthseq.geometry.voxel_points``, the voxel shrunk from ``voxel_m`` until there are
+            ``num_points``), the way the pose estimator samples at inference, so that descriptors train on
+            the clouds they will see. Each frame's voxel sample is drawn once (seeded by the frame) and kept.
+        voxel_m: first voxel size for ``sampling="voxel"`` (metres).
+        max_depth_m: ``sampling="voxel"`` only: depth limit of the dense cloud (evaluation's is 3 m).
         **capture_options: passed to ``load_capture`` for paths (max_frames, stride, voxel_size, ...).
     """
 
     def __init__(self, path_or_sequence, gaps: TypingSequence[int] = (1, 5, 10), num_points: int | None = None,
-                 transform: Callable | None = None, seed: int = 0, **capture_options):
+                 transform: Callable | None = None, seed: int = 0, sampling: str = "random",
+                 voxel_m: float = 0.05, max_depth_m: float | None = None, **capture_options):
         from synthseq.datasets.real import detect_format, load_capture
+
+        if sampling not in ("random", "voxel"):
+            raise ValueError(f"sampling: expected 'random' or 'voxel', got {sampling!r}")
+        if sampling == "voxel" and num_points is None:
+            raise ValueError("sampling='voxel' needs num_points")
+        self.sampling = sampling
+        self.voxel_m = float(voxel_m)
+        self.max_depth_m = max_depth_m
+        self._voxel_cache: dict[tuple[int, int, int], tuple[np.ndarray, int]] = {}
 
         items = path_or_sequence if isinstance(path_or_sequence, (list, tuple)) else [path_or_sequence]
         self.sequences: list[PointSequence] = []
@@ -327,7 +344,10 @@ class RealPairs(Dataset):
                 opts = dict(capture_options)
                 if num_points is not None:
                     opts.setdefault("num_points", num_points)
-                if detect_format(it) == "tum":
+                fmt = detect_format(it)
+                if sampling == "voxel" and fmt != "pointclouds":
+                    opts.setdefault("keep_depth", True)  # the dense cloud is sampled per frame
+                if fmt == "tum":
                     # Training needs no labels: keep frames with no ground-truth pose in tolerance (mocap gaps,
                     # issue 14) in place, with NaN poses, so the pairs keep their true frame gaps.
                     opts.setdefault("missing_pose", "nan")
@@ -351,6 +371,30 @@ class RealPairs(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def _voxel_cloud(self, si: int, v: int, f: int) -> tuple[np.ndarray, int]:
+        """(num_points, 3) float32 voxel sample of frame f of view v of sequence si (drawn once, seeded by
+        the frame; repeated points only when the frame has fewer voxels than num_points), and the number of
+        distinct points."""
+        from synthseq.geometry import backproject_depth, voxel_points
+
+        key = (si, v, f)
+        if key not in self._voxel_cache:
+            s = self.sequences[si]
+            if s.depth is not None:
+                depth_m = s.depth[f, v].astype(np.float32) / 1000.0
+                if self.max_depth_m is not None:
+                    depth_m[depth_m > self.max_depth_m] = 0.0
+                dense = backproject_depth(depth_m, s.intrinsics[v])[0]
+            else:
+                dense = s.points[f, v][: int(s.num_valid[f, v])]
+            rng = np.random.default_rng([self.seed, si, v, f])
+            p = voxel_points(dense, self.num_points, rng, self.voxel_m)
+            n = len(p) if p.any() else 0
+            if len(p) != self.num_points:
+                p = p[sample_fixed(self.num_points, n, rng)] if n else np.zeros((self.num_points, 3), np.float32)
+            self._voxel_cache[key] = (np.ascontiguousarray(p, dtype=np.float32), n)
+        return self._voxel_cache[key]
+
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self.items):
             raise IndexError(f"index {index} out of range for {len(self.items)} pairs")
@@ -359,6 +403,9 @@ class RealPairs(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         clouds = []
         for f in (t, t + d):
+            if self.sampling == "voxel":
+                clouds.append(self._voxel_cloud(si, v, f))
+                continue
             p = s.points[f, v]
             nv = int(s.num_valid[f, v])
             if self.num_points is not None and self.num_points != len(p):

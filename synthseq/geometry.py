@@ -1,5 +1,6 @@
 """Geometry shared by the generator, the datasets, the trainer and the viewer: 4x4 poses, pinhole projection
-and back-projection, the OpenCV look-at, and rotations (through ``scipy.spatial.transform.Rotation``).
+and back-projection, the OpenCV look-at, rotations (through ``scipy.spatial.transform.Rotation``), and
+sampling a fixed number of points from a cloud on a voxel grid.
 
 Conventions are those of :mod:`synthseq.types`: poses ``a_from_b`` act on column vectors, camera axes are
 OpenCV (x right, y down, z forward), depth is z-depth, and pixel (u, v) = (col, row) is the centre of that
@@ -181,3 +182,32 @@ def rotation_angle_deg(rotation: np.ndarray) -> np.ndarray:
     out = np.full(len(flat), np.nan)
     out[ok] = np.degrees(_rotation().from_matrix(flat[ok]).magnitude())
     return out.reshape(R.shape[:-2])[()]
+
+
+# ----------------------------------------------------------------------------------------- sampling clouds
+
+def clean_cloud(points) -> np.ndarray:
+    """(M, 3) float32 without non-finite rows and zero rows (padding of frames without valid depth)."""
+    p = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+    p = p[np.all(np.isfinite(p), axis=1)]
+    return p[np.any(p != 0.0, axis=1)]
+
+
+def voxel_points(points, n: int, rng: np.random.Generator, voxel_m: float = 0.05) -> np.ndarray:
+    """n points of an (M, 3) cloud, one per occupied voxel (Open3D's voxel centroids), in random order; (n, 3)
+    float32. The voxel starts at ``voxel_m`` and shrinks by a quarter until the grid has at least n points, at
+    most 6 times; fewer points when even then the cloud is too small (never repeated points), zeros when it has
+    none."""
+    import open3d as o3d  # its voxel grid is ~10x faster than numpy's unique on a dense frame
+
+    p = clean_cloud(points)
+    if len(p) == 0:
+        return np.zeros((n, 3), np.float32)
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(p.astype(np.float64)))
+    v = float(voxel_m)
+    for _ in range(6):
+        q = np.asarray(pcd.voxel_down_sample(v).points, dtype=np.float32)
+        if len(q) >= n:
+            break
+        v *= 0.75
+    return q[rng.permutation(len(q))[:n]]

@@ -105,7 +105,7 @@ def test_estimator_without_motion_information_falls_back_to_the_identity_and_rep
 
 
 def test_voxel_points_are_distinct_grid_points_of_the_cloud():
-    from synthseq.training.estimator import voxel_points
+    from synthseq.geometry import voxel_points
 
     rng = np.random.default_rng(0)
     cloud = toy_room(rng, 60000).astype(np.float32)
@@ -241,7 +241,31 @@ class _Frames:
         return (self.scene - T[:3, 3]) @ T[:3, :3]
 
 
-def test_label_sequence_accepts_consistent_pairs_and_rejects_a_corrupt_frame():
+def test_chained_label_checks_reject_a_wrong_chain_and_a_bad_step():
+    from synthseq.training.baselines import Registration
+    from synthseq.training.config import PseudoLabelConfig
+    from synthseq.training.pseudo_labels import check_chained_label
+
+    cfg = PseudoLabelConfig(method="chained")
+    rng = np.random.default_rng(0)
+    T = np.eye(4)
+    T[:3, :3] = random_rotation(rng, np.deg2rad(10))
+    T[:3, 3] = [0.05, 0.0, 0.02]
+    steps = [Registration(np.eye(4), 0.1, 0.9, 0.01)] * 3
+    refined = Registration(T, 0.1, fitness=0.9, inlier_rmse=0.01)
+    assert check_chained_label(refined, T.copy(), steps, cfg) == (True, "ok")
+    drifted = T.copy()
+    drifted[:3, 3] += [0.06, 0.0, 0.0]  # the chain drifted 6 cm from what the direct fit found
+    ok, why = check_chained_label(refined, drifted, steps, cfg)
+    assert not ok and "disagreement" in why
+    ok, why = check_chained_label(refined, T, steps[:2] + [Registration(np.eye(4), 0.1, 0.2, 0.01)], cfg)
+    assert not ok and why.startswith("step 2: fitness")
+    ok, why = check_chained_label(Registration(T, 0.1, 0.9, 0.05), T, steps, cfg)
+    assert not ok and "RMSE" in why
+
+
+@pytest.mark.parametrize("method", ["chained", "fpfh"])
+def test_label_sequence_accepts_consistent_pairs_and_rejects_a_corrupt_frame(method):
     from synthseq.training.config import PseudoLabelConfig
     from synthseq.training.pseudo_labels import label_sequence
 
@@ -253,7 +277,7 @@ def test_label_sequence_accepts_consistent_pairs_and_rejects_a_corrupt_frame():
         T[:3, :3] = random_rotation(np.random.default_rng(t), np.deg2rad(2.0 * t))
         T[:3, 3] = [0.02 * t, 0.0, 0.01 * t]
         poses.append(T)
-    cfg = PseudoLabelConfig(max_pairs=3, min_fitness=0.5, max_rmse_m=0.02)
+    cfg = PseudoLabelConfig(method=method, max_pairs=3, min_fitness=0.5, max_rmse_m=0.02)
     labels, stats = label_sequence(_Frames(poses, scene, corrupt=3), "toy", [1], cfg)
     assert stats["tried"] == 3
     assert ("toy", 0, 0, 1) in labels and ("toy", 0, 1, 1) in labels

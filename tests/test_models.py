@@ -241,3 +241,33 @@ def test_match_pose_net_returns_rigid_a_from_b_with_gradients():
     assert torch.equal(T[:, 3], torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(2, 4))
     T[:, :3, 3].sum().backward()
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in P.parameters())
+
+
+def test_fpfh_histograms_are_memoised_per_cloud_and_bounded():
+    """LocalFeatureNet.histograms returns fpfh_features of each cloud, computed once per distinct cloud (real frames
+    recur every epoch) and forgetting the oldest clouds past fpfh_memo_size."""
+    from synthseq.training.models import LocalFeatureNet, fpfh_features
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 256, 3, generator=g) + torch.tensor([0.0, 0.0, 1.0])
+    net = LocalFeatureNet()
+    net.fpfh_memo_size = 4
+    h = net.histograms(x)
+    torch.testing.assert_close(h, fpfh_features(x))
+    assert len(net._fpfh_memo) == 3
+    torch.testing.assert_close(net.histograms(x[1:2]), h[1:2])  # from the memo
+    assert len(net._fpfh_memo) == 3
+    y = torch.rand(2, 256, 3, generator=g) + 1.0
+    net.histograms(y)
+    assert len(net._fpfh_memo) == 4  # the oldest (x[0]) is gone, the recently used x[1] is kept
+    torch.testing.assert_close(net.histograms(x[1:2]), h[1:2])
+    assert len(net._fpfh_memo) == 4
+
+
+def test_real_clouds_of_another_size_are_refused_with_the_gan():
+    from synthseq.errors import ConfigError
+    from synthseq.training.config import TrainConfig
+
+    TrainConfig(use_gan=False, real=["r"], num_points=1024, real_num_points=2048)
+    with pytest.raises(ConfigError, match="train.real_num_points"):
+        TrainConfig(use_gan=True, real=["r"], num_points=1024, real_num_points=2048)

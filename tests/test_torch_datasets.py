@@ -425,3 +425,39 @@ def test_real_pairs_over_tum_folder(tum_xyz_pair_dir):
     np.testing.assert_allclose(s["a_from_b"][:3, 3], [-0.0044, 0.0072, 0.0392], atol=3e-4)
     again = RealPairs(tum_xyz_pair_dir, gaps=(1,), num_points=256, seed=0)[0]
     np.testing.assert_array_equal(again["points_b"], s["points_b"])
+
+
+def test_real_pairs_voxel_sampling_matches_the_estimator(sevenscenes_dir):
+    """sampling='voxel': each frame's cloud is the estimator's voxel sample of the dense frame (<= 3 m): distinct
+    points spread like voxel centroids (median spacing near the voxel edge, unlike uniform draws), drawn once per
+    frame (the same cloud whenever that frame appears, in any pair and any new dataset)."""
+    from scipy.spatial import cKDTree
+
+    from synthseq.geometry import voxel_points
+
+    spec = f"{sevenscenes_dir}@0:6"
+    ds = RealPairs(spec, gaps=(1, 2), num_points=2048, seed=0, sampling="voxel", max_depth_m=3.0)
+    s = ds[0]
+    pa = s["points_a"]
+    assert pa.shape == (2048, 3) and pa.dtype == np.float32
+    assert len(np.unique(pa, axis=0)) == 2048 and pa[:, 2].max() <= 3.0 + 1e-6
+    assert s["num_valid_a"] == 2048
+    # frame 1 is b of pair (0, 1) and a of pair (1, 2): one cloud
+    first_b = s["points_b"]
+    later = next(ds[i] for i in range(len(ds)) if ds.items[i][2] == 1)
+    np.testing.assert_array_equal(later["points_a"], first_b)
+    np.testing.assert_array_equal(RealPairs(spec, gaps=(1, 2), num_points=2048, seed=0, sampling="voxel",
+                                            max_depth_m=3.0)[0]["points_a"], pa)
+    # the estimator's sampler on the same frame gives clouds of the same spacing; uniform draws are denser
+    dense = RealPairs(spec, gaps=(1,), num_points=2048, seed=0, sampling="random")
+    spacing = lambda p: float(np.median(cKDTree(p).query(p, k=2)[0][:, 1]))
+    seq = ds.sequences[0]
+    from synthseq.geometry import backproject_depth
+
+    depth = seq.depth[0, 0].astype(np.float32) / 1000.0
+    depth[depth > 3.0] = 0
+    est = voxel_points(backproject_depth(depth, seq.intrinsics[0])[0], 2048, np.random.default_rng(7))
+    assert abs(spacing(pa) - spacing(est)) < 0.15 * spacing(est)
+    assert spacing(dense[0]["points_a"]) < 0.8 * spacing(pa)
+    with pytest.raises(ValueError, match="sampling"):
+        RealPairs(spec, gaps=(1,), num_points=16, sampling="grid")

@@ -29,14 +29,15 @@ class PseudoLabelConfig:
     """Pseudo-labels for unlabeled real pairs (``train.pseudo_labels``; training/pseudo_labels.py).
 
     Before training, each real training pair (t, t + d) (at most ``max_pairs`` per capture and gap, spread
-    over the capture) is registered twice: FPFH + RANSAC + ICP, and ICP started from the chained
-    frame-to-frame ICP poses t -> t+1 -> ... -> t+d. The FPFH result is kept as the pair's label only if
-    both ICP fits pass ``min_fitness`` / ``max_rmse_m`` and the two poses agree within ``max_rot_deg`` /
-    ``max_trans_m``. Accepted pairs are trained on like synthetic ones (descriptor + pose loss, times
-    ``weight``). Real ground truth is never read.
+    over the capture) gets the chained frame-to-frame ICP pose t -> t+1 -> ... -> t+d refined by ICP at gap d.
+    ``method: chained``: that pose is the label if every ICP passes ``min_fitness`` / ``max_rmse_m`` and the
+    refinement moved the chain by <= ``max_rot_deg`` / ``max_trans_m``; ``method: fpfh``: FPFH + RANSAC + ICP
+    is the label if it and the chained fit pass those checks and agree within them. Accepted pairs are trained
+    on like synthetic ones (descriptor + pose loss, times ``weight``). Real ground truth is never read.
     """
 
     enabled: bool = False
+    method: Literal["chained", "fpfh"] = "chained"
     weight: float = bounded(1.0, ge=0)
     max_pairs: int = bounded(40, gt=0)          # per capture and gap
     min_fitness: float = bounded(0.6, ge=0, le=1)
@@ -84,6 +85,12 @@ class TrainConfig:
     data: str | None = None                     # dataset directory written by `synthseq build`
     real: list[str] = field(default_factory=list)  # real captures (TUM / 7-Scenes / point-cloud folders)
     gaps: list[int] = bounded([1, 5, 10], gt=0)  # frame gaps d of the (t, t+d) pairs
+    real_gaps: list[int] | None = bounded(None, gt=0)  # gaps of the real pairs (None: gaps)
+    real_sampling: Literal["random", "voxel"] = "random"  # real clouds: uniform draws of num_points, or one
+    #                                 point per voxel of the dense frame as the estimator samples (RealPairs)
+    real_num_points: int | None = bounded(None, gt=0)  # points per real cloud (None: num_points)
+    synthetic_weight: float = bounded(1.0, ge=0)  # weight of P's losses on the synthetic pair (0: P learns
+    #                                 from the pseudo-labelled real pairs only)
     views: list[int] | None = bounded(None, ge=0)  # synthetic views used for pairs (None: every view whose
                                                    # camera moves; a static rig view only gives identity pairs)
     num_points: int = bounded(1024, gt=0)       # points per cloud fed to the networks
@@ -146,6 +153,9 @@ class TrainConfig:
         b1, b2 = self.adam_betas
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ConfigError(f"train.adam_betas: expected two values in [0, 1), got {list(self.adam_betas)}")
+        if self.use_gan and self.real and self.real_num_points not in (None, self.num_points):
+            raise ConfigError(f"train.real_num_points: {self.real_num_points} differs from train.num_points "
+                              f"{self.num_points}, but train.use_gan compares real and refined clouds of one size")
 
 
 def resolve_device(name: str, key: str = "train.device"):

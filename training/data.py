@@ -151,5 +151,7 @@ def datasets_from_config(cfg: TrainConfig, synthetic: bool = True, real: bool = 
             raise ConfigError(f"train.views: no synthetic pairs in {cfg.data} for views {which} and gaps {cfg.gaps}")
     real_ds = None
     if real and cfg.real:
-        real_ds = RealPairs(list(cfg.real), gaps=cfg.gaps, num_points=cfg.num_points, seed=cfg.seed)
+        real_ds = RealPairs(list(cfg.real), gaps=cfg.real_gaps or cfg.gaps,
+                            num_points=cfg.real_num_points or cfg.num_points, seed=cfg.seed,
+                            sampling=cfg.real_sampling, max_depth_m=cfg.pseudo_labels.max_depth_m)
     return syn_ds, real_ds

@@ -45,6 +45,7 @@ from typing import Literal
 import numpy as np
 
 from synthseq.config import bounded
+from synthseq.geometry import clean_cloud, voxel_points
 
 
 @dataclass
@@ -72,13 +73,6 @@ class EstimatorOptions:
     seed: int = 0                   # sampling and RANSAC (evaluation sets it from evaluate.seed)
 
 
-def clean_cloud(points) -> np.ndarray:
-    """(M, 3) float32 without non-finite rows and zero rows (padding of frames without valid depth)."""
-    p = np.asarray(points, dtype=np.float32).reshape(-1, 3)
-    p = p[np.all(np.isfinite(p), axis=1)]
-    return p[np.any(p != 0.0, axis=1)]
-
-
 def sample_points(points, n: int, rng: np.random.Generator) -> np.ndarray:
     """n valid points (finite, not all zero) drawn uniformly from an (M, 3) cloud, in random order; (n, 3)
     float32. Draws indices first and checks only those (a dense frame has ~300 k points); with replacement
@@ -98,26 +92,6 @@ def sample_points(points, n: int, rng: np.random.Generator) -> np.ndarray:
     if len(valid) == 0:
         return np.zeros((n, 3), np.float32)
     return valid[rng.choice(len(valid), size=n, replace=len(valid) < n)]
-
-
-def voxel_points(points, n: int, rng: np.random.Generator, voxel_m: float = 0.05) -> np.ndarray:
-    """n points of an (M, 3) cloud, one per occupied voxel (Open3D's voxel centroids), in random order; (n, 3)
-    float32. The voxel starts at ``voxel_m`` and shrinks by a quarter until the grid has at least n points, at
-    most 6 times; fewer points when even then the cloud is too small (never repeated points), zeros when it has
-    none."""
-    import open3d as o3d
-
-    p = clean_cloud(points)
-    if len(p) == 0:
-        return np.zeros((n, 3), np.float32)
-    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(p.astype(np.float64)))
-    v = float(voxel_m)
-    for _ in range(6):
-        q = np.asarray(pcd.voxel_down_sample(v).points, dtype=np.float32)
-        if len(q) >= n:
-            break
-        v *= 0.75
-    return q[rng.permutation(len(q))[:n]]
 
 
 def procrustes(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

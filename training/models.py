@@ -7,6 +7,7 @@ a set (shared per-point layers + max pooling, PointNet, Qi et al. 2017), so N ma
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import NamedTuple
 
 import numpy as np
@@ -436,6 +437,29 @@ class LocalFeatureNet(nn.Module):
         if fpfh:
             nn.init.normal_(self.out[-1].weight, std=0.01)
             nn.init.zeros_(self.out[-1].bias)
+        # FPFH of clouds seen before (real frames recur every epoch; their clouds are fixed with voxel sampling),
+        # keyed by the cloud's bytes: not state of the model (not saved), just a bounded memo of a pure function
+        self._fpfh_memo: "OrderedDict[bytes, torch.Tensor]" = OrderedDict()
+        self.fpfh_memo_size = 1024
+
+    def histograms(self, x: torch.Tensor) -> torch.Tensor:
+        """FPFH input histograms (B, N, 33) of clouds x (B, N, 3), memoised per cloud."""
+        import hashlib
+
+        pts = x.detach().float().cpu().numpy()
+        keys = [hashlib.blake2b(p.tobytes(), digest_size=16).digest() for p in pts]
+        miss = [i for i, k in enumerate(keys) if k not in self._fpfh_memo]
+        if miss:
+            new = fpfh_features(torch.from_numpy(pts[miss])).cpu()
+            for i, h in zip(miss, new):
+                self._fpfh_memo[keys[i]] = h
+        out = []
+        for k in keys:
+            self._fpfh_memo.move_to_end(k)
+            out.append(self._fpfh_memo[k])
+        while len(self._fpfh_memo) > self.fpfh_memo_size:
+            self._fpfh_memo.popitem(last=False)
+        return torch.stack(out).to(x.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, N, 3) camera-frame clouds (metres) -> (B, N, out_dim) unit descriptors (float32)."""
@@ -448,7 +472,7 @@ class LocalFeatureNet(nn.Module):
         h = self.e1_out(e1).max(dim=2).values                              # (B, N, H)
         h = self.point1(torch.cat([h, shape], dim=-1))
         if self.fpfh:
-            hist = fpfh_features(x)
+            hist = self.histograms(x)
             h = h + self.fpfh_in(hist)
         e2 = self.e2_self(h)[:, :, None] + gather_points(self.e2_nb(h), idx) + self.e2_ppf(ppf)
         h2 = F.relu(e2).max(dim=2).values

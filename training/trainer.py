@@ -227,14 +227,17 @@ class Trainer:
         pb = synth["points_b"] if refined_b is None else refined_b.detach()
         gt = synth["a_from_b"]
         terms = {}
+        out_extra = {}
         loss = 0.0
+        # synthetic_weight 0 with pseudo-labels: P learns from the labelled real pairs only (no synthetic forward)
+        synthetic = cfg.synthetic_weight > 0 or real is None or not self.pseudo_labels
         with self.autocast():
-            if match:
+            if synthetic and match:
                 f_a, f_b = self.P.features(pa), self.P.features(pb)
                 pred = self.P.soft_pose(pa, pb, f_a, f_b)
-            else:
+            elif synthetic:
                 pred = self.P(pa, pb)
-        if match:
+        if synthetic and match:
             valid_b = None
             if "labels_b" in synth:
                 valid_b = L.static_points(synth["labels_b"], synth.get("object_a_from_b"),
@@ -242,11 +245,12 @@ class Trainer:
             desc, hit = L.correspondence_loss(f_a, f_b, pa, pb, gt, valid_b, cfg.model.p_temperature,
                                               num_anchors=cfg.descriptor_anchors, generator=gen)
             terms["P_desc"] = desc
-            loss = loss + cfg.descriptor_weight * desc
-        sup = L.pose_loss(pred, gt, cfg.translation_weight)
-        rot_err, trans_err = L.pose_errors(pred.detach(), gt)
-        terms["P_pose"] = sup
-        loss = loss + cfg.pose_weight * sup
+            loss = loss + cfg.synthetic_weight * cfg.descriptor_weight * desc
+        if synthetic:
+            sup = L.pose_loss(pred, gt, cfg.translation_weight)
+            rot_err, trans_err = L.pose_errors(pred.detach(), gt)
+            terms["P_pose"] = sup
+            loss = loss + cfg.synthetic_weight * cfg.pose_weight * sup
         if real is not None:
             ra, rb = real["points_a"], real["points_b"]
             pseudo = self.pseudo_batch(real)
@@ -256,12 +260,13 @@ class Trainer:
                     with self.autocast():
                         fr_a, fr_b = self.P.features(ra[mask]), self.P.features(rb[mask])
                         pred_p = self.P.soft_pose(ra[mask], rb[mask], fr_a, fr_b)
-                    pdesc, _ = L.correspondence_loss(fr_a, fr_b, ra[mask], rb[mask], T[mask], None,
-                                                     cfg.model.p_temperature, num_anchors=cfg.descriptor_anchors,
-                                                     generator=gen)
+                    pdesc, phit = L.correspondence_loss(fr_a, fr_b, ra[mask], rb[mask], T[mask], None,
+                                                        cfg.model.p_temperature, num_anchors=cfg.descriptor_anchors,
+                                                        generator=gen)
                     ppose = L.pose_loss(pred_p, T[mask], cfg.translation_weight)
                     frac = mask.float().mean()
                     terms.update(P_pseudo=pdesc + ppose)
+                    out_extra["P_pseudo_hit"] = float(phit)
                     loss = loss + cfg.pseudo_labels.weight * frac * (cfg.descriptor_weight * pdesc
                                                                      + cfg.pose_weight * ppose)
             if cfg.alignment_weight > 0 or cfg.consistency_weight > 0:
@@ -282,13 +287,16 @@ class Trainer:
                 loss = loss + cfg.alignment_weight * align + cfg.consistency_weight * cons
                 terms.update(P_align=align, P_consistency=cons)
         out = self._check({"loss_P": loss, **terms}, step)
-        loss.backward()
-        self.opt["P"].step()
+        out.update(out_extra)
+        if torch.is_tensor(loss):  # (no term at all only when a real-only step found no labelled pair)
+            loss.backward()
+            self.opt["P"].step()
         self.update_ema(step)
-        out["P_rot_err_deg"] = float(rot_err.mean()) * 180.0 / math.pi
-        out["P_trans_err_m"] = float(trans_err.mean())
-        if match:
-            out["P_match_hit"] = float(hit)
+        if synthetic:
+            out["P_rot_err_deg"] = float(rot_err.mean()) * 180.0 / math.pi
+            out["P_trans_err_m"] = float(trans_err.mean())
+            if match:
+                out["P_match_hit"] = float(hit)
         return out
 
     def pseudo_batch(self, real: dict):
@@ -443,7 +451,7 @@ def _with_pseudo_labels(trainer: Trainer, tcfg: TrainConfig, real, run_dir: Path
         raise ConfigError("train.pseudo_labels: needs the real captures of train.real (RealPairs)")
     run_dir.mkdir(parents=True, exist_ok=True)
     names = [s.name for s in real.sequences]
-    labels = pseudo_labels_for(list(tcfg.real), names, tcfg.gaps, tcfg.pseudo_labels,
+    labels = pseudo_labels_for(list(tcfg.real), names, tcfg.real_gaps or tcfg.gaps, tcfg.pseudo_labels,
                                run_dir / "pseudo_labels.json", seed=tcfg.seed)
     trainer.pseudo_labels = labels
     keep = [i for i, (si, v, t, d) in enumerate(real.items) if (names[si], int(v), int(t), int(d)) in labels]
