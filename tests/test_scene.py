@@ -47,7 +47,8 @@ def _cfg(data: dict | None = None) -> GenerateConfig:
     ({"objects": {"primitives": ["blob"]}}, ConfigError, r"^generate\.objects\.primitives\[0\]: expected one of 'box'"),
     ({"objects": {"size": [0.1, 3.0]}}, ConfigError, r"^generate\.objects\.size: objects up to 3\.0 m"),
     ({"objects": {"mesh_ratio": 1.5}}, ConfigError, r"^generate\.objects\.mesh_ratio: expected a value <= 1"),
-    ({"objects": {"mesh_detail": 4}}, ConfigError, r"^generate\.objects\.mesh_detail: expected 0 \(full geometry\) or at least 8"),
+    ({"objects": {"mesh_detail": 4}}, ConfigError,
+     r"^generate\.objects\.mesh_detail: expected 0 \(full geometry\) or at least 8"),
     ({"objects": {"mesh_detail": -1}}, ConfigError, r"^generate\.objects\.mesh_detail: expected a value >= 0"),
     ({"trajectories": {"kind": "teleport"}}, ConfigError, r"^generate\.trajectories\.kind: expected one of"),
     ({"cameras": {"rig": {"radius": 3.5}}}, ConfigError, r"^generate\.cameras\.rig: cameras .* must stay inside"),
@@ -167,7 +168,8 @@ def test_no_object_intersects_the_room(kind, detail, meshes_dir):
         spec = make_spec(cfg, 1, index)
         poses = spec.object_poses()
         for k, obj in enumerate(spec.objects):
-            assert (obj.detail, obj.simplify) == ((detail, "quadric") if obj.is_mesh_file and detail else (0, "cluster"))
+            simplified = obj.is_mesh_file and detail
+            assert (obj.detail, obj.simplify) == ((detail, "quadric") if simplified else (0, "cluster"))
             v, _ = object_geometry(obj)
             assert np.linalg.norm(v, axis=1).max() <= obj.radius + 1e-9
             world = np.einsum("tij,mj->tmi", poses[:, k, :3, :3], v) + poses[:, k, None, :3, 3]
