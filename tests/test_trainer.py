@@ -429,6 +429,39 @@ def test_cli_trains_with_a_real_tum_capture(tmp_path, capsys, tum_xyz_pair_dir):
     assert (tmp_path / "runs" / "cli" / "samples" / "step-0000002.png").is_file()
 
 
+def test_p_trains_on_pseudo_labelled_voxel_sampled_real_pairs_only(tmp_path, capsys, caplog, sevenscenes_dir):
+    """The real-pair recipe: chained-ICP pseudo-labels of an unlabelled capture, clouds voxel-sampled as the
+    estimator samples them, synthetic_weight 0 (P's synthetic forward skipped); a second run reads the labels from
+    pseudo_labels.cache instead of registering the capture again."""
+    import json
+
+    from test_torch_datasets import write_toy_dataset
+
+    from synthseq.training.checkpoint import load_checkpoint
+    from synthseq.training.pseudo_labels import load_labels
+
+    write_toy_dataset(tmp_path / "data", num_shards=1, T=4, V=1)
+    cache = tmp_path / "labels.json"
+    recipe = ["--set", f"train.real=[{sevenscenes_dir}@0:4]", "--set", "train.real_gaps=[1, 2]",
+              "--set", "train.real_sampling=voxel", "--set", "train.real_num_points=256",
+              "--set", "train.synthetic_weight=0", "--set", "train.use_gan=false",
+              "--set", "train.pseudo_labels.enabled=true", "--set", f"train.pseudo_labels.cache={cache}",
+              "--set", "train.alignment_weight=0", "--set", "train.consistency_weight=0",
+              "--set", "train.max_steps=2", "--set", "train.log_interval=1"]
+    rc, err = _cli_run(tmp_path, capsys, *recipe)
+    assert rc == 0, err
+    labels, stats = load_labels(cache)
+    assert len(labels) >= 3 and all(k[3] in (1, 2) for k in labels)  # 7-Scenes at 30 fps: ICP chains hold
+    rows = [json.loads(x) for x in (tmp_path / "runs" / "cli" / "metrics.jsonl").read_text().splitlines()]
+    assert all("P_pseudo" in r and "P_desc" not in r and "P_pose" not in r for r in rows)
+    assert load_checkpoint(tmp_path / "runs" / "cli")["config"]["train"]["real_sampling"] == "voxel"
+    cache.write_text(json.dumps({"labels": [], "stats": {}}))  # the second run must read this (no labels)
+    caplog.clear()
+    rc, err = _cli_run(tmp_path, capsys, *recipe, "--set", "name=cli2")
+    assert rc == 0, err
+    assert "no real pair passed the checks" in caplog.text  # it used the cache, not a new labelling
+
+
 def test_synthetic_augmentation_widens_relative_rotations_and_keeps_ground_truth(tmp_path):
     from test_torch_datasets import write_toy_dataset
 

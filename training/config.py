@@ -46,6 +46,8 @@ class PseudoLabelConfig:
     max_trans_m: float = bounded(0.03, gt=0)
     max_depth_m: float = bounded(3.0, gt=0)    # depth limit of the dense clouds registered
     voxel_m: float = bounded(0.02, gt=0)
+    cache: str | None = None                    # labels file read when it exists, else written (None: the run's
+    #                                 pseudo_labels.json); lets runs on the same captures share one labelling
 
 
 @dataclass

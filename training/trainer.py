@@ -451,8 +451,9 @@ def _with_pseudo_labels(trainer: Trainer, tcfg: TrainConfig, real, run_dir: Path
         raise ConfigError("train.pseudo_labels: needs the real captures of train.real (RealPairs)")
     run_dir.mkdir(parents=True, exist_ok=True)
     names = [s.name for s in real.sequences]
+    cache = Path(tcfg.pseudo_labels.cache) if tcfg.pseudo_labels.cache else run_dir / "pseudo_labels.json"
     labels = pseudo_labels_for(list(tcfg.real), names, tcfg.real_gaps or tcfg.gaps, tcfg.pseudo_labels,
-                               run_dir / "pseudo_labels.json", seed=tcfg.seed)
+                               cache, seed=tcfg.seed)
     trainer.pseudo_labels = labels
     keep = [i for i, (si, v, t, d) in enumerate(real.items) if (names[si], int(v), int(t), int(d)) in labels]
     log.info("pseudo-labels: %d real pairs labelled of %d", len(keep), len(real))
