@@ -318,12 +318,15 @@ class RealPairs(Dataset):
             the clouds they will see. Each frame's voxel sample is drawn once (seeded by the frame) and kept.
         voxel_m: first voxel size for ``sampling="voxel"`` (metres).
         max_depth_m: ``sampling="voxel"`` only: depth limit of the dense cloud (evaluation's is 3 m).
+        voxel_draws: ``sampling="voxel"`` only: this many different voxel samples are kept per frame and each
+            sample of a pair picks one at random (an augmentation: the two frames' points never coincide).
         **capture_options: passed to ``load_capture`` for paths (max_frames, stride, voxel_size, ...).
     """
 
     def __init__(self, path_or_sequence, gaps: TypingSequence[int] = (1, 5, 10), num_points: int | None = None,
                  transform: Callable | None = None, seed: int = 0, sampling: str = "random",
-                 voxel_m: float = 0.05, max_depth_m: float | None = None, **capture_options):
+                 voxel_m: float = 0.05, max_depth_m: float | None = None, voxel_draws: int = 1,
+                 **capture_options):
         from synthseq.datasets.real import detect_format, load_capture
 
         if sampling not in ("random", "voxel"):
@@ -333,7 +336,10 @@ class RealPairs(Dataset):
         self.sampling = sampling
         self.voxel_m = float(voxel_m)
         self.max_depth_m = max_depth_m
-        self._voxel_cache: dict[tuple[int, int, int], tuple[np.ndarray, int]] = {}
+        if int(voxel_draws) < 1:
+            raise ValueError(f"voxel_draws: expected an int >= 1, got {voxel_draws!r}")
+        self.voxel_draws = int(voxel_draws)
+        self._voxel_cache: dict[tuple[int, int, int, int], tuple[np.ndarray, int]] = {}
 
         items = path_or_sequence if isinstance(path_or_sequence, (list, tuple)) else [path_or_sequence]
         self.sequences: list[PointSequence] = []
@@ -371,13 +377,13 @@ class RealPairs(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _voxel_cloud(self, si: int, v: int, f: int) -> tuple[np.ndarray, int]:
-        """(num_points, 3) float32 voxel sample of frame f of view v of sequence si (drawn once, seeded by
-        the frame; repeated points only when the frame has fewer voxels than num_points), and the number of
-        distinct points."""
+    def _voxel_cloud(self, si: int, v: int, f: int, k: int = 0) -> tuple[np.ndarray, int]:
+        """(num_points, 3) float32 voxel sample number k of frame f of view v of sequence si (drawn once,
+        seeded by the frame and k; repeated points only when the frame has fewer voxels than num_points), and
+        the number of distinct points."""
         from synthseq.geometry import backproject_depth, voxel_points
 
-        key = (si, v, f)
+        key = (si, v, f, k)
         if key not in self._voxel_cache:
             s = self.sequences[si]
             if s.depth is not None:
@@ -387,7 +393,7 @@ class RealPairs(Dataset):
                 dense = backproject_depth(depth_m, s.intrinsics[v])[0]
             else:
                 dense = s.points[f, v][: int(s.num_valid[f, v])]
-            rng = np.random.default_rng([self.seed, si, v, f])
+            rng = np.random.default_rng([self.seed, si, v, f, k])
             p = voxel_points(dense, self.num_points, rng, self.voxel_m)
             n = len(p) if p.any() else 0
             if len(p) != self.num_points:
@@ -404,7 +410,8 @@ class RealPairs(Dataset):
         clouds = []
         for f in (t, t + d):
             if self.sampling == "voxel":
-                clouds.append(self._voxel_cloud(si, v, f))
+                k = int(rng.integers(self.voxel_draws)) if self.voxel_draws > 1 else 0
+                clouds.append(self._voxel_cloud(si, v, f, k))
                 continue
             p = s.points[f, v]
             nv = int(s.num_valid[f, v])

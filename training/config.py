@@ -91,6 +91,8 @@ class TrainConfig:
     real_sampling: Literal["random", "voxel"] = "random"  # real clouds: uniform draws of num_points, or one
     #                                 point per voxel of the dense frame as the estimator samples (RealPairs)
     real_num_points: int | None = bounded(None, gt=0)  # points per real cloud (None: num_points)
+    real_voxel_draws: int = bounded(1, ge=1)  # real_sampling voxel: different voxel samples kept per frame, one
+    #                                 picked per use (augmentation)
     synthetic_weight: float = bounded(1.0, ge=0)  # weight of P's losses on the synthetic pair (0: P learns
     #                                 from the pseudo-labelled real pairs only)
     views: list[int] | None = bounded(None, ge=0)  # synthetic views used for pairs (None: every view whose

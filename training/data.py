@@ -153,5 +153,6 @@ def datasets_from_config(cfg: TrainConfig, synthetic: bool = True, real: bool = 
     if real and cfg.real:
         real_ds = RealPairs(list(cfg.real), gaps=cfg.real_gaps or cfg.gaps,
                             num_points=cfg.real_num_points or cfg.num_points, seed=cfg.seed,
-                            sampling=cfg.real_sampling, max_depth_m=cfg.pseudo_labels.max_depth_m)
+                            sampling=cfg.real_sampling, max_depth_m=cfg.pseudo_labels.max_depth_m,
+                            voxel_draws=cfg.real_voxel_draws)
     return syn_ds, real_ds

@@ -259,11 +259,13 @@ class Trainer:
                 if bool(mask.any()):
                     with self.autocast():
                         fr_a, fr_b = self.P.features(ra[mask]), self.P.features(rb[mask])
-                        pred_p = self.P.soft_pose(ra[mask], rb[mask], fr_a, fr_b)
                     pdesc, phit = L.correspondence_loss(fr_a, fr_b, ra[mask], rb[mask], T[mask], None,
                                                         cfg.model.p_temperature, num_anchors=cfg.descriptor_anchors,
                                                         generator=gen)
-                    ppose = L.pose_loss(pred_p, T[mask], cfg.translation_weight)
+                    ppose = torch.zeros((), device=self.device)
+                    if cfg.pose_weight > 0:  # (the N x N soft assignment is the costly part: skipped when unused)
+                        pred_p = self.P.soft_pose(ra[mask], rb[mask], fr_a, fr_b)
+                        ppose = L.pose_loss(pred_p, T[mask], cfg.translation_weight)
                     frac = mask.float().mean()
                     terms.update(P_pseudo=pdesc + ppose)
                     out_extra["P_pseudo_hit"] = float(phit)
