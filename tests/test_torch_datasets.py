@@ -461,3 +461,16 @@ def test_real_pairs_voxel_sampling_matches_the_estimator(sevenscenes_dir):
     assert spacing(dense[0]["points_a"]) < 0.8 * spacing(pa)
     with pytest.raises(ValueError, match="sampling"):
         RealPairs(spec, gaps=(1,), num_points=16, sampling="grid")
+    # voxel_draws: a few different samples per frame, one picked per use, reproducibly
+    draws = RealPairs(spec, gaps=(1, 2), num_points=512, seed=0, sampling="voxel", voxel_draws=3)
+    seen = {}
+    for epoch in range(6):
+        draws.set_epoch(epoch)
+        for i in range(len(draws)):
+            s = draws[i]
+            seen.setdefault(int(draws.items[i][2]), set()).add(s["points_a"].tobytes())
+    assert all(1 <= len(v) <= 3 for v in seen.values()) and max(len(v) for v in seen.values()) > 1
+    draws.set_epoch(2)
+    again = RealPairs(spec, gaps=(1, 2), num_points=512, seed=0, sampling="voxel", voxel_draws=3)
+    again.set_epoch(2)
+    np.testing.assert_array_equal(again[3]["points_b"], draws[3]["points_b"])
