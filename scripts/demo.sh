@@ -24,6 +24,7 @@ STEPS=${DEMO_STEPS:-100}
 # recorded inside) and is fine-tuned here for STEPS steps; DEMO_INIT= (empty) trains from scratch.
 INIT=${DEMO_INIT-training/weights/pose_match_small.pt}
 PAIRS=${DEMO_PAIRS:-6}                        # pairs per (sequence, gap), spread over each sequence
+PSEUDO_PAIRS=${DEMO_PSEUDO_PAIRS:-20}         # TRAIN pairs per (capture, gap) given chained-ICP pseudo-labels
 GAPS=${DEMO_GAPS:-1 5 10 20 30}
 TRAJ_PAIRS=${DEMO_TRAJECTORY_PAIRS:-8}        # contiguous gap-1 pairs chained into the TUM trajectories
 # views the trainer draws synthetic pairs from: all for indoor (every view is a handheld camera); for
@@ -74,7 +75,8 @@ if [ -f "$RUNS/$NAME/checkpoints/last.pt" ] && [ -z "${DEMO_RETRAIN:-}" ]; then
 else
   init=(); [ -n "$INIT" ] && init=(--set train.init="$INIT")
   $BIN/synthseq train "$CONFIG" --out "$RUNS" --name "$NAME" --overwrite --threads 1 --set train.data="$DATA" \
-    --set train.real="$real_yaml" --set train.max_steps="$STEPS" "${views[@]}" "${init[@]}"
+    --set train.real="$real_yaml" --set train.max_steps="$STEPS" \
+    --set train.pseudo_labels.max_pairs="$PSEUDO_PAIRS" "${views[@]}" "${init[@]}"
 fi
 
 echo "[demo] 4/4 evaluate on the VALIDATION split only: ${val_real[*]:-none} + $TEST_DATA"

@@ -93,8 +93,8 @@ class TrainConfig:
     real_num_points: int | None = bounded(None, gt=0)  # points per real cloud (None: num_points)
     real_voxel_draws: int = bounded(1, ge=1)  # real_sampling voxel: different voxel samples kept per frame, one
     #                                 picked per use (augmentation)
-    synthetic_weight: float = bounded(1.0, ge=0)  # weight of P's losses on the synthetic pair (0: P learns
-    #                                 from the pseudo-labelled real pairs only)
+    synthetic_weight: float = bounded(1.0, ge=0)  # weight of P's losses on the synthetic pair when pseudo-labelled
+    #                                 real pairs exist (0: P learns from those only); without them P trains on synthetic
     views: list[int] | None = bounded(None, ge=0)  # synthetic views used for pairs (None: every view whose
                                                    # camera moves; a static rig view only gives identity pairs)
     num_points: int = bounded(1024, gt=0)       # points per cloud fed to the networks

@@ -229,8 +229,10 @@ class Trainer:
         terms = {}
         out_extra = {}
         loss = 0.0
-        # synthetic_weight 0 with pseudo-labels: P learns from the labelled real pairs only (no synthetic forward)
-        synthetic = cfg.synthetic_weight > 0 or real is None or not self.pseudo_labels
+        # synthetic_weight applies only when pseudo-labelled real pairs exist (without them the synthetic pairs are
+        # P's only signal); 0 then means the labelled real pairs only, and the synthetic forward pass is skipped
+        w_syn = cfg.synthetic_weight if (real is not None and self.pseudo_labels) else 1.0
+        synthetic = w_syn > 0
         with self.autocast():
             if synthetic and match:
                 f_a, f_b = self.P.features(pa), self.P.features(pb)
@@ -245,12 +247,12 @@ class Trainer:
             desc, hit = L.correspondence_loss(f_a, f_b, pa, pb, gt, valid_b, cfg.model.p_temperature,
                                               num_anchors=cfg.descriptor_anchors, generator=gen)
             terms["P_desc"] = desc
-            loss = loss + cfg.synthetic_weight * cfg.descriptor_weight * desc
+            loss = loss + w_syn * cfg.descriptor_weight * desc
         if synthetic:
             sup = L.pose_loss(pred, gt, cfg.translation_weight)
             rot_err, trans_err = L.pose_errors(pred.detach(), gt)
             terms["P_pose"] = sup
-            loss = loss + cfg.synthetic_weight * cfg.pose_weight * sup
+            loss = loss + w_syn * cfg.pose_weight * sup
         if real is not None:
             ra, rb = real["points_a"], real["points_b"]
             pseudo = self.pseudo_batch(real)
@@ -576,6 +578,9 @@ def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, devi
     trainer = Trainer(tcfg, dev)
     if tcfg.pseudo_labels.enabled and real is not None:
         real = _with_pseudo_labels(trainer, tcfg, real, run_dir)
+    if tcfg.synthetic_weight != 1.0 and not trainer.pseudo_labels:
+        log.warning("train.synthetic_weight %g applies only with pseudo-labelled real pairs (train.real + "
+                    "train.pseudo_labels.enabled): P trains on the synthetic pairs at weight 1", tcfg.synthetic_weight)
     if resume:
         state = load_checkpoint(ckpt_path, map_location="cpu")  # RNG states must stay CPU tensors
         check_resume_config(state["config"]["train"], config_dict["train"], ckpt_path)
