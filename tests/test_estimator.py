@@ -285,3 +285,24 @@ def test_label_sequence_accepts_consistent_pairs_and_rejects_a_corrupt_frame(met
     gt = np.linalg.inv(poses[0]) @ poses[1]
     rot, trans = errors(labels[("toy", 0, 0, 1)], gt)
     assert rot < 1.0 and trans < 0.02
+
+
+def test_bench_descriptors_scores_fpfh_and_a_checkpoint_on_a_real_capture(tmp_path, sevenscenes_dir):
+    """bench/bench_descriptors.py: inlier ratios of FPFH and the shipped P on real pairs, paired differences."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "ir.json"
+    proc = subprocess.run([sys.executable, str(root / "bench" / "bench_descriptors.py"), "--checkpoint",
+                           f"shipped={WEIGHTS}", "--real", f"{sevenscenes_dir}@0:12", "--gaps", "1", "5",
+                           "--pairs", "2", "--no-untrained", "--points", "1024", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    assert res["pairs"] == 4 and set(res["methods"]) == {"fpfh", "shipped"}
+    for m in res["methods"].values():
+        assert 0.05 < m["inlier_ratio"] <= 1.0 and m["ci"][0] <= m["inlier_ratio"] <= m["ci"][1]
+    assert res["methods"]["fpfh"]["diff_vs_fpfh"] == 0.0
+    assert "| shipped |" in proc.stdout
