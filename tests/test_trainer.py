@@ -455,6 +455,9 @@ def test_p_trains_on_pseudo_labelled_voxel_sampled_real_pairs_only(tmp_path, cap
     rows = [json.loads(x) for x in (tmp_path / "runs" / "cli" / "metrics.jsonl").read_text().splitlines()]
     assert all("P_pseudo" in r and "P_desc" not in r and "P_pose" not in r for r in rows)
     assert load_checkpoint(tmp_path / "runs" / "cli")["config"]["train"]["real_sampling"] == "voxel"
+    cache.write_text("{not json")
+    rc, err = _cli_run(tmp_path, capsys, *recipe, "--set", "name=cli3")
+    assert rc != 0 and f"{cache}: not a pseudo-label file" in err and len(err.strip().splitlines()) == 1
     cache.write_text(json.dumps({"labels": [], "stats": {}}))  # the second run must read this (no labels)
     caplog.clear()
     rc, err = _cli_run(tmp_path, capsys, *recipe, "--set", "name=cli2")

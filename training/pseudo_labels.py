@@ -147,15 +147,22 @@ def save_labels(path, labels: dict, stats: dict) -> None:
     path = Path(path)
     rows = [{"sequence": k[0], "view": k[1], "frame": k[2], "gap": k[3], "a_from_b": np.asarray(v).tolist()}
             for k, v in labels.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({"labels": rows, "stats": stats}))
     tmp.replace(path)
 
 
 def load_labels(path) -> tuple[dict, dict]:
-    data = json.loads(Path(path).read_text())
-    labels = {(r["sequence"], int(r["view"]), int(r["frame"]), int(r["gap"])): np.asarray(r["a_from_b"])
-              for r in data["labels"]}
+    """(labels, stats) from a file written by ``save_labels``; DataError naming the file when it is not one."""
+    from synthseq.errors import DataError
+
+    try:
+        data = json.loads(Path(path).read_text())
+        labels = {(r["sequence"], int(r["view"]), int(r["frame"]), int(r["gap"])):
+                  np.asarray(r["a_from_b"], dtype=np.float64).reshape(4, 4) for r in data["labels"]}
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: not a pseudo-label file written by synthseq train ({type(e).__name__}: {e})") from e
     return labels, data.get("stats", {})
 
 
