@@ -381,18 +381,17 @@ class RealPairs(Dataset):
         """(num_points, 3) float32 voxel sample number k of frame f of view v of sequence si (drawn once,
         seeded by the frame and k; repeated points only when the frame has fewer voxels than num_points), and
         the number of distinct points."""
-        from synthseq.geometry import backproject_depth, voxel_points
+        from synthseq.geometry import depth_mm_to_points, voxel_points
 
         key = (si, v, f, k)
         if key not in self._voxel_cache:
             s = self.sequences[si]
             if s.depth is not None:
-                depth_m = s.depth[f, v].astype(np.float32) / 1000.0
-                if self.max_depth_m is not None:
-                    depth_m[depth_m > self.max_depth_m] = 0.0
-                dense = backproject_depth(depth_m, s.intrinsics[v])[0]
+                dense = depth_mm_to_points(s.depth[f, v], s.intrinsics[v], self.max_depth_m)
             else:
                 dense = s.points[f, v][: int(s.num_valid[f, v])]
+                if self.max_depth_m is not None:
+                    dense = dense[dense[:, 2] <= self.max_depth_m]
             rng = np.random.default_rng([self.seed, si, v, f, k])
             p = voxel_points(dense, self.num_points, rng, self.voxel_m)
             n = len(p) if p.any() else 0

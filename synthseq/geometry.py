@@ -97,6 +97,15 @@ def backproject_depth(depth_m: np.ndarray, intrinsics: np.ndarray) -> tuple[np.n
     return points, np.stack([rows, cols], axis=-1)
 
 
+def depth_mm_to_points(depth_mm: np.ndarray, intrinsics: np.ndarray, max_depth_m: float | None = None) -> np.ndarray:
+    """The camera-frame cloud of a stored depth image: (H, W) uint16 millimetres (0 invalid) -> (M, 3) float32 of
+    the valid pixels (row-major), pixels beyond ``max_depth_m`` dropped."""
+    d = np.asarray(depth_mm).astype(np.float32) / 1000.0
+    if max_depth_m is not None:
+        d[d > max_depth_m] = 0.0
+    return backproject_depth(d, intrinsics)[0]
+
+
 def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     """world_from_camera of a camera at ``eye`` looking at ``target``, OpenCV axes.
 

@@ -129,3 +129,17 @@ def test_kinect_points_stay_near_their_meshes():
     # Axial sigma at 2-3 m is 5-15 mm (Nguyen 2012) plus disparity steps of ~1-2 cm; lateral shifts add a few
     # points off silhouettes. The bulk stays close; a wrong label would put points decimetres away.
     assert np.median(d) < 0.02 and np.percentile(d, 90) < 0.06
+
+
+def test_depth_mm_to_points_is_backprojection_in_metres_with_a_depth_limit():
+    from synthseq.geometry import backproject_depth, depth_mm_to_points
+
+    K = np.array([[100.0, 0, 8], [0, 100.0, 6], [0, 0, 1]])
+    depth_mm = np.zeros((12, 16), np.uint16)
+    depth_mm[2:5, 3:9] = 1500
+    depth_mm[7:9, 10:14] = 3500
+    full = depth_mm_to_points(depth_mm, K)
+    np.testing.assert_array_equal(full, backproject_depth(depth_mm.astype(np.float32) / 1000.0, K)[0])
+    assert full.shape == (26, 3) and full.dtype == np.float32
+    near = depth_mm_to_points(depth_mm, K, max_depth_m=3.0)
+    assert near.shape == (18, 3) and np.allclose(near[:, 2], 1.5)

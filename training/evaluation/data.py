@@ -76,13 +76,10 @@ class EvalSequence:
 # ----------------------------------------------------------------------------------------------------
 
 def _dense_from_depth(depth_mm: np.ndarray, intrinsics: np.ndarray, max_depth_m: float | None):
-    from synthseq.geometry import backproject_depth
+    from synthseq.geometry import depth_mm_to_points
 
     def dense(t: int) -> np.ndarray:
-        d = depth_mm[t].astype(np.float32) / 1000.0
-        if max_depth_m is not None:
-            d[d > max_depth_m] = 0.0
-        return backproject_depth(d, intrinsics)[0]
+        return depth_mm_to_points(depth_mm[t], intrinsics, max_depth_m)
 
     return dense
 
