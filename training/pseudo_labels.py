@@ -40,6 +40,24 @@ def pose_difference(T1: np.ndarray, T2: np.ndarray) -> tuple[float, float]:
     return float(rotation_angle_deg(T1[:3, :3].T @ T2[:3, :3])), float(np.linalg.norm(T1[:3, 3] - T2[:3, 3]))
 
 
+def _fit_problem(name: str, r, cfg) -> str | None:
+    """Why the registration ``r`` fails the fit checks of ``cfg`` (no pose, fitness, inlier RMSE), or None."""
+    if not np.all(np.isfinite(r.a_from_b)):
+        return f"{name}: no pose"
+    if not (r.fitness >= cfg.min_fitness):
+        return f"{name}: fitness {r.fitness:.2f} < {cfg.min_fitness}"
+    if not (r.inlier_rmse <= cfg.max_rmse_m):
+        return f"{name}: inlier RMSE {r.inlier_rmse:.4f} m > {cfg.max_rmse_m}"
+    return None
+
+
+def _agreement(T1: np.ndarray, T2: np.ndarray, cfg) -> tuple[bool, str]:
+    rot, trans = pose_difference(T1, T2)
+    if rot > cfg.max_rot_deg or trans > cfg.max_trans_m:
+        return False, f"disagreement {rot:.2f} deg / {trans:.3f} m"
+    return True, "ok"
+
+
 def check_pseudo_label(candidate, chained, cfg) -> tuple[bool, str]:
     """Whether a pseudo-label passes the checks of ``cfg`` (a ``PseudoLabelConfig``).
 
@@ -50,16 +68,10 @@ def check_pseudo_label(candidate, chained, cfg) -> tuple[bool, str]:
         (accepted, reason): reason names the first failed check, or "ok".
     """
     for name, r in (("candidate", candidate), ("chained", chained)):
-        if not np.all(np.isfinite(r.a_from_b)):
-            return False, f"{name}: no pose"
-        if not (r.fitness >= cfg.min_fitness):
-            return False, f"{name}: fitness {r.fitness:.2f} < {cfg.min_fitness}"
-        if not (r.inlier_rmse <= cfg.max_rmse_m):
-            return False, f"{name}: inlier RMSE {r.inlier_rmse:.4f} m > {cfg.max_rmse_m}"
-    rot, trans = pose_difference(candidate.a_from_b, chained.a_from_b)
-    if rot > cfg.max_rot_deg or trans > cfg.max_trans_m:
-        return False, f"disagreement {rot:.2f} deg / {trans:.3f} m"
-    return True, "ok"
+        why = _fit_problem(name, r, cfg)
+        if why:
+            return False, why
+    return _agreement(candidate.a_from_b, chained.a_from_b, cfg)
 
 
 def check_chained_label(refined, chain: np.ndarray, steps, cfg) -> tuple[bool, str]:
@@ -68,7 +80,7 @@ def check_chained_label(refined, chain: np.ndarray, steps, cfg) -> tuple[bool, s
     Args:
         refined: ``baselines.Registration`` of ICP at gap d started from ``chain``.
         chain: (4, 4) product of the frame-to-frame ICP poses.
-        steps: the frame-to-frame ``Registration``s.
+        steps: the frame-to-frame ``Registration``s (their fitness is checked).
 
     Returns:
         (accepted, reason): reason names the first failed check, or "ok".
@@ -76,16 +88,10 @@ def check_chained_label(refined, chain: np.ndarray, steps, cfg) -> tuple[bool, s
     for i, r in enumerate(steps):
         if not (r.fitness >= cfg.min_fitness):
             return False, f"step {i}: fitness {r.fitness:.2f} < {cfg.min_fitness}"
-    if not np.all(np.isfinite(refined.a_from_b)):
-        return False, "refined: no pose"
-    if not (refined.fitness >= cfg.min_fitness):
-        return False, f"refined: fitness {refined.fitness:.2f} < {cfg.min_fitness}"
-    if not (refined.inlier_rmse <= cfg.max_rmse_m):
-        return False, f"refined: inlier RMSE {refined.inlier_rmse:.4f} m > {cfg.max_rmse_m}"
-    rot, trans = pose_difference(refined.a_from_b, chain)
-    if rot > cfg.max_rot_deg or trans > cfg.max_trans_m:
-        return False, f"disagreement {rot:.2f} deg / {trans:.3f} m"
-    return True, "ok"
+    why = _fit_problem("refined", refined, cfg)
+    if why:
+        return False, why
+    return _agreement(refined.a_from_b, chain, cfg)
 
 
 def label_sequence(seq, name: str, gaps, cfg, view: int = 0, seed: int = 0) -> tuple[dict, dict]:
@@ -127,7 +133,7 @@ def label_sequence(seq, name: str, gaps, cfg, view: int = 0, seed: int = 0) -> t
             if not np.all(np.isfinite(chain)):
                 chain = np.eye(4)
             chained = B.refine_icp(a, b, chain, **opts)
-            if getattr(cfg, "method", "fpfh") == "chained":
+            if cfg.method == "chained":
                 steps = [step(u) for u in range(t, t + d)]
                 candidate = chained
                 ok, why = check_chained_label(chained, chain, steps, cfg)
