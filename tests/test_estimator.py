@@ -287,6 +287,60 @@ def test_label_sequence_accepts_consistent_pairs_and_rejects_a_corrupt_frame(met
     assert rot < 1.0 and trans < 0.02
 
 
+def test_cycle_label_checks_reject_a_pose_its_halves_do_not_compose_to():
+    from synthseq.training.baselines import Registration
+    from synthseq.training.config import PseudoLabelConfig
+    from synthseq.training.pseudo_labels import check_cycle_label
+
+    cfg = PseudoLabelConfig(method="model")
+    rng = np.random.default_rng(1)
+    h1, h2 = np.eye(4), np.eye(4)
+    h1[:3, :3], h1[:3, 3] = random_rotation(rng, np.deg2rad(8)), [0.04, 0.0, 0.01]
+    h2[:3, :3], h2[:3, 3] = random_rotation(rng, np.deg2rad(8)), [0.0, 0.03, 0.02]
+    fit = dict(fitness=0.9, inlier_rmse=0.01)
+    first, second = Registration(h1, 0.1, **fit), Registration(h2, 0.1, **fit)
+    assert check_cycle_label(Registration(h1 @ h2, 0.1, **fit), first, second, cfg) == (True, "ok")
+    wrong = h1 @ h2
+    wrong[:3, :3] = random_rotation(rng, np.deg2rad(6)) @ wrong[:3, :3]  # fits as well, 6 deg off the cycle
+    ok, why = check_cycle_label(Registration(wrong, 0.1, **fit), first, second, cfg)
+    assert not ok and why.startswith("cycle disagreement")
+    ok, why = check_cycle_label(Registration(h1 @ h2, 0.1, **fit), first, Registration(h2, 0.1, 0.2, 0.01), cfg)
+    assert not ok and why.startswith("half 2: fitness")
+
+
+def test_model_labels_pairs_a_broken_chain_rejects_and_keeps_chained_labels():
+    """method model (self-training): a pair whose frame-to-frame chain breaks on a bad frame inside it (not at its
+    ends or its midpoint) is labelled by the estimator + ICP when its halves compose to the same pose; pairs the
+    chain accepts keep the chained label; a pair ending on the bad frame stays rejected."""
+    from synthseq.training.config import PseudoLabelConfig
+    from synthseq.training.estimator import load_estimator
+    from synthseq.training.pseudo_labels import label_sequence
+
+    rng = np.random.default_rng(5)
+    scene = toy_room(rng, 8000)
+    poses = []
+    for t in range(6):
+        T = np.eye(4)
+        T[:3, :3] = random_rotation(np.random.default_rng(t), np.deg2rad(2.0 * t))
+        T[:3, 3] = [0.02 * t, 0.0, 0.01 * t]
+        poses.append(T)
+    frames = _Frames(poses, scene, corrupt=1)
+    est = load_estimator(WEIGHTS, num_points=1024)
+    cfg = PseudoLabelConfig(method="model", max_pairs=2, min_fitness=0.5, max_rmse_m=0.02)
+    labels, stats = label_sequence(frames, "toy", [1, 4], cfg, estimator=est)
+    # gap 1: pairs (0, 1) (ends on the bad frame: rejected) and (4, 5); gap 4: (0, 4) (chain broken at 0 -> 1, 1 -> 2;
+    # halves (0, 2) and (2, 4) are fine) and (1, 5) (starts on the bad frame)
+    assert stats["tried"] == 4 and stats["accepted_by_model"] == 1
+    assert set(labels) == {("toy", 0, 4, 1), ("toy", 0, 0, 4)}
+    rot, trans = errors(labels[("toy", 0, 0, 4)], np.linalg.inv(poses[0]) @ poses[4])
+    assert rot < 1.0 and trans < 0.02
+    chained, _ = label_sequence(frames, "toy", [1, 4], PseudoLabelConfig(method="chained", max_pairs=2,
+                                                                         min_fitness=0.5, max_rmse_m=0.02))
+    assert set(chained) == {("toy", 0, 4, 1)}
+    with pytest.raises(ValueError, match="needs an estimator"):
+        label_sequence(frames, "toy", [1], cfg)
+
+
 def test_bench_descriptors_scores_fpfh_and_a_checkpoint_on_a_real_capture(tmp_path, sevenscenes_dir):
     """bench/bench_descriptors.py: inlier ratios of FPFH and the shipped P on real pairs, paired differences."""
     import json

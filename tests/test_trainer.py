@@ -4,6 +4,7 @@ non-finite losses, checkpoints and the `synthseq train` command's config errors.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -463,6 +464,34 @@ def test_p_trains_on_pseudo_labelled_voxel_sampled_real_pairs_only(tmp_path, cap
     rc, err = _cli_run(tmp_path, capsys, *recipe, "--set", "name=cli2")
     assert rc == 0, err
     assert "no real pair passed the checks" in caplog.text  # it used the cache, not a new labelling
+
+
+def test_model_pseudo_labels_need_train_init_and_label_with_its_p(tmp_path, capsys, sevenscenes_dir):
+    """train.pseudo_labels.method model (self-training) without train.init is one clear line; with the shipped
+    weights as train.init the run labels the capture (chained labels kept, model statistics recorded)."""
+    from test_torch_datasets import write_toy_dataset
+
+    from synthseq.training.pseudo_labels import load_labels
+
+    write_toy_dataset(tmp_path / "data", num_shards=1, T=4, V=1)
+    weights = Path(__file__).resolve().parents[1] / "training" / "weights" / "pose_match_small.pt"
+    cache = tmp_path / "labels.json"
+    recipe = ["--set", f"train.real=[{sevenscenes_dir}@0:5]", "--set", "train.real_gaps=[1, 4]",
+              "--set", "train.real_sampling=voxel", "--set", "train.real_num_points=256",
+              "--set", "train.synthetic_weight=0", "--set", "train.use_gan=false",
+              "--set", "train.pseudo_labels.enabled=true", "--set", "train.pseudo_labels.method=model",
+              "--set", f"train.pseudo_labels.cache={cache}", "--set", "train.pseudo_labels.max_pairs=2",
+              "--set", "train.alignment_weight=0", "--set", "train.consistency_weight=0",
+              "--set", "train.max_steps=1"]
+    rc, err = _cli_run(tmp_path, capsys, *recipe)
+    assert rc != 0 and "train.pseudo_labels.method: model labels with a trained P: set train.init" in err
+    assert len(err.strip().splitlines()) == 1 and not cache.exists()
+    rc, err = _cli_run(tmp_path, capsys, *recipe, "--set", f"train.init={weights}", "--set", "name=m2",
+                       "--set", "train.model.p_hidden=64", "--set", "train.model.p_global=128")
+    assert rc == 0, err
+    labels, stats = load_labels(cache)
+    (st,) = stats.values()
+    assert st["tried"] == 3 and "accepted_by_model" in st and len(labels) >= 2  # gap 1: 2 pairs, gap 4: 1
 
 
 def test_synthetic_augmentation_widens_relative_rotations_and_keeps_ground_truth(tmp_path):

@@ -32,12 +32,15 @@ class PseudoLabelConfig:
     over the capture) gets the chained frame-to-frame ICP pose t -> t+1 -> ... -> t+d refined by ICP at gap d.
     ``method: chained``: that pose is the label if every ICP passes ``min_fitness`` / ``max_rmse_m`` and the
     refinement moved the chain by <= ``max_rot_deg`` / ``max_trans_m``; ``method: fpfh``: FPFH + RANSAC + ICP
-    is the label if it and the chained fit pass those checks and agree within them. Accepted pairs are trained
+    is the label if it and the chained fit pass those checks and agree within them; ``method: model``
+    (self-training): the chained labels plus pairs the chain rejects labelled by the pose estimator of
+    ``train.init``'s P, refined by ICP, kept when they fit and pass a cycle check over the pair's halves
+    (t -> t+d//2 -> t+d within the same limits). Accepted pairs are trained
     on like synthetic ones (descriptor + pose loss, times ``weight``). Real ground truth is never read.
     """
 
     enabled: bool = False
-    method: Literal["chained", "fpfh"] = "chained"
+    method: Literal["chained", "model", "fpfh"] = "chained"
     weight: float = bounded(1.0, ge=0)
     max_pairs: int = bounded(40, gt=0)          # per capture and gap
     min_fitness: float = bounded(0.6, ge=0, le=1)

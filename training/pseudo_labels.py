@@ -8,6 +8,13 @@ is reliable at 30 fps) multiplied together, refined by one ICP at gap d. Then, b
   (fitness >= ``min_fitness``, inlier RMSE <= ``max_rmse_m``) and the refinement moved the chained pose by no
   more than ``max_rot_deg`` / ``max_trans_m`` (the direct fit at gap d agrees with the chain of small fits:
   drift or a wrong step shows up as a disagreement). Cheap (~0.1 s per pair): hundreds of labels per capture.
+- ``model`` (self-training): the ``chained`` labels, plus labels for pairs the chain rejects (a fast motion, a
+  bad frame-to-frame step) from the run's own pose estimator (P of ``train.init``; the estimator of
+  ``training/estimator.py``), refined by ICP on the dense clouds. Such a label is kept only if the refined fit
+  passes the fitness/RMSE checks and a **cycle check** holds: the pair (t, t+d) and its two halves (t, m) and
+  (m, t+d), m = t + d//2, each estimated and refined independently, must compose to the same pose within
+  ``max_rot_deg`` / ``max_trans_m`` (three estimates rarely agree on the same wrong motion). Gap-1 pairs have
+  no halves and keep the chained check alone. Rerun training with the new P as ``train.init`` to refresh them.
 - ``fpfh``: FPFH + RANSAC + ICP on the dense clouds (global: does not need a small motion) is the candidate,
   kept only if (``check_pseudo_label``) both it and the chained fit pass the fitness/RMSE checks and the two
   poses agree: two methods with different failure modes (feature ambiguity vs drift / a local minimum) rarely
@@ -94,7 +101,25 @@ def check_chained_label(refined, chain: np.ndarray, steps, cfg) -> tuple[bool, s
     return _agreement(refined.a_from_b, chain, cfg)
 
 
-def label_sequence(seq, name: str, gaps, cfg, view: int = 0, seed: int = 0) -> tuple[dict, dict]:
+def check_cycle_label(direct, first, second, cfg) -> tuple[bool, str]:
+    """Whether a model pseudo-label passes the checks of ``cfg`` (``method: model``).
+
+    Args:
+        direct: ``baselines.Registration`` of the pair (t, t+d) (the estimator's pose refined by ICP).
+        first, second: those of its halves (t, m) and (m, t+d).
+
+    Returns:
+        (accepted, reason): reason names the first failed check, or "ok".
+    """
+    for name, r in (("direct", direct), ("half 1", first), ("half 2", second)):
+        why = _fit_problem(name, r, cfg)
+        if why:
+            return False, why
+    ok, why = _agreement(direct.a_from_b, first.a_from_b @ second.a_from_b, cfg)
+    return ok, "ok" if ok else "cycle " + why
+
+
+def label_sequence(seq, name: str, gaps, cfg, view: int = 0, seed: int = 0, estimator=None) -> tuple[dict, dict]:
     """Pseudo-label up to ``cfg.max_pairs`` pairs per gap of one capture.
 
     Args:
@@ -102,6 +127,8 @@ def label_sequence(seq, name: str, gaps, cfg, view: int = 0, seed: int = 0) -> t
         name: the sequence name used by ``RealPairs`` samples (the key).
         gaps: frame gaps d.
         cfg: ``PseudoLabelConfig``.
+        estimator: ``method: model``: a callable ``(cloud_a, cloud_b) -> (a_from_b, confidence)``
+            (``training.estimator.Estimator``).
 
     Returns:
         (labels {(name, view, t, d): (4, 4) ndarray}, stats {"tried": n, "accepted": n, "reasons": {...}}).
@@ -117,8 +144,19 @@ def label_sequence(seq, name: str, gaps, cfg, view: int = 0, seed: int = 0) -> t
             step_cache[t] = B.icp_from_identity(seq.dense(t), seq.dense(t + 1), **opts)
         return step_cache[t]
 
+    model_cache: dict = {}
+
+    def model(t: int, u: int):  # the estimator's pose t -> u refined by ICP on the dense clouds (a Registration)
+        if (t, u) not in model_cache:
+            a, b = seq.dense(t), seq.dense(u)
+            T0, _ = estimator(a, b)
+            model_cache[(t, u)] = B.refine_icp(a, b, T0, **opts)
+        return model_cache[(t, u)]
+
+    if cfg.method == "model" and estimator is None:
+        raise ValueError("pseudo_labels.method 'model' needs an estimator")
     labels, reasons = {}, {}
-    tried = 0
+    tried = by_model = 0
     for d in gaps:
         n = T - d
         if n <= 0:
@@ -133,10 +171,16 @@ def label_sequence(seq, name: str, gaps, cfg, view: int = 0, seed: int = 0) -> t
             if not np.all(np.isfinite(chain)):
                 chain = np.eye(4)
             chained = B.refine_icp(a, b, chain, **opts)
-            if cfg.method == "chained":
+            if cfg.method in ("chained", "model"):
                 steps = [step(u) for u in range(t, t + d)]
                 candidate = chained
                 ok, why = check_chained_label(chained, chain, steps, cfg)
+                if not ok and cfg.method == "model" and d >= 2:
+                    m = t + d // 2
+                    candidate = model(t, t + d)
+                    ok, why_model = check_cycle_label(candidate, model(t, m), model(m, t + d), cfg)
+                    by_model += ok
+                    why = why if ok else why_model  # a rejection names the model's failed check
             else:
                 candidate = B.fpfh_ransac_icp(a, b, seed=seed, **opts)
                 ok, why = check_pseudo_label(candidate, chained, cfg)
@@ -145,7 +189,10 @@ def label_sequence(seq, name: str, gaps, cfg, view: int = 0, seed: int = 0) -> t
             reasons[key] = reasons.get(key, 0) + 1
             if ok:
                 labels[(name, view, t, int(d))] = np.asarray(candidate.a_from_b, dtype=np.float64)
-    return labels, {"tried": tried, "accepted": len(labels), "reasons": reasons}
+    stats = {"tried": tried, "accepted": len(labels), "reasons": reasons}
+    if cfg.method == "model":
+        stats["accepted_by_model"] = by_model
+    return labels, stats
 
 
 def save_labels(path, labels: dict, stats: dict) -> None:
@@ -172,9 +219,11 @@ def load_labels(path) -> tuple[dict, dict]:
     return labels, data.get("stats", {})
 
 
-def pseudo_labels_for(real_specs, sequence_names, gaps, cfg, cache_path=None, seed: int = 0) -> dict:
+def pseudo_labels_for(real_specs, sequence_names, gaps, cfg, cache_path=None, seed: int = 0,
+                      estimator=None) -> dict:
     """Labels for every capture of ``train.real`` (``real_specs[i]`` is named ``sequence_names[i]`` in the
-    pair samples), read from ``cache_path`` when it exists, else computed and written there."""
+    pair samples), read from ``cache_path`` when it exists, else computed and written there (``estimator``:
+    the pose estimator of ``method: model``)."""
     if cache_path is not None and Path(cache_path).is_file():
         labels, stats = load_labels(cache_path)
         log.info("pseudo-labels: %d read from %s", len(labels), cache_path)
@@ -184,11 +233,11 @@ def pseudo_labels_for(real_specs, sequence_names, gaps, cfg, cache_path=None, se
     labels, stats = {}, {}
     for spec, name in zip(real_specs, sequence_names):
         seq = load_real_sequence(spec, 64, cfg.max_depth_m)
-        lab, st = label_sequence(seq, name, gaps, cfg, seed=seed)
+        lab, st = label_sequence(seq, name, gaps, cfg, seed=seed, estimator=estimator)
         labels.update(lab)
         stats[str(spec)] = st
-        log.info("pseudo-labels: %s: %d of %d pairs accepted (%s)", spec, st["accepted"], st["tried"],
-                 st["reasons"])
+        log.info("pseudo-labels: %s: %d of %d pairs accepted%s (%s)", spec, st["accepted"], st["tried"],
+                 f", {st['accepted_by_model']} by the model" if "accepted_by_model" in st else "", st["reasons"])
     if cache_path is not None:
         save_labels(cache_path, labels, stats)
     return labels

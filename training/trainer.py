@@ -456,8 +456,21 @@ def _with_pseudo_labels(trainer: Trainer, tcfg: TrainConfig, real, run_dir: Path
     run_dir.mkdir(parents=True, exist_ok=True)
     names = [s.name for s in real.sequences]
     cache = Path(tcfg.pseudo_labels.cache) if tcfg.pseudo_labels.cache else run_dir / "pseudo_labels.json"
-    labels = pseudo_labels_for(list(tcfg.real), names, tcfg.real_gaps or tcfg.gaps, tcfg.pseudo_labels,
-                               cache, seed=tcfg.seed)
+    estimator = None
+    if tcfg.pseudo_labels.method == "model" and not cache.is_file():
+        from synthseq.training.estimator import Estimator, EstimatorOptions
+
+        if not tcfg.init and trainer.step == 0:
+            raise ConfigError("train.pseudo_labels.method: model labels with a trained P: set train.init "
+                              "(e.g. training/weights/pose_match_small.pt)")
+        if not hasattr(trainer.P, "features"):
+            raise ConfigError("train.pseudo_labels.method: model needs the correspondence P (train.model.pose: match)")
+        estimator = Estimator(trainer.P.eval(), EstimatorOptions(seed=tcfg.seed), trainer.device)
+    try:
+        labels = pseudo_labels_for(list(tcfg.real), names, tcfg.real_gaps or tcfg.gaps, tcfg.pseudo_labels,
+                                   cache, seed=tcfg.seed, estimator=estimator)
+    finally:
+        trainer.P.train()
     trainer.pseudo_labels = labels
     keep = [i for i, (si, v, t, d) in enumerate(real.items) if (names[si], int(v), int(t), int(d)) in labels]
     log.info("pseudo-labels: %d real pairs labelled of %d", len(keep), len(real))
@@ -576,11 +589,6 @@ def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, devi
         log.info("CUDA: batch size %d (train.cuda_batch_size) instead of %d", tcfg.cuda_batch_size, tcfg.batch_size)
         tcfg = dataclasses.replace(tcfg, batch_size=tcfg.cuda_batch_size)
     trainer = Trainer(tcfg, dev)
-    if tcfg.pseudo_labels.enabled and real is not None:
-        real = _with_pseudo_labels(trainer, tcfg, real, run_dir)
-    if tcfg.synthetic_weight != 1.0 and not trainer.pseudo_labels:
-        log.warning("train.synthetic_weight %g applies only with pseudo-labelled real pairs (train.real + "
-                    "train.pseudo_labels.enabled): P trains on the synthetic pairs at weight 1", tcfg.synthetic_weight)
     if resume:
         state = load_checkpoint(ckpt_path, map_location="cpu")  # RNG states must stay CPU tensors
         check_resume_config(state["config"]["train"], config_dict["train"], ckpt_path)
@@ -588,6 +596,11 @@ def train(cfg, run_dir, *, synthetic=None, real=None, resume: bool = False, devi
         log.info("resuming %s from step %d", ckpt_path, trainer.step)
     elif tcfg.init:
         init_pose_network(trainer, tcfg.init)
+    if tcfg.pseudo_labels.enabled and real is not None:  # after train.init: method model labels with that P
+        real = _with_pseudo_labels(trainer, tcfg, real, run_dir)
+    if tcfg.synthetic_weight != 1.0 and not trainer.pseudo_labels:
+        log.warning("train.synthetic_weight %g applies only with pseudo-labelled real pairs (train.real + "
+                    "train.pseudo_labels.enabled): P trains on the synthetic pairs at weight 1", tcfg.synthetic_weight)
     steps_per_epoch = max(len(synthetic) // tcfg.batch_size, 1)
     total_steps = tcfg.epochs * steps_per_epoch
     if tcfg.max_steps is not None:
