@@ -196,10 +196,12 @@ def rotation_angle_deg(rotation: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------- sampling clouds
 
 def clean_cloud(points) -> np.ndarray:
-    """(M, 3) float32 without non-finite rows and zero rows (padding of frames without valid depth)."""
+    """(M, 3) float32 without non-finite rows and zero rows (padding of frames without valid depth); the input
+    itself (not a copy) when it is float32 and every row is valid."""
     p = np.asarray(points, dtype=np.float32).reshape(-1, 3)
-    p = p[np.all(np.isfinite(p), axis=1)]
-    return p[np.any(p != 0.0, axis=1)]
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]  # per column: ~5x faster than row reductions over (M, 3) on a dense frame
+    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(z) & ((x != 0.0) | (y != 0.0) | (z != 0.0))
+    return p if ok.all() else p[ok]
 
 
 def voxel_points(points, n: int, rng: np.random.Generator, voxel_m: float = 0.05) -> np.ndarray:
