@@ -117,7 +117,7 @@ def mutual_matches(f_a: np.ndarray, f_b: np.ndarray, min_matches: int = 30) -> n
 
     sim = torch.from_numpy(np.ascontiguousarray(f_b)) @ torch.from_numpy(np.ascontiguousarray(f_a)).T
     ab = sim.argmax(dim=1).numpy()
-    ba = sim.argmax(dim=0).numpy()
+    ba = sim.t().contiguous().argmax(dim=1).numpy()  # = argmax(dim=0), ~2x faster on a CPU (rows are contiguous)
     ib = np.arange(len(f_b))
     mutual = ba[ab] == ib
     if mutual.sum() < min_matches:
