@@ -286,9 +286,71 @@ def apply_sensor_batch(
         # the four little-endian 16-bit words of each pixel's 64-bit draw, as four contiguous arrays
         raw = rng.integers(0, 1 << 64, size=(b1 - b0) * H * W, dtype=np.uint64).astype("<u8", copy=False)
         words = np.ascontiguousarray(raw.view("<u2").reshape(-1, 4).T).reshape(4, b1 - b0, H, W)
-        z_out[b0:b1], inst_out[b0:b1] = kinect_model(depth_m[b0:b1], instance[b0:b1], words, camera, cfg,
-                                                     NUMPY_OPS)
+        if not _kinect_numpy(depth_m[b0:b1], instance[b0:b1], words, camera, cfg, z_out[b0:b1], inst_out[b0:b1]):
+            z_out[b0:b1], inst_out[b0:b1] = kinect_model(depth_m[b0:b1], instance[b0:b1], words, camera, cfg,
+                                                         NUMPY_OPS)
     return z_out, inst_out
+
+
+def _kinect_numpy(depth_m, instance, words, camera: Camera, cfg: SensorConfig, z_out, inst_out) -> bool:
+    """:func:`kinect_model` on numpy arrays in fewer passes, written into ``z_out`` / ``inst_out``: the same
+    bits (tested against it), ~25 % less CPU. False (nothing written) for the settings where its shortcut
+    does not hold; the caller then runs :func:`kinect_model`.
+
+    The shortcut: the generic code masks invalid pixels out before each division (dividing by 1 instead of 0)
+    and tests ``z > 0`` and ``steps > 0`` on the way; here every pixel goes through the disparity arithmetic
+    as it is (the same operations on the same float32 values, so valid pixels get the same depth), with the
+    step count clamped to >= 1/2, and one range test at the end drops the rest: a pixel whose noisy depth is
+    <= 0 or whose step count rounds to <= 0 ends at depth 0 or 2 b f s, which fail ``min_depth_m > 0`` or
+    ``max_depth_m < 2 b f s``; a pixel with a noisy depth below the smallest float32 gets step count inf and
+    depth 0. Those two bounds are the conditions, with axial noise, quantisation and a lateral shift on.
+    """
+    bfs = float(np.float32(cfg.baseline_m * cfg.focal_px) * np.float32(cfg.disparity_subpixel))
+    sigma_px = cfg.lateral_sigma_px * camera.fx / cfg.focal_px
+    if not (cfg.axial_noise_scale > 0 and cfg.disparity_subpixel > 0 and sigma_px > 0 and cfg.min_depth_m > 0
+            and cfg.max_depth_m < 2.0 * bfs):
+        return False
+    z = depth_m.astype(np.float32, copy=False)
+    edges = edge_mask(z, instance, cfg.edge_jump_m, cfg.edge_width_px) if cfg.edge_dropout_prob > 0 else None
+    shifted = _lateral_numpy([z, instance] + ([edges] if edges is not None else []), words[0], words[1],
+                             float(sigma_px))
+    if shifted is None:
+        return False
+    z, inst = shifted[0], shifted[1]  # new arrays: updated in place below
+    if edges is not None:
+        edges = shifted[2]
+    hit = z > 0
+    # 2. axial noise: z + (dz dz a2 + a0) n, dz = z - 0.4, the generic code's operations in its order
+    a2, a0 = float(np.float32(0.0019 * cfg.axial_noise_scale)), float(np.float32(0.0012 * cfg.axial_noise_scale))
+    noise = np.subtract(z, 0.4, dtype=np.float32)
+    noise *= noise
+    noise *= a2
+    noise += a0
+    noise *= _normal_table().take(words[2])
+    z += noise
+    # 3. disparity quantisation: bfs / rint(bfs / z), on every pixel (see the docstring)
+    steps = noise
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        np.divide(bfs, z, out=steps)
+        np.rint(steps, out=steps)
+        np.maximum(steps, 0.5, out=steps)
+        np.divide(bfs, steps, out=z)
+    # 4. range (it also drops the pixels whose noisy depth or step count was <= 0), 5. dropout
+    valid = hit
+    valid &= z >= cfg.min_depth_m
+    valid &= z <= cfg.max_depth_m
+    if cfg.dropout_prob > 0 or edges is not None:
+        u = words[3]
+        drop = u < int(round(cfg.dropout_prob * 65536))
+        if edges is not None:
+            p_edge = 1.0 - (1.0 - cfg.dropout_prob) * (1.0 - cfg.edge_dropout_prob)
+            drop |= edges & (u < int(round(p_edge * 65536)))
+        valid &= ~drop
+    np.multiply(z, valid, out=z_out)
+    inst += 1
+    inst *= valid
+    np.subtract(inst, 1, out=inst_out, casting="unsafe")
+    return True
 
 
 class ArrayOps:

@@ -296,3 +296,42 @@ def test_the_sensor_draw_is_the_generators_raw_output():
     a, b = np.random.default_rng(9), np.random.default_rng(9)
     np.testing.assert_array_equal(a.integers(0, 1 << 64, size=1000, dtype=np.uint64), b.bit_generator.random_raw(1000))
     assert a.random() == b.random()
+
+
+@pytest.mark.parametrize("changes", [{}, {"max_depth_m": 3.0}, {"min_depth_m": 1.3, "edge_width_px": 2},
+                                     {"axial_noise_scale": 40.0, "dropout_prob": 0.2},
+                                     {"edge_dropout_prob": 0.0, "dropout_prob": 0.0}])
+def test_numpy_fast_path_equals_the_generic_model_bit_for_bit(changes):
+    """apply_sensor_batch's numpy path (_kinect_numpy: no masking before the divisions, one range test at the
+    end) gives the same bits as kinect_model on the same random words, including pixels the generic code drops
+    on the way: no surface, noise pushing depth to <= 0, the range limits exactly, and very far surfaces."""
+    from synthseq.generator.sensor import NUMPY_OPS, _kinect_numpy, kinect_model
+
+    depth, inst = _kinect_scene(3)
+    depth[0, :5] = np.float32(0.4)
+    depth[0, 5:10] = np.float32(5.0)
+    depth[0, 10:15] = np.float32(3.0)
+    depth[1, :4] = np.float32(1e-3)  # noise of ~1.5 mm: some of it below 0
+    depth[1, 4:8] = np.float32(1e-30)
+    depth[1, 8:12] = np.float32(690.0)  # disparity rounds to 1 step: depth b f s = 348 m, beyond the range
+    depth[1, 12:16] = np.float32(2000.0)  # rounds to 0 steps: dropped (the generic code), 2 b f s (here)
+    cfg = SensorConfig(**changes)
+    words = np.random.default_rng(3).integers(0, 1 << 16, size=(4, *depth.shape)).astype(np.uint16)
+    z_ref, i_ref = kinect_model(depth, inst, list(words), CAMERA, cfg, NUMPY_OPS)
+    z, i = np.full(depth.shape, np.nan, np.float32), np.full(depth.shape, 7, np.int16)
+    assert _kinect_numpy(depth, inst, words, CAMERA, cfg, z, i)
+    np.testing.assert_array_equal(z.view(np.uint32), z_ref.view(np.uint32))
+    np.testing.assert_array_equal(i, i_ref)
+    assert 0.3 < (z > 0).mean() < 0.99 and z.dtype == np.float32 and i.dtype == np.int16
+
+
+@pytest.mark.parametrize("changes", [{"min_depth_m": 0.0}, {"max_depth_m": 800.0}, {"axial_noise_scale": 0.0},
+                                     {"disparity_subpixel": 0}, {"lateral_sigma_px": 0.0}])
+def test_numpy_fast_path_declines_where_its_shortcut_does_not_hold(changes):
+    from synthseq.generator.sensor import _kinect_numpy
+
+    depth, inst = _kinect_scene(1)
+    z, i = np.zeros_like(depth), np.zeros_like(inst)
+    words = np.zeros((4, *depth.shape), np.uint16)
+    assert not _kinect_numpy(depth, inst, words, CAMERA, SensorConfig(**changes), z, i)
+    assert not z.any() and not i.any()  # nothing written: apply_sensor_batch runs kinect_model
