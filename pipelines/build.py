@@ -335,10 +335,11 @@ def check_meshes(meshes, contents: dict) -> None:
 
 def _node_id() -> str:
     """The Ray node this task runs on (hex id), or the host name outside Ray."""
-    try:
-        import ray
+    import sys
 
-        if ray.is_initialized():  # get_runtime_context() would start a local Ray in a plain process
+    ray = sys.modules.get("ray")  # not imported here: a process without Ray (the local helper) is not on a node
+    try:
+        if ray is not None and ray.is_initialized():  # get_runtime_context() would start a local Ray
             return ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - called outside a Ray worker (tests of the task function)
         pass
@@ -488,18 +489,33 @@ def _remove_if_nothing_built(out: Path, created: list[Path]):
 
 def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_shard, mesh_bytes,
              config_json, plan_line=None, meshes=()) -> None:
-    try:
-        import ray
-    except ImportError as e:
-        raise ImportError("synthseq build needs Ray: pip install 'synthseq[ray]' (ray==2.60.0)") from e
+    import sys
     import threading
-
-    from synthseq.pipelines.cluster import connect
 
     # Renderers need a headless GL platform; local workers inherit the driver's environment, remote ones
     # get it through the runtime env.
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
-    # The mesh check runs while Ray starts (seconds in which this process only waits).
+    pending = list(todo)
+    lock = threading.Lock()
+    helper = None
+    ray_up = sys.modules.get("ray") is not None and sys.modules["ray"].is_initialized()
+    if (not address or address == "local") and not ray_up and os.environ.get(HELPER_ENV, "1") != "0":
+        # A local cluster starts here: a forked helper builds shards while it starts (forked before Ray is
+        # imported: the child carries no Ray state).
+        workers = cfg.build.workers or os.cpu_count() or 1
+        helper = _Helper.start(pending, lock, meshes, mesh_bytes, config_json,
+                               keep_going=workers >= (os.cpu_count() or 1))
+    try:
+        import ray
+    except ImportError as e:
+        if helper is not None:
+            helper.stop()
+        raise ImportError("synthseq build needs Ray: pip install 'synthseq[ray]' (ray==2.60.0)") from e
+
+    from synthseq.pipelines.cluster import connect
+
+    # The mesh check runs while Ray starts (seconds in which this process only waits): in the helper when
+    # there is one (it loads the meshes anyway), else in a thread here.
     mesh_error = []
 
     def check():
@@ -508,15 +524,27 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
         except BaseException as e:  # noqa: BLE001 - re-raised below, in the calling thread
             mesh_error.append(e)
 
-    checker = threading.Thread(target=check, name="synthseq-check-meshes", daemon=True)
-    checker.start()
+    checker = None
+    if helper is None:
+        checker = threading.Thread(target=check, name="synthseq-check-meshes", daemon=True)
+        checker.start()
+    started_here = False
     try:
-        started_here = connect(address, num_cpus=cfg.build.workers or os.cpu_count(),
-                               runtime_env={"env_vars": {"PYOPENGL_PLATFORM": "egl"}}, lean=True)
-    finally:
-        checker.join()
-    mark("driver: ray connected")
-    try:
+        try:
+            started_here = connect(address, num_cpus=cfg.build.workers or os.cpu_count(),
+                                   runtime_env={"env_vars": {"PYOPENGL_PLATFORM": "egl"}}, lean=True)
+        finally:
+            if checker is not None:
+                checker.join()
+        mark("driver: ray connected")
+        if helper is not None:
+            checked = helper.wait_checked()
+            if checked is None:  # the helper died before checking: check here
+                check()
+            elif checked is not True:
+                mesh_error.append(checked)
+            with lock:
+                helper.ray_ready = True
         if mesh_error:
             raise mesh_error[0]
         if plan_line:  # after connecting, so that a connection error is the only line a failed build prints
@@ -532,13 +560,169 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
         # On the local cluster started here, tasks reserving `threads` of its CPUs run at most `window` at a
         # time, so a second task per worker can wait queued in Ray: a worker that finishes a shard starts
         # the next at once instead of after the driver has received and written the finished one.
+        # With a helper that keeps building, shards stay in the shared queue until an executor is free (the
+        # driver submits a worker's next task before it writes the finished shard).
         ahead = window if started_here and (not address or address == "local") else 0
-        _drive(task, todo, out, config_json, window, threads, progress, done, save_manifest, on_shard, mesh_refs,
-               queue_ahead=ahead)
+        if helper is not None and helper.keep_going:
+            ahead = 0
+        _drive(task, pending, out, config_json, window, threads, progress, done, save_manifest, on_shard,
+               mesh_refs, queue_ahead=ahead, helper=helper, lock=lock, total=todo)
     finally:
+        if helper is not None:
+            helper.stop()
         if started_here:
             ray.shutdown()
             mark("driver: ray shut down")
+
+
+HELPER_ENV = "SYNTHSEQ_BUILD_HELPER"  # "0": no local helper (every shard is a Ray task)
+RAY_WORKER_NICENESS = 15  # Ray 2.60's default worker_niceness (its workers run at nice 15)
+
+
+class _Helper:
+    """A process forked from the driver of a local build, before Ray starts, that builds shards with the same
+    :func:`build_shard` (so the same bytes) from the same queue as the Ray tasks.
+
+    Starting the local cluster takes seconds in which the driver only waits (~4 s on 2 cores, of which the
+    Ray processes use about half the CPU): the helper checks every mesh (:func:`check_meshes`, which the
+    driver would otherwise do meanwhile), then builds shards. Once Ray is up it finishes the shard it has and
+    takes more only when ``keep_going`` (the build's workers use every core of the machine, so the helper's
+    process balances the last shards instead of taking a core from another build). A shard it was building
+    when it died goes back to the queue, for Ray. Its result (the shard's bytes and summary) reaches the
+    driver through a pipe and is written like a Ray task's."""
+
+    def __init__(self, pending, lock, keep_going: bool):
+        import queue
+
+        self.pending, self.lock, self.keep_going = pending, lock, keep_going
+        self.ray_ready = False
+        self.results = queue.Queue()  # ("shard", job, (ok, summary | error)), ("died", job, None), ("idle", ...)
+        self.current = None
+        self._stopping = False
+        self._checked = None  # True, an exception from check_meshes, or None (the helper died first)
+        self.process = self.conn = self.thread = None
+        import threading
+
+        self._checked_event = threading.Event()
+
+    @classmethod
+    def start(cls, pending, lock, meshes, mesh_bytes, config_json, keep_going: bool):
+        """Fork the helper and start the thread that feeds it; None when the platform cannot fork."""
+        import multiprocessing
+        import threading
+
+        try:
+            ctx = multiprocessing.get_context("fork")
+        except ValueError:  # pragma: no cover - no fork on this platform
+            return None
+        helper = cls(pending, lock, keep_going)
+        helper.conn, child = ctx.Pipe()
+        helper.process = ctx.Process(target=_helper_main, args=(child, meshes, mesh_bytes, config_json, os.getpid()),
+                                     name="synthseq-build-helper", daemon=True)
+        helper.process.start()
+        child.close()
+        helper.thread = threading.Thread(target=helper._feed, name="synthseq-build-helper", daemon=True)
+        helper.thread.start()
+        return helper
+
+    def _take(self):
+        with self.lock:
+            if self._stopping or not self.pending or (self.ray_ready and not self.keep_going):
+                return None
+            self.current = self.pending.pop(0)
+            return self.current
+
+    def _feed(self) -> None:
+        job = None
+        try:
+            kind, error = self.conn.recv()
+            self._checked = True if error is None else error
+            self._checked_event.set()
+            if error is not None:
+                return
+            while (job := self._take()) is not None:
+                self.conn.send(job)
+                result = self.conn.recv()
+                with self.lock:
+                    self.current = None
+                self.results.put(("shard", job, result))
+        except (EOFError, OSError):  # the helper process died (killed, out of memory): Ray takes its shard
+            with self.lock:
+                if self.current is not None:
+                    self.pending.insert(0, self.current)
+                    log.info("build helper stopped; shard %d goes to a Ray task", self.current.index)
+                    self.current = None
+            self.results.put(("died", job, None))
+        finally:
+            self._checked_event.set()
+            try:
+                self.conn.send(None)  # no more shards: the helper exits
+            except (OSError, ValueError):
+                pass
+            self.results.put(("idle", None, None))
+
+    def wait_checked(self):
+        """True when the helper checked every mesh, the exception it raised, or None if it died first."""
+        self._checked_event.wait()
+        return self._checked
+
+    def stop(self) -> None:
+        """Stop taking shards; end the process (at once when a shard is still in progress: the build failed)."""
+        with self.lock:
+            self._stopping = True
+        if self.process is not None and self.process.is_alive():
+            self.process.join(timeout=0 if self.current is not None else 2.0)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join()
+        if self.conn is not None:
+            self.conn.close()
+
+
+def _helper_main(conn, meshes, mesh_bytes, config_json, parent_pid: int) -> None:
+    """The helper process: check the meshes, then build each shard the driver sends until it sends None."""
+    import pickle
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the driver stops the helper
+    try:  # die with the driver (a SIGKILLed driver must not leave a process holding build.lock)
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the closed pipe ends the helper after its shard
+        pass
+    if os.getppid() != parent_pid:
+        return
+    try:  # the niceness of Ray's workers (raylet's worker_niceness, 15 by default): while Ray starts, the helper
+        # takes only the CPU that Ray's own processes leave idle, and after it shares the cores as a worker
+        os.nice(max(0, int(os.environ.get("RAY_worker_niceness", RAY_WORKER_NICENESS)) - os.nice(0)))
+    except (OSError, ValueError):
+        pass
+
+    def portable(e: BaseException):
+        try:
+            pickle.dumps(e)
+            return e
+        except Exception:  # noqa: BLE001 - an exception that does not pickle travels as its text
+            return BuildError(f"{type(e).__name__}: {e}")
+
+    mark("helper: start")
+    try:
+        try:
+            check_meshes(meshes, mesh_bytes)
+        except Exception as e:  # noqa: BLE001 - reported to the driver, which raises it
+            conn.send(("checked", portable(e)))
+            return
+        conn.send(("checked", None))
+        while (job := conn.recv()) is not None:
+            try:
+                summary = build_shard(job, config_json, 1, *[mesh_bytes[digest] for _, digest, _ in job.meshes])
+            except Exception as e:  # noqa: BLE001 - the driver raises it, as for a Ray task
+                conn.send((False, portable(e)))
+                continue
+            conn.send((True, summary))
+    except (EOFError, OSError, KeyboardInterrupt):
+        return
 
 
 def shard_task(max_retries: int, threads: int):
@@ -574,49 +758,90 @@ def _ray_error_line(e) -> str:
 
 
 def _drive(task, todo, out: Path, config_json, window, threads, progress, done, save_manifest, on_shard,
-           mesh_refs, queue_ahead: int = 0) -> None:
+           mesh_refs, queue_ahead: int = 0, helper=None, lock=None, total=None) -> None:
     """Submit at most ``window + queue_ahead`` shard tasks at a time, collect them with ``ray.wait``, write
-    their shards (``queue_ahead`` > 0 only where Ray itself runs at most ``window`` at once)."""
+    their shards (``queue_ahead`` > 0 only where Ray itself runs at most ``window`` at once).
+
+    With a ``helper`` (:class:`_Helper`), ``todo`` is the queue it shares (under ``lock``): shards it builds
+    arrive through ``helper.results`` and are written the same way; ``total`` lists every shard of the run."""
+    import queue
+    import threading
+
     import ray
     from synthseq.progress import progress as tqdm  # a bar on a terminal, plain lines in a log
 
-    total_sequences = sum(len(j.sequence_indices) for j in todo)
+    lock = lock or threading.Lock()
+    total_sequences = sum(len(j.sequence_indices) for j in (total if total is not None else todo))
     bar = tqdm(total=total_sequences, unit="seq", desc="build", disable=not progress, dynamic_ncols=True)
     t0 = time.perf_counter()
     view_frames = 0
-    pending = list(todo)
+    pending = todo
     in_flight = {}
+    helper_active = helper is not None
+
+    def finish(job, summary) -> None:
+        nonlocal view_frames
+        data = summary.pop("data")
+        if hashlib.sha256(data).hexdigest() != summary["sha256"]:
+            raise BuildError(f"shard {job.index}: bytes received differ from the task's sha256")
+        mark("driver: shard received", shard=job.index)
+        write_bytes_atomic(out / summary["file"], data)
+        entry = {k: summary[k] for k in ("file", "sequence_ids", "bytes", "sha256", "sequences")}
+        done[entry["file"]] = entry
+        save_manifest(False)
+        mark("driver: shard written", shard=job.index)
+        if on_shard is not None:
+            on_shard(summary)
+        view_frames += summary["view_frames"]
+        elapsed = time.perf_counter() - t0
+        bar.update(summary["num_sequences"])
+        bar.set_postfix_str(f"shards {len(done)}, {bar.n / elapsed:.2f} seq/s, "
+                            f"{view_frames / elapsed:.0f} view-frames/s")
+
+    def helper_result(item, received: list) -> bool:
+        """One message of the helper: a shard goes to ``received``; False once the helper has stopped."""
+        kind, job, result = item
+        if kind == "shard":
+            ok, payload = result
+            if not ok:
+                line = str(payload) if isinstance(payload, BuildError) else f"{type(payload).__name__}: {payload}"
+                raise BuildError(f"shard {job.index}: {line} (rerun with --resume to keep the finished shards)")
+            received.append((job, payload))
+        return kind != "idle"
+
+    received: list = []  # (job, summary) of finished shards, written after the next tasks are submitted
     try:
-        while pending or in_flight:
-            while pending and len(in_flight) < window + queue_ahead:
-                job = pending.pop(0)
-                refs = [mesh_refs[digest] for _, digest, _ in job.meshes]
-                in_flight[task.remote(job, config_json, threads, *refs)] = job
-                mark("driver: task submitted", shard=job.index)
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
+        while True:
+            with lock:
+                while pending and len(in_flight) < window + queue_ahead:
+                    job = pending.pop(0)
+                    refs = [mesh_refs[digest] for _, digest, _ in job.meshes]
+                    in_flight[task.remote(job, config_json, threads, *refs)] = job
+                    mark("driver: task submitted", shard=job.index)
+            # a worker that finished has its next task before the driver receives and writes the shard
+            for job, summary in received:
+                finish(job, summary)
+            received.clear()
+            if not in_flight and not helper_active and not pending:
+                break
+            if in_flight:
+                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.05 if helper_active else None)
+            else:  # only the helper is building (its shards, or one it may give back)
+                ready = []
+                helper_active = helper_result(helper.results.get(), received)
             for ref in ready:
                 job = in_flight.pop(ref)
                 try:
-                    summary = ray.get(ref)
+                    received.append((job, ray.get(ref)))
                 except ray.exceptions.RayError as e:
                     raise BuildError(f"shard {job.index}: {_ray_error_line(e)} (rerun with --resume to keep "
                                      f"the finished shards)") from None
-                data = summary.pop("data")
-                if hashlib.sha256(data).hexdigest() != summary["sha256"]:
-                    raise BuildError(f"shard {job.index}: bytes received differ from the task's sha256")
-                mark("driver: shard received", shard=job.index)
-                write_bytes_atomic(out / summary["file"], data)
-                entry = {k: summary[k] for k in ("file", "sequence_ids", "bytes", "sha256", "sequences")}
-                done[entry["file"]] = entry
-                save_manifest(False)
-                mark("driver: shard written", shard=job.index)
-                if on_shard is not None:
-                    on_shard(summary)
-                view_frames += summary["view_frames"]
-                elapsed = time.perf_counter() - t0
-                bar.update(summary["num_sequences"])
-                bar.set_postfix_str(f"shards {len(done)}, {bar.n / elapsed:.2f} seq/s, "
-                                    f"{view_frames / elapsed:.0f} view-frames/s")
+            while helper_active:
+                try:
+                    item = helper.results.get_nowait()
+                except queue.Empty:
+                    break
+                helper_active = helper_result(item, received)
     finally:
         bar.close()
         for ref in in_flight:

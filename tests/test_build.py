@@ -135,7 +135,8 @@ def test_killed_worker_is_retried(tmp_path):
     proc = subprocess.Popen([SYNTHSEQ, "build", "tiny", "--out", str(out), "--num-sequences", "4",
                              "--sequences-per-shard", "2", "--workers", "2", "--no-progress",
                              "--set", "generate.num_frames=40"],
-                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, SYNTHSEQ_BUILD_HELPER="0"))  # every shard a Ray task
     killed = []
 
     def kill_a_worker():
@@ -156,6 +157,70 @@ def test_killed_worker_is_retried(tmp_path):
     assert proc.returncode == 0, stderr
     assert killed and verify_dataset(out) == []
     assert len(read_manifest(out)["shards"]) == 2
+
+
+def _timeline(path: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def _built_by(events: list[dict]) -> dict:
+    """shard index -> pid of the process that built it (its 'task: shard read back and hashed' event)."""
+    return {e["shard"]: e["pid"] for e in events if e["event"] == "task: shard read back and hashed"}
+
+
+def test_local_helper_builds_the_same_bytes(tmp_path):
+    """A local build forks a helper that builds shards while Ray starts (build_shard, the same bytes): its
+    shards and the Ray tasks' are identical to a build where Ray builds every shard."""
+    args = ["tiny", "--num-sequences", "4", "--sequences-per-shard", "1", "--workers", "2", "--no-progress",
+            "--set", "generate.num_frames=3"]
+    runs = {}
+    for name, helper in (("with", "1"), ("without", "0")):
+        timeline = tmp_path / f"{name}.jsonl"
+        subprocess.run([SYNTHSEQ, "build", *args, "--out", str(tmp_path / name)], check=True, capture_output=True,
+                       timeout=600, env=dict(os.environ, SYNTHSEQ_BUILD_HELPER=helper,
+                                             SYNTHSEQ_BUILD_TIMELINE=str(timeline)))
+        runs[name] = _timeline(timeline)
+    helpers = {e["pid"] for e in runs["with"] if e["event"] == "helper: start"}
+    assert len(helpers) == 1 and helpers & set(_built_by(runs["with"]).values())
+    assert not any(e["event"] == "helper: start" for e in runs["without"])
+    driver = {e["pid"] for e in runs["without"] if e["event"].startswith("driver")}
+    assert set(_built_by(runs["without"])) == {0, 1, 2, 3} and not driver & set(_built_by(runs["without"]).values())
+    assert _shard_hashes(tmp_path / "with") == _shard_hashes(tmp_path / "without")
+    assert verify_dataset(tmp_path / "with") == [] and read_manifest(tmp_path / "with")["complete"]
+
+
+def test_killed_helper_gives_its_shard_to_ray(tmp_path):
+    timeline = tmp_path / "timeline.jsonl"
+    out = tmp_path / "ds"
+    proc = subprocess.Popen([SYNTHSEQ, "build", "tiny", "--out", str(out), "--num-sequences", "3",
+                             "--sequences-per-shard", "1", "--workers", "2", "--no-progress",
+                             "--set", "generate.num_frames=200"],
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, SYNTHSEQ_BUILD_TIMELINE=str(timeline)))
+    killed = []
+
+    def kill_the_helper():  # once it has started a shard
+        events = _timeline(timeline)
+        helper = {e["pid"] for e in events if e["event"] == "helper: start"}
+        started = [e for e in events if e["event"] == "task: start" and e["pid"] in helper]
+        if started:
+            os.kill(started[0]["pid"], signal.SIGKILL)
+            killed.append(started[0]["shard"])
+        return bool(started)
+
+    try:
+        assert _wait_for(kill_the_helper, timeout=240, interval=0.02), "the helper started no shard"
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, stderr
+    assert verify_dataset(out) == [] and len(read_manifest(out)["shards"]) == 3
+    helper = {e["pid"] for e in _timeline(timeline) if e["event"] == "helper: start"}
+    assert _built_by(_timeline(timeline))[killed[0]] not in helper  # rebuilt by a Ray task
 
 
 # ------------------------------------------------------------------------------------------- bad input
