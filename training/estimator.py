@@ -66,7 +66,7 @@ class EstimatorOptions:
     refine: Literal["plane", "none"] = "plane"  # fine stage: point-to-plane on the sampled points, or none
     refine_factor: float = bounded(2.0, gt=0)  # fine-stage correspondence distance, in median point spacings
     refine_iterations: int = bounded(30, gt=0)
-    refine_points: int = bounded(8192, ge=0)  # fine stage on this many points drawn uniformly from each
+    refine_points: int = bounded(4096, ge=0)  # fine stage on this many points drawn uniformly from each
     #                                 cloud (0: on the num_points sampled points)
     classical_below: float = bounded(0.0, ge=0, le=1)  # confidence below which FPFH + RANSAC + ICP on the
     #                                 dense clouds (training/baselines.py) replaces the pose; 0: never
