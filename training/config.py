@@ -47,6 +47,9 @@ class PseudoLabelConfig:
     max_rmse_m: float = bounded(0.02, gt=0)
     max_rot_deg: float = bounded(2.0, gt=0)
     max_trans_m: float = bounded(0.03, gt=0)
+    model_min_fitness: float = bounded(0.3, ge=0, le=1)  # method model: fitness floor of the estimator's refined
+    #                                 poses (the cycle check guards them; a correct pose at a large gap fits only
+    #                                 the overlap: 0.3 is 3DMatch's overlap floor for a valid pair)
     max_depth_m: float = bounded(3.0, gt=0)    # depth limit of the dense clouds registered
     voxel_m: float = bounded(0.02, gt=0)
     cache: str | None = None                    # labels file read when it exists, else written (None: the run's

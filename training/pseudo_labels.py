@@ -11,7 +11,8 @@ is reliable at 30 fps) multiplied together, refined by one ICP at gap d. Then, b
 - ``model`` (self-training): the ``chained`` labels, plus labels for pairs the chain rejects (a fast motion, a
   bad frame-to-frame step) from the run's own pose estimator (P of ``train.init``; the estimator of
   ``training/estimator.py``), refined by ICP on the dense clouds. Such a label is kept only if the refined fit
-  passes the fitness/RMSE checks and a **cycle check** holds: the pair (t, t+d) and its two halves (t, m) and
+  passes the fit checks (fitness >= ``model_min_fitness``, lower than the chain's: a correct pose at a large gap
+  fits only the overlap, and the cycle guards against wrong ones; inlier RMSE) and a **cycle check** holds: the pair (t, t+d) and its two halves (t, m) and
   (m, t+d), m = t + d//2, each estimated and refined independently, must compose to the same pose within
   ``max_rot_deg`` / ``max_trans_m`` (three estimates rarely agree on the same wrong motion). Gap-1 pairs have
   no halves and keep the chained check alone. Rerun training with the new P as ``train.init`` to refresh them.
@@ -31,6 +32,7 @@ stored as JSON (``RUN_DIR/pseudo_labels.json``) with the acceptance statistics.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -102,7 +104,9 @@ def check_chained_label(refined, chain: np.ndarray, steps, cfg) -> tuple[bool, s
 
 
 def check_cycle_label(direct, first, second, cfg) -> tuple[bool, str]:
-    """Whether a model pseudo-label passes the checks of ``cfg`` (``method: model``).
+    """Whether a model pseudo-label passes the checks of ``cfg`` (``method: model``): the three refined fits
+    (fitness >= ``model_min_fitness``, inlier RMSE <= ``max_rmse_m``) and the cycle (the halves' product agrees
+    with the direct pose within ``max_rot_deg`` / ``max_trans_m``).
 
     Args:
         direct: ``baselines.Registration`` of the pair (t, t+d) (the estimator's pose refined by ICP).
@@ -111,8 +115,9 @@ def check_cycle_label(direct, first, second, cfg) -> tuple[bool, str]:
     Returns:
         (accepted, reason): reason names the first failed check, or "ok".
     """
+    fit_cfg = dataclasses.replace(cfg, min_fitness=cfg.model_min_fitness)
     for name, r in (("direct", direct), ("half 1", first), ("half 2", second)):
-        why = _fit_problem(name, r, cfg)
+        why = _fit_problem(name, r, fit_cfg)
         if why:
             return False, why
     ok, why = _agreement(direct.a_from_b, first.a_from_b @ second.a_from_b, cfg)
