@@ -8,7 +8,7 @@ RSS of a Ray worker after 100 vs 1000 sequences.
 Ray is started before the clock starts (its start-up is not part of the build rate), except with ``--cli``:
 that times the whole command ``synthseq build CONFIG --num-sequences N --workers W --set
 generate.renderer=R`` as a user runs it (Python and Ray start-up, spec making, rendering, HDF5, hashing,
-manifest), ``--repeat`` times per renderer, with the load average before and after each run (the machine
+manifest; with the build's local helper unless ``SYNTHSEQ_BUILD_HELPER=0`` is set), ``--repeat`` times per renderer, with the load average before and after each run (the machine
 is shared: repeat when the load was high). ``--cli --profile`` runs that command once per renderer and shows
 where its time goes: the build's own timeline (``SYNTHSEQ_BUILD_TIMELINE``: driver and task events with
 their process CPU time) and the CPU time of every process of the command (driver, Ray's GCS, raylet,
@@ -181,7 +181,11 @@ def profile_run(config: str, num_sequences: int, workers: int, renderer: str, ov
     role = {}
     for e in events:
         if e["pid"] not in role:
-            role[e["pid"]] = "driver" if e["event"].startswith("driver") else f"worker {sum(r != 'driver' for r in role.values()) + 1}"
+            role[e["pid"]] = ("driver" if e["event"].startswith("driver") else "helper" if e["event"].startswith("helper")
+                              else f"worker {sum(r.startswith('worker') for r in role.values()) + 1}")
+    for pid, info in seen.items():  # the helper is a fork of the driver: the same command line
+        if role.get(pid) == "helper":
+            info["kind"] = "build helper (forked driver)"
     print("| t (s) | process | event | its CPU s |\n|---|---|---|---|")
     for e in events:
         extra = ", ".join(f"{k} {v}" for k, v in e.items() if k not in ("t", "cpu", "pid", "event"))

@@ -70,9 +70,14 @@ def depth_normals(depth: np.ndarray, instance: np.ndarray, rows: np.ndarray, col
     flat_instance = instance.reshape(-1)
     base = 0 if images is None else images * (H * W)  # flat offset of each pixel's image
     centre = rows * W + cols + base
-    x0, y0, z0 = np.moveaxis(backproject(rows, cols, flat_depth[centre], K), -1, 0)
-    # The 4 neighbours at once (rows of these (4, M) arrays): +u, -u, +v, -v. The arithmetic is on component
-    # arrays (x, y, z apart), not (M, 3) stacks: numpy's per-call overhead dominates at M ~ 2000.
+    # synthseq.geometry.backproject's arithmetic, on contiguous component arrays (x, y, z apart), not (M, 3)
+    # stacks: numpy's per-call overhead dominates at M ~ 2000, and strided components cost every later pass
+    Kd = np.asarray(K, dtype=np.float64)
+    fx, fy, cx, cy = Kd[0, 0], Kd[1, 1], Kd[0, 2], Kd[1, 2]
+    z0 = flat_depth[centre].astype(np.float64)
+    x0 = (cols - cx) / fx * z0
+    y0 = (rows - cy) / fy * z0
+    # The 4 neighbours at once (rows of these (4, M) arrays): +u, -u, +v, -v.
     r = rows[None, :] + _NEIGHBOUR_DR[:, None]
     c = cols[None, :] + _NEIGHBOUR_DC[:, None]
     inb = (r >= 0) & (r < H) & (c >= 0) & (c < W)
@@ -84,7 +89,9 @@ def depth_normals(depth: np.ndarray, instance: np.ndarray, rows: np.ndarray, col
           & (np.abs(zn - z0) <= _NORMAL_EDGE_FRACTION * z0))
     # A neighbour off the surface is replaced by the centre point itself: central differences where both
     # sides are on the surface, one-sided where one is, a zero tangent where none is.
-    xs, ys, zs = (np.where(ok, a, a0) for a, a0 in zip(np.moveaxis(backproject(r, c, zn, K), -1, 0), (x0, y0, z0)))
+    xs = np.where(ok, (c - cx) / fx * zn, x0)
+    ys = np.where(ok, (r - cy) / fy * zn, y0)
+    zs = np.where(ok, zn, z0)
     ux, uy, uz = xs[0] - xs[1], ys[0] - ys[1], zs[0] - zs[1]
     vx, vy, vz = xs[2] - xs[3], ys[2] - ys[3], zs[2] - zs[3]
     n = np.empty((len(rows), 3))

@@ -18,7 +18,10 @@ filesystem; docs/cluster.md):
    fsync, rename). At most ``workers`` tasks run at once (on a local cluster this process started, one more
    per worker waits queued in Ray, so a worker never waits for the driver between shards); results arrive
    through ``ray.wait``. Each finished shard is added to the manifest at once, so a killed build loses only
-   the shards that were in flight.
+   the shards that were in flight. On a local cluster that this process starts, a helper process forked
+   from the driver before Ray starts takes shards from the same queue and builds them with the same
+   ``build_shard`` (the same bytes) while Ray starts, and, with two or more workers, is one of them (Ray gets
+   one CPU less); ``SYNTHSEQ_BUILD_HELPER=0`` leaves every shard to Ray (:class:`_Helper`).
 4. ``--resume`` keeps every shard listed in the manifest whose size and sha256 match the file, and
    rebuilds the rest. Sequence i's seed depends only on (root seed, i), and shard j always holds
    sequences [j*S, (j+1)*S), so any mix of workers, nodes and resumes gives byte-identical shards.
@@ -502,9 +505,10 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
     if (not address or address == "local") and not ray_up and os.environ.get(HELPER_ENV, "1") != "0":
         # A local cluster starts here: a forked helper builds shards while it starts (forked before Ray is
         # imported: the child carries no Ray state).
-        workers = cfg.build.workers or os.cpu_count() or 1
+        # With 2 or more workers it is one of them (the local cluster gets one CPU less: one process fewer to
+        # start); with one, it builds only until Ray is up.
         helper = _Helper.start(pending, lock, meshes, mesh_bytes, config_json,
-                               keep_going=workers >= (os.cpu_count() or 1))
+                               keep_going=(cfg.build.workers or os.cpu_count() or 1) >= 2)
     try:
         import ray
     except ImportError as e:
@@ -529,9 +533,11 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
         checker = threading.Thread(target=check, name="synthseq-check-meshes", daemon=True)
         checker.start()
     started_here = False
+    workers = cfg.build.workers or os.cpu_count() or 1
+    ray_cpus = workers - 1 if helper is not None and helper.keep_going else workers
     try:
         try:
-            started_here = connect(address, num_cpus=cfg.build.workers or os.cpu_count(),
+            started_here = connect(address, num_cpus=ray_cpus,
                                    runtime_env={"env_vars": {"PYOPENGL_PLATFORM": "egl"}}, lean=True)
         finally:
             if checker is not None:
@@ -550,7 +556,7 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
         if plan_line:  # after connecting, so that a connection error is the only line a failed build prints
             log.info(*plan_line)
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
-        window = min(cfg.build.workers or cluster_cpus, len(todo))
+        window = max(1, min(ray_cpus if helper is not None else (cfg.build.workers or cluster_cpus), len(todo)))
         # Each task reserves an equal share of the CPUs and renders with that many threads, so one worker
         # on a 2-core machine uses both cores and two workers do not compete for them. On a joined cluster
         # the CPUs are spread over nodes: one CPU per task.
@@ -583,13 +589,14 @@ class _Helper:
     """A process forked from the driver of a local build, before Ray starts, that builds shards with the same
     :func:`build_shard` (so the same bytes) from the same queue as the Ray tasks.
 
-    Starting the local cluster takes seconds in which the driver only waits (~4 s on 2 cores, of which the
-    Ray processes use about half the CPU): the helper checks every mesh (:func:`check_meshes`, which the
-    driver would otherwise do meanwhile), then builds shards. Once Ray is up it finishes the shard it has and
-    takes more only when ``keep_going`` (the build's workers use every core of the machine, so the helper's
-    process balances the last shards instead of taking a core from another build). A shard it was building
-    when it died goes back to the queue, for Ray. Its result (the shard's bytes and summary) reaches the
-    driver through a pipe and is written like a Ray task's."""
+    Starting the local cluster takes seconds in which the driver only waits (2-4 s on 2 cores, of which the
+    Ray processes use part of the CPU): the helper checks every mesh (:func:`check_meshes`, which the driver
+    would otherwise do meanwhile), then builds shards, at the niceness of Ray's workers (so during start-up
+    it takes only the CPU Ray's own processes leave). With ``keep_going`` (two or more workers) it is one of
+    the build's workers and the local cluster gets one CPU less: one process fewer to start (Ray's worker
+    start-up and the generator's imports cost ~1.5 CPU-s per process). Otherwise it finishes the shard it has
+    once Ray is up. A shard it was building when it died goes back to the queue, for Ray. Its result (the
+    shard's bytes and summary) reaches the driver through a pipe and is written like a Ray task's."""
 
     def __init__(self, pending, lock, keep_going: bool):
         import queue
