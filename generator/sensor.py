@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -292,6 +293,32 @@ def apply_sensor_batch(
     return z_out, inst_out
 
 
+def _noisy_quantised(z, noise_words, cfg: SensorConfig, bfs: float) -> None:
+    """Steps 2-3 of :func:`_kinect_numpy` in place on float32 ``z`` (any shape; ``noise_words`` alike): axial
+    noise z + (dz dz a2 + a0) n with dz = z - 0.4 (the generic code's operations in its order), then
+    bfs / max(rint(bfs / z), 1/2) on every element."""
+    a2, a0 = float(np.float32(0.0019 * cfg.axial_noise_scale)), float(np.float32(0.0012 * cfg.axial_noise_scale))
+    noise = np.subtract(z, 0.4, dtype=np.float32)
+    noise *= noise
+    noise *= a2
+    noise += a0
+    noise *= _normal_table().take(noise_words)
+    z += noise
+    steps = noise
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        np.divide(bfs, z, out=steps)
+        np.rint(steps, out=steps)
+        np.maximum(steps, 0.5, out=steps)
+        np.divide(bfs, steps, out=z)
+
+
+def _fast_path_holds(camera: Camera, cfg: SensorConfig) -> bool:
+    bfs = float(np.float32(cfg.baseline_m * cfg.focal_px) * np.float32(cfg.disparity_subpixel))
+    sigma_px = cfg.lateral_sigma_px * camera.fx / cfg.focal_px
+    return (cfg.model == "kinect" and cfg.axial_noise_scale > 0 and cfg.disparity_subpixel > 0 and sigma_px > 0
+            and cfg.min_depth_m > 0 and cfg.max_depth_m < 2.0 * bfs)
+
+
 def _kinect_numpy(depth_m, instance, words, camera: Camera, cfg: SensorConfig, z_out, inst_out) -> bool:
     """:func:`kinect_model` on numpy arrays in fewer passes, written into ``z_out`` / ``inst_out``: the same
     bits (tested against it), ~25 % less CPU. False (nothing written) for the settings where its shortcut
@@ -305,11 +332,10 @@ def _kinect_numpy(depth_m, instance, words, camera: Camera, cfg: SensorConfig, z
     ``max_depth_m < 2 b f s``; a pixel with a noisy depth below the smallest float32 gets step count inf and
     depth 0. Those two bounds are the conditions, with axial noise, quantisation and a lateral shift on.
     """
+    if not _fast_path_holds(camera, cfg):
+        return False
     bfs = float(np.float32(cfg.baseline_m * cfg.focal_px) * np.float32(cfg.disparity_subpixel))
     sigma_px = cfg.lateral_sigma_px * camera.fx / cfg.focal_px
-    if not (cfg.axial_noise_scale > 0 and cfg.disparity_subpixel > 0 and sigma_px > 0 and cfg.min_depth_m > 0
-            and cfg.max_depth_m < 2.0 * bfs):
-        return False
     z = depth_m.astype(np.float32, copy=False)
     edges = edge_mask(z, instance, cfg.edge_jump_m, cfg.edge_width_px) if cfg.edge_dropout_prob > 0 else None
     shifted = _lateral_numpy([z, instance] + ([edges] if edges is not None else []), words[0], words[1],
@@ -320,21 +346,7 @@ def _kinect_numpy(depth_m, instance, words, camera: Camera, cfg: SensorConfig, z
     if edges is not None:
         edges = shifted[2]
     hit = z > 0
-    # 2. axial noise: z + (dz dz a2 + a0) n, dz = z - 0.4, the generic code's operations in its order
-    a2, a0 = float(np.float32(0.0019 * cfg.axial_noise_scale)), float(np.float32(0.0012 * cfg.axial_noise_scale))
-    noise = np.subtract(z, 0.4, dtype=np.float32)
-    noise *= noise
-    noise *= a2
-    noise += a0
-    noise *= _normal_table().take(words[2])
-    z += noise
-    # 3. disparity quantisation: bfs / rint(bfs / z), on every pixel (see the docstring)
-    steps = noise
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        np.divide(bfs, z, out=steps)
-        np.rint(steps, out=steps)
-        np.maximum(steps, 0.5, out=steps)
-        np.divide(bfs, steps, out=z)
+    _noisy_quantised(z, words[2], cfg, bfs)  # 2. axial noise, 3. disparity quantisation
     # 4. range (it also drops the pixels whose noisy depth or step count was <= 0), 5. dropout
     valid = hit
     valid &= z >= cfg.min_depth_m
@@ -351,6 +363,138 @@ def _kinect_numpy(depth_m, instance, words, camera: Camera, cfg: SensorConfig, z
     inst *= valid
     np.subtract(inst, 1, out=inst_out, casting="unsafe")
     return True
+
+
+def sensor_blocks(depth_m: np.ndarray, instance: np.ndarray, camera: Camera, cfg: SensorConfig,
+                  rng: np.random.Generator):
+    """:func:`apply_sensor_batch` block by block (its blocks, its random draws), for a caller that needs only
+    which pixels are valid and the depth and instance at a few of them (``generate_sequence`` samples N of
+    ~77k pixels per view and stores no image).
+
+    Yields:
+        (b0, b1, valid, values_at) per block of views: ``valid`` (b1 - b0, H, W) bool is apply_sensor_batch's
+        ``depth > 0`` on those views; ``values_at(flat)`` returns (depth float32, instance int16) at flat
+        pixel indices of the block, equal to apply_sensor_batch's output there for valid pixels.
+
+    Where the numpy fast path holds (:func:`_kinect_numpy`), a block computes the noisy, quantised depth only
+    at the pixels asked for and at the few whose validity depends on the noise: a clean depth inside
+    :func:`_sure_range` is in range whatever the noise, so its validity is its hit and dropout, gathered
+    with its edge bit as one byte per pixel; depth and instance are gathered at the pixels asked for.
+    """
+    depth_m = np.asarray(depth_m)
+    instance = np.asarray(instance)
+    B, H, W = depth_m.shape
+    if cfg.model == "ideal" or not _fast_path_holds(camera, cfg):
+        z, inst = apply_sensor_batch(depth_m, instance, camera, cfg, rng)
+        z_flat, i_flat = z.reshape(-1), inst.reshape(-1)
+        yield 0, B, z > 0, lambda flat: (z_flat[flat], i_flat[flat])
+        return
+    step = max(1, _SENSOR_BLOCK_PIXELS // (H * W))
+    for b0 in range(0, B, step):
+        b1 = min(B, b0 + step)
+        raw = rng.integers(0, 1 << 64, size=(b1 - b0) * H * W, dtype=np.uint64).astype("<u8", copy=False)
+        words = np.ascontiguousarray(raw.view("<u2").reshape(-1, 4).T).reshape(4, b1 - b0, H, W)
+        block = _kinect_lazy(depth_m[b0:b1], instance[b0:b1], words, camera, cfg)
+        if block is None:  # the generic code: whole images
+            z, inst = np.empty((b1 - b0, H, W), np.float32), np.empty((b1 - b0, H, W), np.int16)
+            if not _kinect_numpy(depth_m[b0:b1], instance[b0:b1], words, camera, cfg, z, inst):
+                z, inst = kinect_model(depth_m[b0:b1], instance[b0:b1], words, camera, cfg, NUMPY_OPS)
+            z_flat, i_flat = z.reshape(-1), inst.reshape(-1)
+            block = (z > 0, lambda flat, z_flat=z_flat, i_flat=i_flat: (z_flat[flat], i_flat[flat]))
+        yield (b0, b1, *block)
+
+
+# Margin (metres, plus 1e-4 of the depth) by which a depth of _sure_range stays inside the range limits for
+# every noise value: ~10^4 x float32's rounding of the model's arithmetic.
+_SURE_MARGIN_M = 5e-3
+
+
+@functools.lru_cache(maxsize=16)
+def _sure_range(cfg: SensorConfig) -> tuple[float, float]:
+    """(lo, hi): a clean depth z with lo <= z <= hi (float32) gets a noisy, quantised depth inside
+    [min_depth_m, max_depth_m] for every noise value of the table; lo > hi when there is none.
+
+    Bounds in real arithmetic on a grid of z: noise |n| <= max |table| moves z by at most s(z) max|n| with
+    s(z) = a2 (z - 0.4)^2 + a0, and rounding the disparity bfs / z' to whole steps maps z' into
+    [z' bfs / (bfs + z'/2), z' bfs / (bfs - z'/2)]; a grid point is kept when both ends are inside the range
+    by the margin, which covers float32 rounding (~1e-6 of z) and the change between grid points (the grid
+    step times the largest slope of those bounds). The longest run of kept points, less one step at each end.
+    """
+    bfs = float(np.float32(cfg.baseline_m * cfg.focal_px) * np.float32(cfg.disparity_subpixel))
+    a2 = float(np.float32(0.0019 * cfg.axial_noise_scale)) * (1 + 1e-5)
+    a0 = float(np.float32(0.0012 * cfg.axial_noise_scale)) * (1 + 1e-5)
+    table = _normal_table()
+    n_max = max(-float(table.min()), float(table.max())) * (1 + 1e-6)
+    lo_z, hi_z = float(cfg.min_depth_m), float(cfg.max_depth_m)
+    count = int(min(200_001, max(2, math.ceil((hi_z - lo_z) / 1e-4) + 1)))
+    z = np.linspace(lo_z, hi_z, count)
+    grid = (hi_z - lo_z) / (count - 1)
+    slope = 2.0 * (1.0 + 2.0 * a2 * max(abs(hi_z - 0.4), abs(lo_z - 0.4)) * n_max)  # of both bounds, generously
+    margin = max(_SURE_MARGIN_M, 4.0 * slope * grid) + 1e-4 * z
+    s = (a2 * (z - 0.4) ** 2 + a0) * n_max
+    low, high = z - s, z + s
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q_low = low * bfs / (bfs + 0.5 * low)
+        q_high = high * bfs / (bfs - 0.5 * high)
+    ok = (low > 0) & (high < 2.0 * bfs) & (q_low >= lo_z + margin) & (q_high <= hi_z - margin)
+    if ok.sum() < 3:
+        return 1.0, 0.0
+    # the longest run of consecutive kept grid points
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], ok.view(np.int8), [0]])))
+    starts, stops = edges[::2], edges[1::2]  # run i covers [starts[i], stops[i])
+    i = int(np.argmax(stops - starts))
+    first, last = starts[i] + 1, stops[i] - 2
+    if first > last:
+        return 1.0, 0.0
+    lo = np.nextafter(np.float32(z[first]), np.float32(np.inf))
+    hi = np.nextafter(np.float32(z[last]), np.float32(-np.inf))
+    return float(lo), float(hi)
+
+
+def _kinect_lazy(depth_m, instance, words, camera: Camera, cfg: SensorConfig):
+    """One block of :func:`sensor_blocks` on the fast path: (valid, values_at), or None when the lateral shift
+    needs the generic code. The caller checked :func:`_fast_path_holds`."""
+    sigma_px = cfg.lateral_sigma_px * camera.fx / cfg.focal_px
+    lateral = _lateral_index(depth_m.shape, words[0], words[1], float(sigma_px))
+    if lateral is None:
+        return None
+    index, pad = lateral
+    bfs = float(np.float32(cfg.baseline_m * cfg.focal_px) * np.float32(cfg.disparity_subpixel))
+    lo, hi = _sure_range(cfg)
+    z = depth_m.astype(np.float32, copy=False)
+    # one byte per clean pixel: 1 hit, 2 in range whatever the noise (implies hit: lo > 0), 4 edge
+    code = np.greater(z, 0).view(np.uint8)
+    sure = np.greater_equal(z, lo)
+    sure &= z <= hi
+    code += sure.view(np.uint8) * np.uint8(2)
+    if cfg.edge_dropout_prob > 0:
+        code |= edge_mask(z, instance, cfg.edge_jump_m, cfg.edge_width_px).view(np.uint8) << np.uint8(2)
+    code = _padded(code, pad).reshape(-1).take(index).reshape(z.shape)  # step 1, the lateral shift
+    u = words[3]
+    drop = u < int(round(cfg.dropout_prob * 65536))
+    if cfg.edge_dropout_prob > 0:
+        p_edge = 1.0 - (1.0 - cfg.dropout_prob) * (1.0 - cfg.edge_dropout_prob)
+        drop |= (code >= 4) & (u < int(round(p_edge * 65536)))
+    keep = (code & np.uint8(1)).view(np.bool_)
+    keep &= ~drop
+    valid = ((code >> np.uint8(1)) & np.uint8(1)).view(np.bool_)  # 0 / 1 bytes: a bool array
+    valid &= keep
+    padded_z = _padded(z, pad).reshape(-1)
+    noise_words = words[2].reshape(-1)
+    unsure = np.flatnonzero(keep & ~valid)  # hit, kept, near a range limit: the exact test
+    if len(unsure):
+        zq = padded_z.take(index[unsure])
+        _noisy_quantised(zq, noise_words[unsure], cfg, bfs)
+        valid.reshape(-1)[unsure] = (zq >= cfg.min_depth_m) & (zq <= cfg.max_depth_m)
+    padded_inst = _padded(instance, pad).reshape(-1)
+
+    def values_at(flat):
+        source = index[flat]
+        zq = padded_z.take(source)
+        _noisy_quantised(zq, noise_words[flat], cfg, bfs)
+        return zq, padded_inst.take(source).astype(np.int16, copy=False)
+
+    return valid, values_at
 
 
 class ArrayOps:
@@ -469,6 +613,17 @@ def _lateral_numpy(arrays: list, row_words, col_words, sigma_px: float):
     clipping the shifted coordinates does), and one flat index per pixel, built from the shifts counted in
     uint8 (:func:`_shift_px`'s step comparisons), gathers every array. None when the shift table is not a
     few unit steps (the generic code handles it)."""
+    lateral = _lateral_index(arrays[0].shape, row_words, col_words, sigma_px)
+    if lateral is None:
+        return None
+    index, pad = lateral
+    B, H, W = arrays[0].shape
+    return [_padded(a, pad).reshape(-1).take(index).reshape(B, H, W) for a in arrays]
+
+
+def _lateral_index(shape: tuple, row_words, col_words, sigma_px: float):
+    """(index, pad) of :func:`_lateral_numpy`: the flat index into the arrays padded by ``pad`` pixels
+    (:func:`_padded`) from which every pixel of a (B, H, W) batch reads; None when the generic code must run."""
     table = _rounded_normal_table(sigma_px)
     diff = np.diff(table)
     steps = np.flatnonzero(diff) + 1
@@ -476,7 +631,7 @@ def _lateral_numpy(arrays: list, row_words, col_words, sigma_px: float):
         return None
     low = int(table[0])
     pad = max(-low, int(table[-1]), 0)
-    B, H, W = arrays[0].shape
+    B, H, W = shape
     Hp, Wp = H + 2 * pad, W + 2 * pad
     key = (B, H, W, pad, low)
     base = _LATERAL_BASE.get(key)
@@ -496,17 +651,19 @@ def _lateral_numpy(arrays: list, row_words, col_words, sigma_px: float):
     index = np.multiply(count(row_words), np.int64(Wp), dtype=np.int64)
     index += base
     index += count(col_words)
-    index = index.reshape(-1)
-    out = []
-    for a in arrays:
-        padded = np.empty((B, Hp, Wp), a.dtype)
-        padded[:, pad:pad + H, pad:pad + W] = a
-        padded[:, :pad, pad:pad + W] = a[:, :1]
-        padded[:, pad + H:, pad:pad + W] = a[:, -1:]
-        padded[:, :, :pad] = padded[:, :, pad:pad + 1]
-        padded[:, :, pad + W:] = padded[:, :, pad + W - 1:pad + W]
-        out.append(padded.reshape(-1).take(index).reshape(B, H, W))
-    return out
+    return index.reshape(-1), pad
+
+
+def _padded(a, pad: int):
+    """(B, H + 2 pad, W + 2 pad) copy of ``a`` with its edge rows and columns repeated ``pad`` times."""
+    B, H, W = a.shape
+    padded = np.empty((B, H + 2 * pad, W + 2 * pad), a.dtype)
+    padded[:, pad:pad + H, pad:pad + W] = a
+    padded[:, :pad, pad:pad + W] = a[:, :1]
+    padded[:, pad + H:, pad:pad + W] = a[:, -1:]
+    padded[:, :, :pad] = padded[:, :, pad:pad + 1]
+    padded[:, :, pad + W:] = padded[:, :, pad + W - 1:pad + W]
+    return padded
 
 
 def _shift_px(words, sigma_px: float, ops: ArrayOps):

@@ -162,20 +162,32 @@ def sample_views(depth: np.ndarray, instance: np.ndarray, K: np.ndarray, num_poi
         points (B, N, 3) float32, labels (B, N) int16, normals (B, N, 3) float32 or None, num_valid (B,) int32.
     """
     B, H, W = depth.shape
-    flat = depth.reshape(B, H * W)
+    flat_depth, flat_instance = depth.reshape(-1), instance.reshape(-1)
+    return _sample_valid(depth.reshape(B, H * W) > 0, lambda at: (flat_depth[at], flat_instance[at]), (H, W), K,
+                         num_points, rng, ideal_depth, ideal_instance)
+
+
+def _sample_valid(valid: np.ndarray, values_at, size: tuple, K: np.ndarray, num_points: int,
+                  rng: np.random.Generator, ideal_depth=None, ideal_instance=None):
+    """:func:`sample_views` given each view's valid pixels, (B, H * W) bool (NaN depth is invalid), and
+    ``values_at(flat)``: (depth, instance) at flat pixel indices of the B images (what a lazy sensor block
+    computes only where asked)."""
+    B = len(valid)
+    H, W = size
     pix = np.zeros((B, num_points), np.int64)
     num_valid = np.zeros(B, np.int32)
     for b in range(B):
-        valid = np.flatnonzero(flat[b] > 0)  # NaN compares False: invalid too
-        num_valid[b] = len(valid)
-        if len(valid):
-            pix[b] = valid[sample_fixed(num_points, len(valid), rng)]
+        ok = np.flatnonzero(valid[b])
+        num_valid[b] = len(ok)
+        if len(ok):
+            pix[b] = ok[sample_fixed(num_points, len(ok), rng)]
     images = np.repeat(np.arange(B), num_points)
     pix_flat = pix.reshape(-1)
     rows, cols = pix_flat // W, pix_flat % W
     at = images * (H * W) + pix_flat
-    points = backproject(rows, cols, depth.reshape(-1)[at], K).astype(np.float32)
-    labels = instance.reshape(-1)[at].astype(np.int16)
+    z, inst = values_at(at)
+    points = backproject(rows, cols, z, K).astype(np.float32)
+    labels = inst.astype(np.int16)
     empty = np.repeat(num_valid == 0, num_points)
     points[empty] = 0.0  # pixel 0 of an empty view: its depth is 0 anyway
     labels[empty] = BACKGROUND_LABEL
@@ -190,6 +202,21 @@ def sample_views(depth: np.ndarray, instance: np.ndarray, K: np.ndarray, num_poi
         normals[empty] = 0.0
         normals = normals.reshape(B, num_points, 3)
     return points.reshape(B, num_points, 3), labels.reshape(B, num_points), normals, num_valid
+
+
+def _noise_and_sample(ideal, ideal_inst, camera, sensor, sensor_rng, K, num_points, sample_rng, normals: bool):
+    """The sensor model and the sampling of B views without whole noisy images (nothing stored needs them):
+    :func:`~synthseq.generator.sensor.sensor_blocks` gives each block's valid pixels and the depth and
+    instance at the sampled ones; the same values as apply_sensor_batch then sample_views (tested)."""
+    from synthseq.generator.sensor import sensor_blocks
+
+    parts = []
+    for b0, b1, valid, values_at in sensor_blocks(ideal, ideal_inst, camera, sensor, sensor_rng):
+        B = b1 - b0
+        parts.append(_sample_valid(valid.reshape(B, -1), values_at, ideal.shape[1:], K, num_points, sample_rng,
+                                   ideal[b0:b1] if normals else None, ideal_inst[b0:b1]))
+    points, labels, nrm, num_valid = (None if x[0] is None else np.concatenate(x) for x in zip(*parts))
+    return points, labels, nrm, num_valid
 
 
 def _render_key(obj) -> str:
@@ -287,9 +314,14 @@ def generate_sequence(spec: SceneSpec, renderer=None, device=None) -> PointSeque
                 d = d_t.cpu().numpy() if depth_mm is not None else None
                 inst = i_t.cpu().numpy() if instance is not None else None
             else:
-                d, inst = apply_sensor_batch(ideal, ideal_inst, camera, spec.sensor, sensor_rng)
-                p, lab, nrm, m = sample_views(d, inst, Kmat, N, sample_rng,
-                                              ideal if spec.store_normals else None, ideal_inst)
+                if depth_mm is None and instance is None:  # no noisy image is stored: only what is sampled
+                    p, lab, nrm, m = _noise_and_sample(ideal, ideal_inst, camera, spec.sensor, sensor_rng, Kmat, N,
+                                                       sample_rng, spec.store_normals)
+                    d = inst = None
+                else:
+                    d, inst = apply_sensor_batch(ideal, ideal_inst, camera, spec.sensor, sensor_rng)
+                    p, lab, nrm, m = sample_views(d, inst, Kmat, N, sample_rng,
+                                                  ideal if spec.store_normals else None, ideal_inst)
                 points[t0:t1] = p.reshape(t1 - t0, V, N, 3)
                 labels[t0:t1] = lab.reshape(t1 - t0, V, N)
                 num_valid[t0:t1] = m.reshape(t1 - t0, V)

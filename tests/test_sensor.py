@@ -335,3 +335,79 @@ def test_numpy_fast_path_declines_where_its_shortcut_does_not_hold(changes):
     words = np.zeros((4, *depth.shape), np.uint16)
     assert not _kinect_numpy(depth, inst, words, CAMERA, SensorConfig(**changes), z, i)
     assert not z.any() and not i.any()  # nothing written: apply_sensor_batch runs kinect_model
+
+
+def _range_scene(B: int, seed: int):
+    """Depths spread over 0-6 m and piled up at the range limits, misses, instance changes."""
+    rng = np.random.default_rng(seed)
+    depth = rng.uniform(0.0, 6.0, (B, CAMERA.height, CAMERA.width)).astype(np.float32)
+    depth[:, :60] = rng.choice(np.float32([0.39, 0.4, 0.405, 0.41, 0.42, 4.7, 4.8, 4.9, 5.0, 5.1, 5.3]), (B, 60, CAMERA.width))
+    depth[:, 60:90] = np.float32(2.0) + rng.normal(0, 0.01, (B, 30, CAMERA.width)).astype(np.float32)
+    depth[rng.random(depth.shape) < 0.05] = 0.0
+    inst = rng.integers(-1, 4, depth.shape).astype(np.int16)
+    inst[:, 60:90] = 2
+    return depth, inst
+
+
+@pytest.mark.parametrize("changes", [{}, {"max_depth_m": 3.0}, {"min_depth_m": 1.3, "edge_width_px": 2},
+                                     {"axial_noise_scale": 40.0, "dropout_prob": 0.2}, {"edge_dropout_prob": 0.0},
+                                     {"lateral_sigma_px": 3.0}, {"model": "ideal"}, {"disparity_subpixel": 0}])
+def test_sensor_blocks_equal_apply_sensor_batch(changes):
+    """The lazy blocks give apply_sensor_batch's valid pixels, and its depth and instance wherever asked, from
+    the same random stream; near the range limits (where validity depends on the noise) and far from them."""
+    from synthseq.generator.sensor import _sure_range, sensor_blocks
+
+    cfg = SensorConfig(**changes)
+    depth, inst = _range_scene(7, 5)
+    z, i = apply_sensor_batch(depth, inst, CAMERA, cfg, np.random.default_rng(8))
+    seen = np.zeros(depth.shape, bool)
+    for b0, b1, valid, values_at in sensor_blocks(depth, inst, CAMERA, cfg, np.random.default_rng(8)):
+        np.testing.assert_array_equal(valid, z[b0:b1] > 0)
+        flat = np.flatnonzero(valid)
+        zs, js = values_at(flat)
+        np.testing.assert_array_equal(zs.view(np.uint32), z[b0:b1].reshape(-1)[flat].view(np.uint32))
+        np.testing.assert_array_equal(js, i[b0:b1].reshape(-1)[flat])
+        assert zs.dtype == np.float32 and js.dtype == np.int16
+        seen[b0:b1] = True
+    assert seen.all() and 0.2 < (z > 0).mean() < 0.99
+    if changes == {}:
+        lo, hi = _sure_range(cfg)
+        assert 0.4 < lo < 0.42 and 4.7 < hi < 4.85  # most of the default scene's depths need no noise to decide
+
+
+def test_sure_range_is_in_range_for_every_noise_value():
+    """Every clean depth inside _sure_range ends inside the range limits whatever its noise word and lateral
+    source: checked exhaustively over the 2^16 noise words at the range's ends and inside it."""
+    from synthseq.generator.sensor import _noisy_quantised, _sure_range
+
+    for cfg in (SensorConfig(), SensorConfig(max_depth_m=3.0, min_depth_m=1.0), SensorConfig(axial_noise_scale=8.0)):
+        lo, hi = _sure_range(cfg)
+        assert lo < hi
+        bfs = float(np.float32(cfg.baseline_m * cfg.focal_px) * np.float32(cfg.disparity_subpixel))
+        for z0 in np.concatenate([[lo, hi], np.linspace(lo, hi, 50)]).astype(np.float32):
+            zq = np.full(1 << 16, z0, np.float32)
+            _noisy_quantised(zq, np.arange(1 << 16, dtype=np.uint16), cfg, bfs)
+            assert zq.min() >= cfg.min_depth_m and zq.max() <= cfg.max_depth_m
+
+
+def test_noise_and_sample_equals_apply_sensor_batch_then_sample_views():
+    """generate_sequence without stored images samples from the lazy blocks: the same points, labels, normals
+    and valid counts as the full noisy images would give."""
+    from synthseq.generator.sequence import _noise_and_sample, sample_views
+
+    depth, inst = _range_scene(8, 6)
+    depth[3] = 0.0  # a view with no valid pixel
+    K = CAMERA.intrinsics
+    for cfg in (SensorConfig(), SensorConfig(max_depth_m=3.0, dropout_prob=0.3), SensorConfig(lateral_sigma_px=3.0)):
+        for normals in (True, False):
+            z, i = apply_sensor_batch(depth, inst, CAMERA, cfg, np.random.default_rng(1))
+            ref = sample_views(z, i, K, 300, np.random.default_rng(2), depth if normals else None, inst)
+            got = _noise_and_sample(depth, inst, CAMERA, cfg, np.random.default_rng(1), K, 300,
+                                    np.random.default_rng(2), normals)
+            for a, b in zip(ref, got):
+                if a is None:
+                    assert b is None
+                    continue
+                assert a.dtype == b.dtype and a.shape == b.shape
+                np.testing.assert_array_equal(a, b)
+            assert ref[3][3] == 0
