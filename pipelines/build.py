@@ -533,6 +533,7 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
         checker = threading.Thread(target=check, name="synthseq-check-meshes", daemon=True)
         checker.start()
     started_here = False
+    shutdown = None  # the thread shutting Ray down early (release below)
     workers = cfg.build.workers or os.cpu_count() or 1
     ray_cpus = workers - 1 if helper is not None and helper.keep_going else workers
     try:
@@ -571,14 +572,29 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
         ahead = window if started_here and (not address or address == "local") else 0
         if helper is not None and helper.keep_going:
             ahead = 0
+
+        def release() -> None:  # Ray has nothing left to build: shut it down while the helper finishes
+            nonlocal shutdown
+            shutdown = threading.Thread(target=_shutdown_ray, name="synthseq-ray-shutdown")
+            shutdown.start()
+
         _drive(task, pending, out, config_json, window, threads, progress, done, save_manifest, on_shard,
-               mesh_refs, queue_ahead=ahead, helper=helper, lock=lock, total=todo)
+               mesh_refs, queue_ahead=ahead, helper=helper, lock=lock, total=todo,
+               release=release if helper is not None and started_here else None)
     finally:
         if helper is not None:
             helper.stop()
-        if started_here:
-            ray.shutdown()
-            mark("driver: ray shut down")
+        if shutdown is not None:
+            shutdown.join()
+        elif started_here:
+            _shutdown_ray()
+
+
+def _shutdown_ray() -> None:
+    import ray
+
+    ray.shutdown()
+    mark("driver: ray shut down")
 
 
 HELPER_ENV = "SYNTHSEQ_BUILD_HELPER"  # "0": no local helper (every shard is a Ray task)
@@ -623,6 +639,7 @@ class _Helper:
         except ValueError:  # pragma: no cover - no fork on this platform
             return None
         helper = cls(pending, lock, keep_going)
+        helper.mesh_bytes = mesh_bytes
         helper.conn, child = ctx.Pipe()
         helper.process = ctx.Process(target=_helper_main, args=(child, meshes, mesh_bytes, config_json, os.getpid()),
                                      name="synthseq-build-helper", daemon=True)
@@ -765,12 +782,14 @@ def _ray_error_line(e) -> str:
 
 
 def _drive(task, todo, out: Path, config_json, window, threads, progress, done, save_manifest, on_shard,
-           mesh_refs, queue_ahead: int = 0, helper=None, lock=None, total=None) -> None:
+           mesh_refs, queue_ahead: int = 0, helper=None, lock=None, total=None, release=None) -> None:
     """Submit at most ``window + queue_ahead`` shard tasks at a time, collect them with ``ray.wait``, write
     their shards (``queue_ahead`` > 0 only where Ray itself runs at most ``window`` at once).
 
     With a ``helper`` (:class:`_Helper`), ``todo`` is the queue it shares (under ``lock``): shards it builds
-    arrive through ``helper.results`` and are written the same way; ``total`` lists every shard of the run."""
+    arrive through ``helper.results`` and are written the same way; ``total`` lists every shard of the run.
+    ``release()``, when given, is called once no shard is left for Ray while the helper still builds (the
+    caller shuts Ray down meanwhile); a shard the helper gives back after that is built in this process."""
     import queue
     import threading
 
@@ -817,14 +836,26 @@ def _drive(task, todo, out: Path, config_json, window, threads, progress, done, 
         return kind != "idle"
 
     received: list = []  # (job, summary) of finished shards, written after the next tasks are submitted
+    released = False
     try:
         while True:
             with lock:
-                while pending and len(in_flight) < window + queue_ahead:
+                while pending and not released and len(in_flight) < window + queue_ahead:
                     job = pending.pop(0)
                     refs = [mesh_refs[digest] for _, digest, _ in job.meshes]
                     in_flight[task.remote(job, config_json, threads, *refs)] = job
                     mark("driver: task submitted", shard=job.index)
+                if release is not None and not released and helper_active and not pending and not in_flight:
+                    released = True
+                    release()
+                job = pending.pop(0) if released and pending else None
+            if job is not None:  # the helper died after Ray was shut down: build its shard here
+                try:
+                    summary = build_shard(job, config_json, threads,
+                                          *[helper.mesh_bytes[digest] for _, digest, _ in job.meshes])
+                except BuildError as e:
+                    raise BuildError(f"shard {job.index}: {e} (rerun with --resume to keep the finished shards)") from None
+                received.append((job, summary))
             # a worker that finished has its next task before the driver receives and writes the shard
             for job, summary in received:
                 finish(job, summary)

@@ -5,6 +5,7 @@ Everything runs a real local Ray cluster (``ray.init(num_cpus=2)``) and the real
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -221,6 +222,38 @@ def test_killed_helper_gives_its_shard_to_ray(tmp_path):
     assert verify_dataset(out) == [] and len(read_manifest(out)["shards"]) == 3
     helper = {e["pid"] for e in _timeline(timeline) if e["event"] == "helper: start"}
     assert _built_by(_timeline(timeline))[killed[0]] not in helper  # rebuilt by a Ray task
+
+
+def test_shard_given_back_after_ray_was_released_is_built_by_the_driver(tmp_path):
+    """Once Ray has nothing left, the driver releases it (a local build shuts it down while the helper
+    finishes); if the helper then dies, the driver builds the shard it gave back itself: the same bytes."""
+    import threading
+
+    from synthseq.pipelines.build import ShardJob, _drive, _Helper, build_shard, shard_config
+
+    cfg = load_config("tiny", ["build.num_sequences=1", "generate.num_frames=120"])
+    config_json = json.loads(json.dumps(shard_config(cfg)))
+    job = ShardJob(0, (0,), cfg.generate, cfg.build.seed, ())
+    pending, lock = [job], threading.Lock()
+    helper = _Helper.start(pending, lock, (), {}, config_json, keep_going=True)
+    try:
+        assert _wait_for(lambda: helper.current is not None, timeout=120, interval=0.005), "the helper took no shard"
+        done, released, summaries = {}, [], []
+        out = tmp_path / "out"
+        out.mkdir()
+
+        def release():  # nothing is left for Ray; then the helper dies mid-shard (120 frames)
+            released.append(True)
+            helper.process.kill()
+
+        _drive(None, pending, out, config_json, 1, 1, False, done, lambda complete: None, summaries.append, {},
+               helper=helper, lock=lock, total=[job], release=release)
+    finally:
+        helper.stop()
+    assert released == [True] and list(done) == ["shard-00000.h5"]
+    assert [s["pid"] for s in summaries] == [os.getpid()]  # built here, not by the helper
+    ref = build_shard(job, config_json, 1)
+    assert done["shard-00000.h5"]["sha256"] == ref["sha256"] == hashlib.sha256((out / "shard-00000.h5").read_bytes()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------- bad input
