@@ -648,9 +648,14 @@ def _lateral_index(shape: tuple, row_words, col_words, sigma_px: float):
             n += np.greater_equal(words, int(step))
         return n
 
-    index = np.multiply(count(row_words), np.int64(Wp), dtype=np.int64)
-    index += base
-    index += count(col_words)
+    if (len(steps) + 1) * Wp < 1 << 15:  # the offset from the smallest shift fits 16 bits: half the passes' bytes
+        offset = np.multiply(count(row_words), np.int16(Wp), dtype=np.int16)
+        offset += count(col_words)
+        index = np.add(offset, base, dtype=np.int64)
+    else:
+        index = np.multiply(count(row_words), np.int64(Wp), dtype=np.int64)
+        index += base
+        index += count(col_words)
     return index.reshape(-1), pad
 
 

@@ -266,7 +266,7 @@ def test_torch_kinect_model_equals_numpy_on_the_same_random_words():
         assert 0.5 < (z_np > 0).mean() < 0.99
 
 
-@pytest.mark.parametrize("shape", [(3, 240, 320), (2, 1, 3), (1, 5, 2)])
+@pytest.mark.parametrize("shape", [(3, 240, 320), (2, 1, 3), (1, 5, 2), (1, 3, 9000)])  # 9000: 64-bit offsets
 def test_numpy_lateral_gather_equals_the_clipped_lookup(shape):
     """The numpy path's padded gather takes every pixel from the same neighbour as clipping the shifted
     coordinates (the generic code, which torch runs), for depth, instance and edge arrays alike."""
