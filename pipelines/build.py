@@ -21,7 +21,9 @@ filesystem; docs/cluster.md):
    the shards that were in flight. On a local cluster that this process starts, a helper process forked
    from the driver before Ray starts takes shards from the same queue and builds them with the same
    ``build_shard`` (the same bytes) while Ray starts, and, with two or more workers, is one of them (Ray gets
-   one CPU less); ``SYNTHSEQ_BUILD_HELPER=0`` leaves every shard to Ray (:class:`_Helper`).
+   one CPU less); idle at the end, it builds the last sequences of a shard a Ray task is still building
+   (:func:`steal_sequences`), and once Ray has nothing left it is shut down while the helper finishes.
+   ``SYNTHSEQ_BUILD_HELPER=0`` leaves every shard to Ray (:class:`_Helper`).
 4. ``--resume`` keeps every shard listed in the manifest whose size and sha256 match the file, and
    rebuilds the rest. Sequence i's seed depends only on (root seed, i), and shard j always holds
    sequences [j*S, (j+1)*S), so any mix of workers, nodes and resumes gives byte-identical shards.
@@ -81,6 +83,9 @@ class ShardJob:
     generate: object
     root_seed: int
     meshes: tuple = field(default=())
+    # A node-local folder shared with the build's helper, which may build this shard's last sequences
+    # (:func:`steal_sequences`); "" = none. Set only on local builds.
+    steal_dir: str = ""
 
 
 # ----------------------------------------------------------------------------------------- planning
@@ -269,10 +274,14 @@ def build_shard(job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: 
                     if renderer is None:
                         renderer = make_renderer(generate.renderer, threads=threads, shared=True)
                         mark("task: renderer ready", shard=job.index)
+                    seq = _claim_or_take(job.steal_dir, seq_index) if job.steal_dir else None
+                    if seq is not None:
+                        mark("task: sequence taken from the helper", shard=job.index, sequence=seq_index)
                     try:
-                        spec = make_spec(generate, job.root_seed, seq_index)
-                        seq = generate_sequence(spec, renderer=renderer)
-                        mark("task: sequence generated", shard=job.index, sequence=seq_index)
+                        if seq is None:
+                            spec = make_spec(generate, job.root_seed, seq_index)
+                            seq = generate_sequence(spec, renderer=renderer)
+                            mark("task: sequence generated", shard=job.index, sequence=seq_index)
                     except Exception as e:  # any failure of one sequence is reported with its id and seed
                         msg = str(e)
                         for driver_path, copy in local.items():  # name meshes as the user knows them
@@ -302,6 +311,88 @@ def build_shard(job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: 
         "maxrss_kb": _maxrss_kb(),
         "data": data,
     }
+
+
+# Sequence stealing (local builds): the shard's owner claims each sequence before generating it, in order; the
+# helper, idle at the end of a build, claims the shard's sequences from the last one back (stopping at the
+# first one already claimed) and leaves each one it builds as a pickle; the owner writes those into its shard
+# as they are (the same arrays: the same bytes). A claim is a file created with O_EXCL holding the claimant's
+# pid, so an owner waiting for a stolen sequence builds it itself if the helper died or failed on it.
+
+STEAL_WAIT_S = 300.0  # the longest an owner waits for a sequence the helper claimed before building it itself
+
+
+def _claim(steal_dir: str, seq_index: int) -> bool:
+    try:
+        fd = os.open(os.path.join(steal_dir, f"{seq_index}.claim"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
+def _claim_or_take(steal_dir: str, seq_index: int):
+    """For the owner of a shard: None when this process builds sequence ``seq_index`` (claimed now, or the
+    claimant died or failed on it), else the PointSequence the helper built."""
+    import pickle
+
+    if _claim(steal_dir, seq_index):
+        return None
+    base = os.path.join(steal_dir, str(seq_index))
+    give_up = time.monotonic() + STEAL_WAIT_S
+    while time.monotonic() < give_up:  # past it (a claimant alive but stuck), build it here: the same arrays
+        try:
+            with open(base + ".seq", "rb") as f:
+                return pickle.load(f)
+        except FileNotFoundError:
+            pass
+        if os.path.exists(base + ".fail"):
+            return None
+        try:
+            pid = int(Path(base + ".claim").read_text() or "0")
+            os.kill(pid, 0)
+        except (OSError, ValueError):  # the claimant is gone (a retried task's own earlier claim, a dead helper)
+            if not os.path.exists(base + ".seq"):
+                return None
+        time.sleep(0.005)
+    return None
+
+
+def steal_sequences(job: ShardJob, threads: int = 1, *mesh_data: bytes) -> int:
+    """For the helper: build the last sequences of ``job`` (another process's shard) that its owner has not
+    claimed yet, from the last one back, each left in ``job.steal_dir`` for the owner. Returns how many."""
+    import pickle
+
+    from synthseq.generator.render import make_renderer
+    from synthseq.generator.sequence import generate_sequence, make_spec
+    from synthseq.pipelines.cluster import materialize
+
+    local = {path: materialize(digest, name, data) for (path, digest, name), data in zip(job.meshes, mesh_data)}
+    generate = _with_local_meshes(job.generate, [local[path] for path, _, _ in job.meshes])
+    renderer = None
+    count = 0
+    try:
+        for seq_index in reversed(job.sequence_indices[1:]):  # the owner always builds the first itself
+            if not _claim(job.steal_dir, seq_index):
+                break
+            base = os.path.join(job.steal_dir, str(seq_index))
+            try:
+                if renderer is None:
+                    renderer = make_renderer(generate.renderer, threads=threads, shared=True)
+                seq = generate_sequence(make_spec(generate, job.root_seed, seq_index), renderer=renderer)
+                with open(base + ".seq.tmp", "wb") as f:
+                    pickle.dump(seq, f, protocol=pickle.HIGHEST_PROTOCOL)
+                os.replace(base + ".seq.tmp", base + ".seq")
+            except Exception:  # noqa: BLE001 - the owner builds it and reports the failure with its id
+                Path(base + ".fail").touch()
+                break
+            mark("helper: sequence stolen", shard=job.index, sequence=seq_index)
+            count += 1
+    finally:
+        if renderer is not None:
+            renderer.close()
+    return count
 
 
 def _with_local_meshes(generate, copies: list):
@@ -534,6 +625,7 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
         checker.start()
     started_here = False
     shutdown = None  # the thread shutting Ray down early (release below)
+    steal_dir = ""
     workers = cfg.build.workers or os.cpu_count() or 1
     ray_cpus = workers - 1 if helper is not None and helper.keep_going else workers
     try:
@@ -572,6 +664,8 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
         ahead = window if started_here and (not address or address == "local") else 0
         if helper is not None and helper.keep_going:
             ahead = 0
+            # the last shards: the idle helper builds the last sequences of a shard a Ray task is building
+            helper.steal_dir = steal_dir = tempfile.mkdtemp(prefix="synthseq-steal-")
 
         def release() -> None:  # Ray has nothing left to build: shut it down while the helper finishes
             nonlocal shutdown
@@ -588,6 +682,10 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
             shutdown.join()
         elif started_here:
             _shutdown_ray()
+        if steal_dir:
+            import shutil
+
+            shutil.rmtree(steal_dir, ignore_errors=True)
 
 
 def _shutdown_ray() -> None:
@@ -610,8 +708,10 @@ class _Helper:
     would otherwise do meanwhile), then builds shards, at the niceness of Ray's workers (so during start-up
     it takes only the CPU Ray's own processes leave). With ``keep_going`` (two or more workers) it is one of
     the build's workers and the local cluster gets one CPU less: one process fewer to start (Ray's worker
-    start-up and the generator's imports cost ~1.5 CPU-s per process). Otherwise it finishes the shard it has
-    once Ray is up. A shard it was building when it died goes back to the queue, for Ray. Its result (the
+    start-up and the generator's imports cost ~1.5 CPU-s per process), and when no shard is left it builds
+    the last sequences of a shard a Ray task is building (:func:`steal_sequences`: shards are 4 sequences,
+    so without it one core idles for up to a shard at the end). Otherwise it finishes the shard it has once
+    Ray is up. A shard it was building when it died goes back to the queue, for Ray. Its result (the
     shard's bytes and summary) reaches the driver through a pipe and is written like a Ray task's."""
 
     def __init__(self, pending, lock, keep_going: bool):
@@ -619,6 +719,8 @@ class _Helper:
 
         self.pending, self.lock, self.keep_going = pending, lock, keep_going
         self.ray_ready = False
+        self.steal_dir = ""  # set by the driver: Ray tasks' shards then share their sequences with the helper
+        self.stealable, self.stolen = {}, set()  # shards Ray builds now (index -> job), those stolen from
         self.results = queue.Queue()  # ("shard", job, (ok, summary | error)), ("died", job, None), ("idle", ...)
         self.current = None
         self._stopping = False
@@ -649,6 +751,17 @@ class _Helper:
         helper.thread.start()
         return helper
 
+    def _steal_target(self):
+        """A shard a Ray task is building whose last sequences the idle helper may build (once per shard)."""
+        with self.lock:
+            if self._stopping or not self.keep_going or self.pending:
+                return None
+            for index, job in sorted(self.stealable.items()):
+                if index not in self.stolen and len(job.sequence_indices) > 1:
+                    self.stolen.add(index)
+                    return job
+            return None
+
     def _take(self):
         with self.lock:
             if self._stopping or not self.pending or (self.ray_ready and not self.keep_going):
@@ -664,12 +777,20 @@ class _Helper:
             self._checked_event.set()
             if error is not None:
                 return
-            while (job := self._take()) is not None:
-                self.conn.send(job)
-                result = self.conn.recv()
-                with self.lock:
-                    self.current = None
-                self.results.put(("shard", job, result))
+            while True:
+                job = self._take()
+                if job is not None:
+                    self.conn.send(("build", job))
+                    result = self.conn.recv()
+                    with self.lock:
+                        self.current = None
+                    self.results.put(("shard", job, result))
+                    continue
+                target = self._steal_target()
+                if target is None:
+                    break
+                self.conn.send(("steal", target))
+                self.conn.recv()
         except (EOFError, OSError):  # the helper process died (killed, out of memory): Ray takes its shard
             with self.lock:
                 if self.current is not None:
@@ -738,9 +859,17 @@ def _helper_main(conn, meshes, mesh_bytes, config_json, parent_pid: int) -> None
             conn.send(("checked", portable(e)))
             return
         conn.send(("checked", None))
-        while (job := conn.recv()) is not None:
+        while (message := conn.recv()) is not None:
+            kind, job = message
+            data = [mesh_bytes[digest] for _, digest, _ in job.meshes]
+            if kind == "steal":
+                try:
+                    conn.send(steal_sequences(job, 1, *data))
+                except Exception:  # noqa: BLE001 - the owner builds what is missing
+                    conn.send(0)
+                continue
             try:
-                summary = build_shard(job, config_json, 1, *[mesh_bytes[digest] for _, digest, _ in job.meshes])
+                summary = build_shard(job, config_json, 1, *data)
             except Exception as e:  # noqa: BLE001 - the driver raises it, as for a Ray task
                 conn.send((False, portable(e)))
                 continue
@@ -842,6 +971,9 @@ def _drive(task, todo, out: Path, config_json, window, threads, progress, done, 
             with lock:
                 while pending and not released and len(in_flight) < window + queue_ahead:
                     job = pending.pop(0)
+                    if helper is not None and helper.steal_dir:
+                        job = replace(job, steal_dir=helper.steal_dir)
+                        helper.stealable[job.index] = job
                     refs = [mesh_refs[digest] for _, digest, _ in job.meshes]
                     in_flight[task.remote(job, config_json, threads, *refs)] = job
                     mark("driver: task submitted", shard=job.index)
@@ -869,6 +1001,9 @@ def _drive(task, todo, out: Path, config_json, window, threads, progress, done, 
                 helper_active = helper_result(helper.results.get(), received)
             for ref in ready:
                 job = in_flight.pop(ref)
+                if helper is not None:
+                    with lock:
+                        helper.stealable.pop(job.index, None)
                 try:
                     received.append((job, ray.get(ref)))
                 except ray.exceptions.RayError as e:

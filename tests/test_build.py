@@ -256,6 +256,36 @@ def test_shard_given_back_after_ray_was_released_is_built_by_the_driver(tmp_path
     assert done["shard-00000.h5"]["sha256"] == ref["sha256"] == hashlib.sha256((out / "shard-00000.h5").read_bytes()).hexdigest()
 
 
+def test_stolen_sequences_give_the_same_shard(tmp_path):
+    """The helper builds a shard's last sequences (steal_sequences) while its owner builds the first ones; the
+    owner writes the helper's sequences into its shard: the same bytes as building all of them. A claim whose
+    process is gone, or a sequence the helper failed on, is built by the owner."""
+    from dataclasses import replace
+
+    from synthseq.pipelines.build import ShardJob, build_shard, shard_config, steal_sequences
+
+    cfg = load_config("tiny", ["build.num_sequences=4", "generate.num_frames=3"])
+    config_json = json.loads(json.dumps(shard_config(cfg)))
+    plain = ShardJob(0, (0, 1, 2, 3), cfg.generate, cfg.build.seed, ())
+    ref = build_shard(plain, config_json, 1)["sha256"]
+
+    stolen = tmp_path / "stolen"
+    stolen.mkdir()
+    job = replace(plain, steal_dir=str(stolen))
+    assert steal_sequences(job) == 3  # 3, 2, 1: the owner always builds the first
+    assert sorted(p.name for p in stolen.glob("*.seq")) == ["1.seq", "2.seq", "3.seq"]
+    assert build_shard(job, config_json, 1)["sha256"] == ref
+    assert steal_sequences(job) == 0  # everything claimed
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (gone / "3.claim").write_text(dead.stdout.strip())  # claimed by a process that died without building it
+    (gone / "2.claim").write_text(str(os.getpid()))
+    (gone / "2.fail").touch()  # the helper failed on it
+    assert build_shard(replace(plain, steal_dir=str(gone)), config_json, 1)["sha256"] == ref
+
+
 # ------------------------------------------------------------------------------------------- bad input
 
 def _cli(capsys, *args):
