@@ -163,8 +163,9 @@ def profile_run(config: str, num_sequences: int, workers: int, renderer: str, ov
                 try:
                     with p.oneshot():
                         c = p.cpu_times()
-                        info = seen.setdefault(p.pid, {"kind": _process_kind(p.cmdline()),
-                                                       "start": p.create_time() - t0})
+                        info = seen.setdefault(p.pid, {"start": p.create_time() - t0})
+                        # each time: a process caught between fork and exec still shows its parent's command
+                        info["kind"] = _process_kind(p.cmdline())
                         info["cpu"] = c.user + c.system
                         info["last"] = now
                 except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
