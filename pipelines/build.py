@@ -795,7 +795,8 @@ class _Helper:
             with self.lock:
                 if self.current is not None:
                     self.pending.insert(0, self.current)
-                    log.info("build helper stopped; shard %d goes to a Ray task", self.current.index)
+                    if not self._stopping:  # not the driver stopping it (a failed or interrupted build)
+                        log.info("build helper stopped; shard %d goes to a Ray task", self.current.index)
                     self.current = None
             self.results.put(("died", job, None))
         finally:
