@@ -598,8 +598,11 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
         # imported: the child carries no Ray state).
         # With 2 or more workers it is one of them (the local cluster gets one CPU less: one process fewer to
         # start); with one, it builds only until Ray is up.
-        helper = _Helper.start(pending, lock, meshes, mesh_bytes, config_json,
-                               keep_going=(cfg.build.workers or os.cpu_count() or 1) >= 2)
+        try:
+            helper = _Helper.start(pending, lock, meshes, mesh_bytes, config_json,
+                                   keep_going=(cfg.build.workers or os.cpu_count() or 1) >= 2)
+        except OSError as e:  # no fork here (process limits): every shard is a Ray task
+            log.info("no build helper (%s)", e)
     try:
         import ray
     except ImportError as e:
