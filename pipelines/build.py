@@ -698,6 +698,23 @@ def _shutdown_ray() -> None:
     mark("driver: ray shut down")
 
 
+# Shared libraries whose threads or locks do not survive a fork into a child that uses them again: GL drivers
+# (loaded when a process creates its first GL context), OpenMP and TBB runtimes (torch, Open3D).
+_FORK_UNSAFE = ("_dri.so", "libEGL_mesa", "libEGL_nvidia", "libGLX_nvidia", "libnvidia-", "libgomp", "libiomp",
+                "libomp", "libtbb", "libOpen3D")
+
+
+def _fork_unsafe_libraries() -> list[str]:
+    """The fork-unsafe libraries (``_FORK_UNSAFE``) this process has loaded; ["/proc/self/maps unreadable"]
+    where that cannot be known (not Linux)."""
+    try:
+        with open("/proc/self/maps") as f:
+            names = {line.rsplit("/", 1)[-1].strip() for line in f if ".so" in line}
+    except OSError:
+        return ["/proc/self/maps unreadable"]
+    return sorted({n for n in names for pat in _FORK_UNSAFE if pat in n})
+
+
 HELPER_ENV = "SYNTHSEQ_BUILD_HELPER"  # "0": no local helper (every shard is a Ray task)
 RAY_WORKER_NICENESS = 15  # Ray 2.60's default worker_niceness (its workers run at nice 15)
 
@@ -742,6 +759,13 @@ class _Helper:
         try:
             ctx = multiprocessing.get_context("fork")
         except ValueError:  # pragma: no cover - no fork on this platform
+            return None
+        unsafe = _fork_unsafe_libraries()
+        if unsafe:
+            # a fork copies only the calling thread: the worker threads and locks of a GL driver that rendered in
+            # this process, or of an OpenMP/TBB runtime, are not there in the child, which then hangs on them
+            # (seen: a helper forked by a process that had rendered before waited forever in glReadPixels)
+            log.info("no build helper: this process has loaded %s (a forked helper could hang)", ", ".join(unsafe))
             return None
         helper = cls(pending, lock, keep_going)
         helper.mesh_bytes = mesh_bytes

@@ -224,9 +224,9 @@ def test_killed_helper_gives_its_shard_to_ray(tmp_path):
     assert _built_by(_timeline(timeline))[killed[0]] not in helper  # rebuilt by a Ray task
 
 
-def test_shard_given_back_after_ray_was_released_is_built_by_the_driver(tmp_path):
-    """Once Ray has nothing left, the driver releases it (a local build shuts it down while the helper
-    finishes); if the helper then dies, the driver builds the shard it gave back itself: the same bytes."""
+def _given_back_after_release(out: Path) -> None:
+    """The body of the test below, run in a fresh interpreter: a process that has rendered (or loaded Open3D,
+    torch's OpenMP) must not fork a helper, and pytest's process has done all of these by then."""
     import threading
 
     from synthseq.pipelines.build import ShardJob, _drive, _Helper, build_shard, shard_config
@@ -239,7 +239,6 @@ def test_shard_given_back_after_ray_was_released_is_built_by_the_driver(tmp_path
     try:
         assert _wait_for(lambda: helper.current is not None, timeout=120, interval=0.005), "the helper took no shard"
         done, released, summaries = {}, [], []
-        out = tmp_path / "out"
         out.mkdir()
 
         def release():  # nothing is left for Ray; then the helper dies mid-shard (120 frames)
@@ -254,6 +253,36 @@ def test_shard_given_back_after_ray_was_released_is_built_by_the_driver(tmp_path
     assert [s["pid"] for s in summaries] == [os.getpid()]  # built here, not by the helper
     ref = build_shard(job, config_json, 1)
     assert done["shard-00000.h5"]["sha256"] == ref["sha256"] == hashlib.sha256((out / "shard-00000.h5").read_bytes()).hexdigest()
+
+
+def test_shard_given_back_after_ray_was_released_is_built_by_the_driver(tmp_path):
+    """Once Ray has nothing left, the driver releases it (a local build shuts it down while the helper
+    finishes); if the helper then dies, the driver builds the shard it gave back itself: the same bytes."""
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_build; "
+            f"test_build._given_back_after_release(test_build.Path({str(tmp_path / 'out')!r})); print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYOPENGL_PLATFORM="egl"))
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_no_helper_is_forked_by_a_process_that_has_rendered(tmp_path):
+    """A fork copies only the calling thread: a helper forked by a process whose GL driver (or OpenMP/TBB
+    runtime) has run would hang on their locks (it did: glReadPixels waited forever in such a child), so such
+    a process builds every shard with Ray; the shards are the same."""
+    args = ["tiny", "--num-sequences", "2", "--workers", "2", "--no-progress", *TINY]
+    code = ("import logging, sys; logging.basicConfig(level=logging.INFO); "
+            "from synthseq.generator.render import make_renderer; make_renderer('moderngl').close(); "
+            "from synthseq.pipelines.build import _fork_unsafe_libraries; print(_fork_unsafe_libraries()); "
+            "from synthseq.pipelines.cli import main; "
+            f"sys.exit(main(['build', '--out', {str(tmp_path / 'a')!r}, *{args!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYOPENGL_PLATFORM="egl"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "_dri.so" in proc.stdout or "libEGL_mesa" in proc.stdout or "nvidia" in proc.stdout
+    assert "no build helper: this process has loaded" in proc.stderr
+    ref = tmp_path / "ref"
+    subprocess.run([SYNTHSEQ, "build", "--out", str(ref), *args], check=True, capture_output=True, timeout=600)
+    assert _shard_hashes(tmp_path / "a") == _shard_hashes(ref)
 
 
 def test_stolen_sequences_give_the_same_shard(tmp_path):
