@@ -36,7 +36,9 @@ def main(argv=None) -> int:
     p.add_argument("--pairs", type=int, default=6, help="pairs per capture and gap, spread over the capture")
     p.add_argument("--points", type=int, default=2048)
     p.add_argument("--no-untrained", action="store_true", help="leave out the untrained P")
-    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here (per-pair ratios included)")
+    p.add_argument("--versus", default=None, metavar="NAME",
+                   help="also give each method's paired difference to this one (a --checkpoint NAME)")
     args = p.parse_args(argv)
 
     import numpy as np
@@ -63,6 +65,9 @@ def main(argv=None) -> int:
             print(f"bench_descriptors: {path}: not a correspondence P (model.pose: regress)", file=sys.stderr)
             return 2
         methods[name or Path(path).stem] = model.features
+    if args.versus is not None and args.versus not in methods:
+        print(f"bench_descriptors: --versus {args.versus}: not one of {', '.join(methods)}", file=sys.stderr)
+        return 2
 
     rows = []  # (capture, gap, method, inlier ratio, matches)
     start = time.time()
@@ -100,10 +105,12 @@ def main(argv=None) -> int:
 
     out = {"pairs": 0, "methods": {}}
     base = table("fpfh")[1]
+    versus = table(args.versus)[1] if args.versus else None
     caps = list(dict.fromkeys(r[0] for r in rows))
-    print("| method | inlier ratio % [95% CI] | vs fpfh (paired) | FMR (IR > 5%) | "
+    vs = f" vs {args.versus} (paired) |" if args.versus else ""
+    print(f"| method | inlier ratio % [95% CI] | vs fpfh (paired) |{vs} FMR (IR > 5%) | "
           + " | ".join(f"{c} gaps {'/'.join(map(str, args.gaps))}" for c in caps) + " |")
-    print("|---|---|---|---|" + "---|" * len(caps))
+    print("|---|---|---|---|" + ("---|" if args.versus else "") + "---|" * len(caps))
     for name in methods:
         sel, ir, groups, (lo, hi) = table(name)
         dlo, dhi = block_bootstrap_ci(ir - base, groups, 1, binary=False)
@@ -112,11 +119,16 @@ def main(argv=None) -> int:
             per.append("/".join(f"{100 * np.mean([r[3] for r in sel if r[0] == c and r[1] == d]):.0f}"
                                 if any(r[0] == c and r[1] == d for r in sel) else "-" for d in args.gaps))
         diff = "" if name == "fpfh" else f"{100 * (ir - base).mean():+.1f} [{100 * dlo:+.1f}, {100 * dhi:+.1f}]"
-        print(f"| {name} | {100 * ir.mean():.1f} [{100 * lo:.1f}-{100 * hi:.1f}] | {diff} | "
-              f"{100 * np.mean(ir > 0.05):.0f}% | " + " | ".join(per) + " |")
         out["methods"][name] = {"inlier_ratio": float(ir.mean()), "ci": [lo, hi],
                                 "diff_vs_fpfh": float((ir - base).mean()), "diff_ci": [dlo, dhi],
-                                "fmr": float(np.mean(ir > 0.05))}
+                                "fmr": float(np.mean(ir > 0.05)), "per_pair": [float(x) for x in ir]}
+        if versus is not None:
+            vlo, vhi = block_bootstrap_ci(ir - versus, groups, 1, binary=False)
+            out["methods"][name].update(diff_vs=float((ir - versus).mean()), diff_vs_ci=[vlo, vhi])
+            diff += (f" | {100 * (ir - versus).mean():+.1f} [{100 * vlo:+.1f}, {100 * vhi:+.1f}]"
+                     if name != args.versus else " | ")
+        print(f"| {name} | {100 * ir.mean():.1f} [{100 * lo:.1f}-{100 * hi:.1f}] | {diff} | "
+              f"{100 * np.mean(ir > 0.05):.0f}% | " + " | ".join(per) + " |")
         out["pairs"] = len(ir)
     print(f"{out['pairs']} pairs; {time.time() - start:.0f} s", file=sys.stderr)
     if args.json:

@@ -351,12 +351,15 @@ def test_bench_descriptors_scores_fpfh_and_a_checkpoint_on_a_real_capture(tmp_pa
     out = tmp_path / "ir.json"
     proc = subprocess.run([sys.executable, str(root / "bench" / "bench_descriptors.py"), "--checkpoint",
                            f"shipped={WEIGHTS}", "--real", f"{sevenscenes_dir}@0:12", "--gaps", "1", "5",
-                           "--pairs", "2", "--no-untrained", "--points", "1024", "--json", str(out)],
+                           "--pairs", "2", "--no-untrained", "--points", "1024", "--json", str(out),
+                           "--versus", "shipped"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     res = json.loads(out.read_text())
     assert res["pairs"] == 4 and set(res["methods"]) == {"fpfh", "shipped"}
     for m in res["methods"].values():
         assert 0.05 < m["inlier_ratio"] <= 1.0 and m["ci"][0] <= m["inlier_ratio"] <= m["ci"][1]
-    assert res["methods"]["fpfh"]["diff_vs_fpfh"] == 0.0
-    assert "| shipped |" in proc.stdout
+        assert len(m["per_pair"]) == 4 and abs(np.mean(m["per_pair"]) - m["inlier_ratio"]) < 1e-9
+    assert res["methods"]["fpfh"]["diff_vs_fpfh"] == 0.0 and res["methods"]["shipped"]["diff_vs"] == 0.0
+    assert res["methods"]["fpfh"]["diff_vs"] == -res["methods"]["shipped"]["diff_vs_fpfh"]
+    assert "| shipped |" in proc.stdout and "vs shipped (paired)" in proc.stdout
