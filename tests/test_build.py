@@ -85,6 +85,18 @@ def test_resume_rebuilds_only_missing_and_corrupt(ray_cluster, tmp_path):
     assert keep.stat().st_mtime_ns == st.st_mtime_ns and keep.stat().st_ino == st.st_ino
 
 
+def _finish_after(proc, pred, interval: float, what: str) -> str:
+    """Wait until ``pred()`` (e.g. it killed a worker), then for the command ``proc`` to end; its stderr. The
+    command's process group is killed if the test fails first."""
+    try:
+        assert _wait_for(pred, timeout=240, interval=interval), what
+        _, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return stderr
+
+
 def _wait_for(pred, timeout=240.0, interval=0.2):
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -149,12 +161,7 @@ def test_killed_worker_is_retried(tmp_path):
                 return True
         return False
 
-    try:
-        assert _wait_for(kill_a_worker, timeout=240, interval=0.05), "no build_shard worker seen"
-        stdout, stderr = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    stderr = _finish_after(proc, kill_a_worker, 0.05, "no build_shard worker seen")
     assert proc.returncode == 0, stderr
     assert killed and verify_dataset(out) == []
     assert len(read_manifest(out)["shards"]) == 2
@@ -212,12 +219,7 @@ def test_killed_helper_gives_its_shard_to_ray(tmp_path):
             killed.append(started[0]["shard"])
         return bool(started)
 
-    try:
-        assert _wait_for(kill_the_helper, timeout=240, interval=0.02), "the helper started no shard"
-        stdout, stderr = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    stderr = _finish_after(proc, kill_the_helper, 0.02, "the helper started no shard")
     assert proc.returncode == 0, stderr
     assert verify_dataset(out) == [] and len(read_manifest(out)["shards"]) == 3
     helper = {e["pid"] for e in _timeline(timeline) if e["event"] == "helper: start"}

@@ -241,6 +241,18 @@ class _Frames:
         return (self.scene - T[:3, 3]) @ T[:3, :3]
 
 
+def _toy_trajectory(n: int):
+    """toy_room and n camera poses moving 2 deg and ~2 cm per frame."""
+    scene = toy_room(np.random.default_rng(5), 8000)
+    poses = []
+    for t in range(n):
+        T = np.eye(4)
+        T[:3, :3] = random_rotation(np.random.default_rng(t), np.deg2rad(2.0 * t))
+        T[:3, 3] = [0.02 * t, 0.0, 0.01 * t]
+        poses.append(T)
+    return scene, poses
+
+
 def test_chained_label_checks_reject_a_wrong_chain_and_a_bad_step():
     from synthseq.training.baselines import Registration
     from synthseq.training.config import PseudoLabelConfig
@@ -269,14 +281,7 @@ def test_label_sequence_accepts_consistent_pairs_and_rejects_a_corrupt_frame(met
     from synthseq.training.config import PseudoLabelConfig
     from synthseq.training.pseudo_labels import label_sequence
 
-    rng = np.random.default_rng(5)
-    scene = toy_room(rng, 8000)
-    poses = []
-    for t in range(4):
-        T = np.eye(4)
-        T[:3, :3] = random_rotation(np.random.default_rng(t), np.deg2rad(2.0 * t))
-        T[:3, 3] = [0.02 * t, 0.0, 0.01 * t]
-        poses.append(T)
+    scene, poses = _toy_trajectory(4)
     cfg = PseudoLabelConfig(method=method, max_pairs=3, min_fitness=0.5, max_rmse_m=0.02)
     labels, stats = label_sequence(_Frames(poses, scene, corrupt=3), "toy", [1], cfg)
     assert stats["tried"] == 3
@@ -316,14 +321,7 @@ def test_model_labels_pairs_a_broken_chain_rejects_and_keeps_chained_labels():
     from synthseq.training.estimator import load_estimator
     from synthseq.training.pseudo_labels import label_sequence
 
-    rng = np.random.default_rng(5)
-    scene = toy_room(rng, 8000)
-    poses = []
-    for t in range(6):
-        T = np.eye(4)
-        T[:3, :3] = random_rotation(np.random.default_rng(t), np.deg2rad(2.0 * t))
-        T[:3, 3] = [0.02 * t, 0.0, 0.01 * t]
-        poses.append(T)
+    scene, poses = _toy_trajectory(6)
     frames = _Frames(poses, scene, corrupt=1)
     est = load_estimator(WEIGHTS, num_points=1024)
     cfg = PseudoLabelConfig(method="model", max_pairs=2, min_fitness=0.5, max_rmse_m=0.02)
