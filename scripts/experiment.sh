@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# The pose-estimator ablation (issue 10; results in BENCHMARKS.md "Pose estimator ablation"):
+# The pose-estimator ablation (issue 10; results in BENCHMARKS.md "Pose estimator" sections):
 #   P0: the correspondence P untrained (its descriptors = a fixed random projection of FPFH + untrained residual)
-#   A : P trained on the default synthetic scenes (handheld views)
-#   B : P trained on the indoor scenes (pipelines/configs/indoor.yaml)
-#   C : B + GAN refinement (real TRAIN captures seen unlabeled by D/G only)
-#   D : B + pseudo-labelled real TRAIN pairs (FPFH+RANSAC+ICP agreeing with chained ICP; no real labels)
+#   A : P trained on the default synthetic scenes (handheld views), default.yaml's synthetic recipe
+#   B : the same on the indoor scenes (pipelines/configs/indoor.yaml's scenes)
+#   C : B + GAN refinement (the real TRAIN captures seen unlabeled by D/G only)
+#   D : the shipped recipe: pseudo-labelled real TRAIN pairs only (chained ICP, indoor.yaml; no real labels)
+#   E : D + the synthetic indoor pairs at weight 1 (train.synthetic_weight 1)
+#   F : one self-training round after D: labels refreshed by D's own estimator (pseudo_labels.method model,
+#       cycle-checked), STEPS_SELF steps from D's weights; F_ctl: the same steps from D on D's labels (control)
 # each evaluated on the VALIDATION split (never trained on) at gaps 1/5/10/20/30 beside identity, ICP and
-# FPFH + RANSAC + ICP, with 95% bootstrap intervals (synthseq evaluate).
-# Every stage trains STEPS steps from the same initialisation (equal optimisation budget).
-# Usage: scripts/experiment.sh [OUT_DIR]   (STEPS=150 PAIRS=8 SEQS=24 by default; ~1.5 h on a busy 2-core CPU)
+# FPFH + RANSAC + ICP, with 95% bootstrap intervals (synthseq evaluate), and by the inlier ratio of their
+# descriptors' mutual matches against FPFH's on the same pairs (bench/bench_descriptors.py, paired intervals).
+# Stages P0-E train STEPS steps from the same initialisation (equal optimisation budget).
+# Usage: scripts/experiment.sh [OUT_DIR]
+#   STEPS=400 STEPS_SELF=300 PAIRS=8 SEQS=24 INDOOR_SEQS=16 PSEUDO_PAIRS=100 by default: ~4 h on a 2-core CPU (the shipped weights are D at
+#   1200 steps); train.device auto puts the runs on a GPU when there is one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-experiment}
-STEPS=${STEPS:-150}
+STEPS=${STEPS:-400}
+STEPS_SELF=${STEPS_SELF:-300}
 PAIRS=${PAIRS:-8}
 SEQS=${SEQS:-24}
+INDOOR_SEQS=${INDOOR_SEQS:-16}
+PSEUDO_PAIRS=${PSEUDO_PAIRS:-100}  # pseudo-labelled TRAIN pairs per capture and gap (D, E, F)
 SHARED=${SYNTHSEQ_SHARED_DATA:-../shared/data}
 R=$SHARED/real
 BIN=.venv/bin
@@ -28,28 +37,41 @@ resume() { [ -f "$1/manifest.json" ] && echo --resume || true; }
 # default scene with 1 static + 4 handheld cameras (pose training needs camera motion), and the indoor scenes
 $BIN/synthseq build default --out "$OUT/default" --num-sequences "$SEQS" --no-progress $(resume "$OUT/default") \
   --set generate.cameras.rig.num_views=1 --set generate.cameras.handheld.num_views=4
-$BIN/synthseq build indoor --out "$OUT/indoor" --num-sequences 16 --no-progress $(resume "$OUT/indoor")
+$BIN/synthseq build indoor --out "$OUT/indoor" --num-sequences "$INDOOR_SEQS" --no-progress $(resume "$OUT/indoor")
 
-train() {  # name, extra --set flags...
-  local name=$1; shift
+train() {  # config, name, extra --set flags...
+  local config=$1 name=$2; shift 2
   [ -f "$OUT/runs/$name/checkpoints/last.pt" ] && return 0
-  $BIN/synthseq train default --out "$OUT/runs" --threads 1 --no-progress --set name="$name" \
-    --set train.max_steps="$STEPS" --set train.checkpoint_interval=50 "$@"
+  $BIN/synthseq train "$config" --out "$OUT/runs" --threads 1 --no-progress --set name="$name" \
+    --set train.max_steps="$STEPS" --set train.checkpoint_interval=100 "$@"
 }
-train P0 --set train.data="$OUT/default" --set train.max_steps=1 --set train.learning_rate=1.0e-12
-train A --set train.data="$OUT/default" --set "train.views=[1,2,3,4]"
-train B --set train.data="$OUT/indoor"
-train C --set train.data="$OUT/indoor" --set train.use_gan=true --set "train.real=$TRAIN_REAL" \
+real=(--set "train.real=$TRAIN_REAL")
+train default P0 --set train.data="$OUT/indoor" --set train.max_steps=1 --set train.learning_rate=1.0e-12
+train default A --set train.data="$OUT/default" --set "train.views=[1,2,3,4]"
+train default B --set train.data="$OUT/indoor"
+train default C --set train.data="$OUT/indoor" --set train.use_gan=true "${real[@]}" \
   --set train.alignment_weight=0 --set train.consistency_weight=0
-train D --set train.data="$OUT/indoor" --set "train.real=$TRAIN_REAL" --set train.pseudo_labels.enabled=true \
-  --set train.pseudo_labels.max_pairs=6 --set train.alignment_weight=0 --set train.consistency_weight=0
+# D, E: indoor.yaml's recipe (voxel-sampled real pairs, chained-ICP labels, descriptor loss); one labelling shared
+labels=(--set train.pseudo_labels.cache="$OUT/pseudo_labels_chained.json" --set train.pseudo_labels.max_pairs="$PSEUDO_PAIRS")
+train indoor D --set train.data="$OUT/indoor" "${real[@]}" "${labels[@]}"
+train indoor E --set train.data="$OUT/indoor" "${real[@]}" "${labels[@]}" --set train.synthetic_weight=1
+self=(--set train.data="$OUT/indoor" "${real[@]}" --set train.init="$OUT/runs/D/checkpoints/last.pt"
+      --set train.max_steps="$STEPS_SELF" --set train.pseudo_labels.max_pairs="$PSEUDO_PAIRS")
+train indoor F "${self[@]}" --set train.pseudo_labels.method=model \
+  --set train.pseudo_labels.cache="$OUT/pseudo_labels_model_D.json"
+train indoor F_ctl "${self[@]}" "${labels[@]}"
 
 ev=("${VAL[@]}" --gaps 1 5 10 20 30 --max-pairs "$PAIRS" --no-progress --overwrite)
 [ -f "$OUT/reports/baselines/metrics.json" ] || \
   $BIN/synthseq evaluate --checkpoint none "${ev[@]}" --methods identity icp fpfh_ransac_icp --out "$OUT/reports/baselines"
-for name in P0 A B C D; do
+stages=(P0 A B C D E F F_ctl)
+ck=()
+for name in "${stages[@]}"; do
+  ck+=(--checkpoint "$name=$OUT/runs/$name")
   [ -f "$OUT/reports/$name/metrics.json" ] || \
     $BIN/synthseq evaluate --checkpoint "$OUT/runs/$name" "${ev[@]}" --methods identity ours_coarse ours ours_icp \
       --out "$OUT/reports/$name"
 done
-echo "experiment: reports in $OUT/reports/{baselines,P0,A,B,C,D}/report.md"
+$BIN/python bench/bench_descriptors.py "${ck[@]}" --no-untrained "${VAL[@]}" --pairs 6 \
+  --json "$OUT/reports/descriptors.json" > "$OUT/reports/descriptors.md"
+echo "experiment: reports in $OUT/reports/{baselines,$(IFS=,; echo "${stages[*]}")}/report.md and $OUT/reports/descriptors.md"
