@@ -10,12 +10,13 @@ is reliable at 30 fps) multiplied together, refined by one ICP at gap d. Then, b
   drift or a wrong step shows up as a disagreement). Cheap (~0.1 s per pair): hundreds of labels per capture.
 - ``model`` (self-training): the ``chained`` labels, plus labels for pairs the chain rejects (a fast motion, a
   bad frame-to-frame step) from the run's own pose estimator (P of ``train.init``; the estimator of
-  ``training/estimator.py``), refined by ICP on the dense clouds. Such a label is kept only if the refined fit
-  passes the fit checks (fitness >= ``model_min_fitness``, lower than the chain's: a correct pose at a large gap
-  fits only the overlap, and the cycle guards against wrong ones; inlier RMSE) and a **cycle check** holds: the pair (t, t+d) and its two halves (t, m) and
-  (m, t+d), m = t + d//2, each estimated and refined independently, must compose to the same pose within
-  ``max_rot_deg`` / ``max_trans_m`` (three estimates rarely agree on the same wrong motion). Gap-1 pairs have
-  no halves and keep the chained check alone. Rerun training with the new P as ``train.init`` to refresh them.
+  ``training/estimator.py``), refined by ICP on the dense clouds. Such a label is kept only if the refined fits
+  pass (fitness >= ``model_min_fitness``, lower than the chain's: a correct pose at a large gap fits only the
+  overlap, and the cycle guards against wrong ones; inlier RMSE) and a **cycle check** holds: the pair (t, t+d)
+  and its two halves (t, m) and (m, t+d), m = t + d//2, each estimated and refined independently, must compose
+  to the same pose within ``max_rot_deg`` / ``max_trans_m`` (three estimates rarely agree on the same wrong
+  motion). Gap-1 pairs have no halves and keep the chained check alone. Rerun training with the new P as
+  ``train.init`` to refresh them. Measured (BENCHMARKS.md, session 5): one round gave no measurable gain.
 - ``fpfh``: FPFH + RANSAC + ICP on the dense clouds (global: does not need a small motion) is the candidate,
   kept only if (``check_pseudo_label``) both it and the chained fit pass the fitness/RMSE checks and the two
   poses agree: two methods with different failure modes (feature ambiguity vs drift / a local minimum) rarely
