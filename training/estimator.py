@@ -83,9 +83,7 @@ def sample_points(points, n: int, rng: np.random.Generator) -> np.ndarray:
         return np.zeros((n, 3), np.float32)
     if m > 4 * n:
         idx = np.unique(rng.integers(0, m, size=3 * n))
-        cand = p[idx].astype(np.float32)
-        ok = np.all(np.isfinite(cand), axis=1) & np.any(cand != 0.0, axis=1)
-        cand = cand[ok]
+        cand = clean_cloud(p[idx])
         if len(cand) >= n:
             return cand[rng.permutation(len(cand))[:n]]
     valid = clean_cloud(p)
