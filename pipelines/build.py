@@ -234,6 +234,15 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 # ----------------------------------------------------------------------------------------- the task
 
+def _job_generate(job: "ShardJob", mesh_data):
+    """The job's generate config with its mesh files written to this node's cache (``mesh_data``: their bytes, in
+    ``job.meshes`` order) and named there."""
+    from synthseq.pipelines.cluster import materialize
+
+    local = {path: materialize(digest, name, data) for (path, digest, name), data in zip(job.meshes, mesh_data)}
+    return _with_local_meshes(job.generate, [local[path] for path, _, _ in job.meshes])
+
+
 def build_shard(job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: bytes) -> dict:
     """Draw the spec of every sequence of one shard, render them into a node-local temporary file and
     return its bytes.
@@ -258,12 +267,9 @@ def build_shard(job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: 
     from synthseq.datasets.shards import ShardWriter, sequence_key, shard_name
     from synthseq.generator.render import make_renderer
     from synthseq.generator.sequence import generate_sequence, make_spec, sequence_seed
-    from synthseq.pipelines.cluster import materialize
-
     t0 = time.perf_counter()
     mark("task: start", shard=job.index)
-    local = {path: materialize(digest, name, data) for (path, digest, name), data in zip(job.meshes, mesh_data)}
-    generate = _with_local_meshes(job.generate, [local[path] for path, _, _ in job.meshes])
+    generate = _job_generate(job, mesh_data)
     renderer = None
     view_frames = 0
     with tempfile.TemporaryDirectory(prefix="synthseq-shard-") as tmp:
@@ -366,10 +372,8 @@ def steal_sequences(job: ShardJob, threads: int = 1, *mesh_data: bytes) -> int:
 
     from synthseq.generator.render import make_renderer
     from synthseq.generator.sequence import generate_sequence, make_spec
-    from synthseq.pipelines.cluster import materialize
 
-    local = {path: materialize(digest, name, data) for (path, digest, name), data in zip(job.meshes, mesh_data)}
-    generate = _with_local_meshes(job.generate, [local[path] for path, _, _ in job.meshes])
+    generate = _job_generate(job, mesh_data)
     renderer = None
     count = 0
     try:
