@@ -86,6 +86,8 @@ class ShardJob:
     # A node-local folder shared with the build's helper, which may build this shard's last sequences
     # (:func:`steal_sequences`); "" = none. Set only on local builds.
     steal_dir: str = ""
+    # build.device: "none" (numpy), "cpu" (torch on the CPU), "cuda" / "auto" (the task's GPU: :func:`task_device`)
+    device: str = "none"
 
 
 # ----------------------------------------------------------------------------------------- planning
@@ -123,9 +125,12 @@ def shard_config(cfg, meshes=()) -> dict:
         objects["mesh_dir"] = None
     if "mesh_files" in objects:
         objects["mesh_files"] = []
-    return {"generate": generate, "meshes": [{"file": m.name, "sha256": m.sha256} for m in meshes],
-            "seed": cfg.build.seed, "num_sequences": cfg.build.num_sequences,
-            "sequences_per_shard": cfg.build.sequences_per_shard}
+    config = {"generate": generate, "meshes": [{"file": m.name, "sha256": m.sha256} for m in meshes],
+              "seed": cfg.build.seed, "num_sequences": cfg.build.num_sequences,
+              "sequences_per_shard": cfg.build.sequences_per_shard}
+    if cfg.build.device != "none":  # another random stream (generate_sequence's device); absent: the numpy path,
+        config["device"] = cfg.build.device  # so builds without the key keep their bytes and resume
+    return config
 
 
 def check_output_dir(out: Path, resume: bool) -> None:
@@ -236,11 +241,112 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def _job_generate(job: "ShardJob", mesh_data):
     """The job's generate config with its mesh files written to this node's cache (``mesh_data``: their bytes, in
-    ``job.meshes`` order) and named there."""
+    ``job.meshes`` order) and named there, and the {driver path: node-local copy} of those files."""
     from synthseq.pipelines.cluster import materialize
 
     local = {path: materialize(digest, name, data) for (path, digest, name), data in zip(job.meshes, mesh_data)}
-    return _with_local_meshes(job.generate, [local[path] for path, _, _ in job.meshes])
+    return _with_local_meshes(job.generate, [local[path] for path, _, _ in job.meshes]), local
+
+
+def _ray_gpu_ids() -> list:
+    """The GPU ids Ray assigned to this task or actor ([] outside Ray, or without a GPU)."""
+    import sys
+
+    ray = sys.modules.get("ray")  # not imported here: the local helper is no Ray worker
+    try:
+        if ray is not None and ray.is_initialized():
+            return list(ray.get_gpu_ids())
+    except Exception:  # noqa: BLE001 - the driver or a process outside a task
+        pass
+    return []
+
+
+def task_device(requested: str, threads: int = 1) -> tuple:
+    """The torch device this task passes to ``generate_sequence`` for ``build.device``, and what to record.
+
+    ``none``: None (numpy). ``cpu``: "cpu" (torch with ``threads`` intra-op threads). ``cuda`` / ``auto`` in a
+    task Ray gave a GPU: "cuda" (CUDA_VISIBLE_DEVICES, set by Ray, leaves torch only that GPU, as cuda:0);
+    ``auto`` without a GPU, or where torch sees no CUDA device: None (numpy).
+
+    Returns:
+        (device or None, {"device": "cuda" | "cpu" | "numpy", "gpu": Ray's GPU id or None}).
+
+    Raises:
+        BuildError: ``cuda`` where this task has no GPU or torch cannot use it (one line).
+    """
+    if requested == "none":  # the default path asks Ray nothing (it also runs outside Ray: the helper, the driver)
+        return None, {"device": "numpy", "gpu": None}
+    gpus = _ray_gpu_ids()
+    gpu = str(gpus[0]) if gpus else None
+    if requested == "auto" and gpu is None:
+        return None, {"device": "numpy", "gpu": None}
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if requested == "cpu":
+        if torch is None:
+            raise BuildError("build.device=cpu needs torch on every node: pip install 'synthseq[torch]'")
+        torch.set_num_threads(max(1, int(threads)))
+        return "cpu", {"device": "cpu", "gpu": gpu}
+    cuda = torch is not None and torch.cuda.is_available()
+    if gpu is not None and cuda:
+        return "cuda", {"device": "cuda", "gpu": gpu}
+    if requested == "auto":
+        return None, {"device": "numpy", "gpu": gpu}
+    where = f"GPU {gpu} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')})" if gpu else "no GPU"
+    why = ("torch is not installed" if torch is None else
+           f"torch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is False)")
+    raise BuildError(f"build.device=cuda: this task on {socket.gethostname()} got {where} from Ray but {why}; "
+                     f"install a CUDA build of torch on every GPU node, or use --set build.device=auto")
+
+
+def _egl_device_for_cuda(ordinal: int = 0) -> int | None:
+    """The index, in EGL's device list (what moderngl's ``device_index`` picks from), of the GPU that is CUDA
+    device ``ordinal`` of this process, through NVIDIA's EGL_NV_device_cuda; None where EGL cannot say (no
+    NVIDIA EGL, or no match). EGL lists every GPU of the machine whatever CUDA_VISIBLE_DEVICES says, so Ray's
+    GPU id is not an EGL index."""
+    import ctypes
+    import ctypes.util
+
+    EGL_CUDA_DEVICE_NV = 0x323A
+    try:
+        egl = ctypes.CDLL(ctypes.util.find_library("EGL") or "libEGL.so.1")
+        egl.eglGetProcAddress.restype = ctypes.c_void_p
+        egl.eglGetProcAddress.argtypes = [ctypes.c_char_p]
+        query_devices = egl.eglGetProcAddress(b"eglQueryDevicesEXT")
+        query_attrib = egl.eglGetProcAddress(b"eglQueryDeviceAttribEXT")
+        if not query_devices or not query_attrib:
+            return None
+        query_devices = ctypes.CFUNCTYPE(ctypes.c_uint, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p),
+                                         ctypes.POINTER(ctypes.c_int))(query_devices)
+        query_attrib = ctypes.CFUNCTYPE(ctypes.c_uint, ctypes.c_void_p, ctypes.c_int,
+                                        ctypes.POINTER(ctypes.c_ssize_t))(query_attrib)
+        devices = (ctypes.c_void_p * 32)()
+        count = ctypes.c_int(0)
+        if not query_devices(32, devices, ctypes.byref(count)):
+            return None
+        for i in range(count.value):
+            value = ctypes.c_ssize_t(-1)
+            if query_attrib(devices[i], EGL_CUDA_DEVICE_NV, ctypes.byref(value)) and value.value == ordinal:
+                return i
+    except Exception:  # noqa: BLE001 - no libEGL, no extension: the default device
+        return None
+    return None
+
+
+def _renderer_options(name: str, device) -> dict:
+    """make_renderer options that put a GL renderer on this task's GPU (``device`` "cuda"); {} otherwise."""
+    if device != "cuda":
+        return {}
+    index = _egl_device_for_cuda(0)
+    if index is None:
+        return {}
+    if name == "moderngl":
+        return {"egl_device": index}
+    if name == "pyrender":
+        os.environ["EGL_DEVICE_ID"] = str(index)  # pyrender's offscreen renderer reads it
+    return {}
 
 
 def build_shard(job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: bytes) -> dict:
@@ -269,7 +375,8 @@ def build_shard(job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: 
     from synthseq.generator.sequence import generate_sequence, make_spec, sequence_seed
     t0 = time.perf_counter()
     mark("task: start", shard=job.index)
-    generate = _job_generate(job, mesh_data)
+    generate, local = _job_generate(job, mesh_data)
+    device, placement = task_device(job.device, threads)
     renderer = None
     view_frames = 0
     with tempfile.TemporaryDirectory(prefix="synthseq-shard-") as tmp:
@@ -278,7 +385,8 @@ def build_shard(job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: 
             with ShardWriter(path, config=config_json) as writer:
                 for seq_index in job.sequence_indices:
                     if renderer is None:
-                        renderer = make_renderer(generate.renderer, threads=threads, shared=True)
+                        renderer = make_renderer(generate.renderer, threads=threads, shared=True,
+                                                 **_renderer_options(generate.renderer, device))
                         mark("task: renderer ready", shard=job.index)
                     seq = _claim_or_take(job.steal_dir, seq_index) if job.steal_dir else None
                     if seq is not None:
@@ -286,7 +394,7 @@ def build_shard(job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: 
                     try:
                         if seq is None:
                             spec = make_spec(generate, job.root_seed, seq_index)
-                            seq = generate_sequence(spec, renderer=renderer)
+                            seq = generate_sequence(spec, renderer=renderer, device=device)
                             mark("task: sequence generated", shard=job.index, sequence=seq_index)
                     except Exception as e:  # any failure of one sequence is reported with its id and seed
                         msg = str(e)
@@ -303,7 +411,9 @@ def build_shard(job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: 
         data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     mark("task: shard read back and hashed", shard=job.index)
+    placed = {} if job.device == "none" else placement  # what built it, where (build.device set only)
     return {
+        **placed,
         "file": shard_name(job.index),
         "sequence_ids": [sequence_key(i) for i in job.sequence_indices],
         "sequences": writer.sequence_index,  # per-sequence T/V/N/K: datasets open without reading shards
@@ -373,7 +483,8 @@ def steal_sequences(job: ShardJob, threads: int = 1, *mesh_data: bytes) -> int:
     from synthseq.generator.render import make_renderer
     from synthseq.generator.sequence import generate_sequence, make_spec
 
-    generate = _job_generate(job, mesh_data)
+    generate, _ = _job_generate(job, mesh_data)
+    device, _ = task_device(job.device, threads)
     renderer = None
     count = 0
     try:
@@ -384,7 +495,8 @@ def steal_sequences(job: ShardJob, threads: int = 1, *mesh_data: bytes) -> int:
             try:
                 if renderer is None:
                     renderer = make_renderer(generate.renderer, threads=threads, shared=True)
-                seq = generate_sequence(make_spec(generate, job.root_seed, seq_index), renderer=renderer)
+                seq = generate_sequence(make_spec(generate, job.root_seed, seq_index), renderer=renderer,
+                                        device=device)
                 with open(base + ".seq.tmp", "wb") as f:
                     pickle.dump(seq, f, protocol=pickle.HIGHEST_PROTOCOL)
                 os.replace(base + ".seq.tmp", base + ".seq")
@@ -515,11 +627,12 @@ def build_dataset(cfg, out_dir, *, resume: bool = False, address: str | None = N
     old_manifest = check_resumable(out, cfg, meshes) if resume else None
     plan = plan_shards(b.num_sequences, b.sequences_per_shard)
     mesh_files = tuple((m.path, m.sha256, m.name) for m in meshes)
-    jobs = [ShardJob(j, idx, cfg.generate, b.seed, mesh_files) for j, idx in enumerate(plan)]
+    jobs = [ShardJob(j, idx, cfg.generate, b.seed, mesh_files, device=b.device) for j, idx in enumerate(plan)]
 
     created = [p for p in [out, *out.parents] if not p.exists()]
+    was_empty = out.is_dir() and not any(out.iterdir())
     out.mkdir(parents=True, exist_ok=True)
-    with _remove_if_nothing_built(out, created), build_lock(out):
+    with _remove_if_nothing_built(out, created, was_empty), build_lock(out):
         for stale in out.glob("*.tmp"):
             stale.unlink()
         done: dict[str, dict] = {}
@@ -567,12 +680,18 @@ def build_dataset(cfg, out_dir, *, resume: bool = False, address: str | None = N
 
 
 @contextmanager
-def _remove_if_nothing_built(out: Path, created: list[Path]):
+def _remove_if_nothing_built(out: Path, created: list[Path], was_empty: bool = False):
     """A build that fails before its first shard leaves no folder behind (config.yaml and an empty manifest
-    would only make the same command refuse the folder as 'not empty'); one with shards stays resumable."""
+    would only make the same command refuse the folder as 'not empty'), and leaves a folder that was empty
+    before empty again; one with shards stays resumable."""
     try:
         yield
     except BaseException:
+        if was_empty and not created and not any(out.glob("shard-*.h5")):
+            from synthseq.datasets.shards import MANIFEST
+
+            for name in ("config.yaml", MANIFEST):
+                (out / name).unlink(missing_ok=True)
         if created and not any(out.glob("shard-*.h5")):
             import shutil
 
@@ -597,7 +716,12 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
     lock = threading.Lock()
     helper = None
     ray_up = sys.modules.get("ray") is not None and sys.modules["ray"].is_initialized()
-    if (not address or address == "local") and not ray_up and os.environ.get(HELPER_ENV, "1") != "0":
+    device = cfg.build.device
+    # cuda / auto: the shards go to GPU builders (_GpuPool) when the cluster has GPUs; the helper, a process
+    # without a GPU from Ray, cannot build them (and whether there are GPUs is known only once Ray is up)
+    wants_gpu = device in ("cuda", "auto")
+    if ((not address or address == "local") and not ray_up and not wants_gpu
+            and os.environ.get(HELPER_ENV, "1") != "0"):
         # A local cluster starts here: a forked helper builds shards while it starts (forked before Ray is
         # imported: the child carries no Ray state).
         # With 2 or more workers it is one of them (the local cluster gets one CPU less: one process fewer to
@@ -631,6 +755,7 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
         checker = threading.Thread(target=check, name="synthseq-check-meshes", daemon=True)
         checker.start()
     started_here = False
+    task = None
     shutdown = None  # the thread shutting Ray down early (release below)
     steal_dir = ""
     workers = cfg.build.workers or os.cpu_count() or 1
@@ -653,22 +778,37 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
                 helper.ray_ready = True
         if mesh_error:
             raise mesh_error[0]
+        resources = ray.cluster_resources()
+        cluster_cpus = int(resources.get("CPU", 1))
+        cluster_gpus = int(resources.get("GPU", 0))
+        if device == "cuda" and cluster_gpus < 1:
+            raise BuildError(f"build.device=cuda: the Ray cluster has no GPU ({cluster_cpus} CPUs); start each GPU "
+                             f"node with its GPUs (`ray start` finds them; --num-gpus N), or build on the CPUs "
+                             f"with --set build.device=auto")
         if plan_line:  # after connecting, so that a connection error is the only line a failed build prints
             log.info(*plan_line)
-        cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
-        window = max(1, min(ray_cpus if helper is not None else (cfg.build.workers or cluster_cpus), len(todo)))
+        gpu_slots = cluster_gpus * cfg.build.tasks_per_gpu if wants_gpu else 0
+        window = max(1, min(ray_cpus if helper is not None else (cfg.build.workers or gpu_slots or cluster_cpus),
+                            gpu_slots or len(todo), len(todo)))
         # Each task reserves an equal share of the CPUs and renders with that many threads, so one worker
         # on a 2-core machine uses both cores and two workers do not compete for them. On a joined cluster
         # the CPUs are spread over nodes: one CPU per task.
         threads = max(1, cluster_cpus // window) if not address else 1
-        task = shard_task(cfg.build.max_retries, threads)
+        if gpu_slots:
+            # one builder per GPU (per share: build.tasks_per_gpu), for the whole build; on every node with GPUs
+            log.info("build.device=%s: %d GPU shard builders on %d GPUs", device, window, cluster_gpus)
+            # each reserves its share of the CPUs: a fraction (Ray's 0.0001 steps) where builders outnumber CPUs
+            cpus = threads if threads * window <= cluster_cpus else int(cluster_cpus / window * 10_000) / 10_000
+            task = _GpuPool(window, cpus, 1.0 / cfg.build.tasks_per_gpu, cfg.build.max_retries)
+        else:
+            task = shard_task(cfg.build.max_retries, threads)
         mesh_refs = {digest: ray.put(data) for digest, data in mesh_bytes.items()}
         # On the local cluster started here, tasks reserving `threads` of its CPUs run at most `window` at a
         # time, so a second task per worker can wait queued in Ray: a worker that finishes a shard starts
         # the next at once instead of after the driver has received and written the finished one.
         # With a helper that keeps building, shards stay in the shared queue until an executor is free (the
         # driver submits a worker's next task before it writes the finished shard).
-        ahead = window if started_here and (not address or address == "local") else 0
+        ahead = window if (started_here and (not address or address == "local")) or gpu_slots else 0
         if helper is not None and helper.keep_going:
             ahead = 0
             # the last shards: the idle helper builds the last sequences of a shard a Ray task is building
@@ -683,6 +823,8 @@ def _run_ray(todo, out: Path, cfg, address, progress, done, save_manifest, on_sh
                mesh_refs, queue_ahead=ahead, helper=helper, lock=lock, total=todo,
                release=release if helper is not None and started_here else None)
     finally:
+        if isinstance(task, _GpuPool):
+            task.close()
         if helper is not None:
             helper.stop()
         if shutdown is not None:
@@ -921,6 +1063,84 @@ def shard_task(max_retries: int, threads: int):
     return ray.remote(num_cpus=threads, max_retries=max_retries, retry_exceptions=False)(build_shard)
 
 
+class ShardBuilder:
+    """A shard builder holding one GPU (or a share of one) for the whole build, as a Ray actor.
+
+    A Ray *task* that reserves a GPU runs in a fresh worker process each time (Ray's default ``max_calls=1``
+    for GPU tasks), so every shard would pay the process start, the imports, the CUDA context and the EGL
+    context and its shaders again (seconds; a default shard of the GPU path is well under a second of work).
+    Reusing a worker for GPU tasks is no fix: a reused process keeps the CUDA context of the GPU it had first
+    while Ray may assign its next task another one. An actor keeps its GPU, its CUDA context and its shared
+    renderer for its life; the driver sends it shards (:class:`_GpuPool`)."""
+
+    def build(self, job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: bytes) -> dict:
+        return build_shard(job, config_json, threads, *mesh_data)
+
+
+class _GpuPool:
+    """``count`` :class:`ShardBuilder` actors, each reserving ``cpus`` CPUs (a fraction where the cluster has
+    fewer CPUs than builders) and ``gpus`` of a GPU, with the ``remote(...)`` of a shard task: each shard goes
+    to the placed builder with the fewest shards in flight. The first shard waits until every builder is placed
+    (their processes start in parallel: a second or two), at most ``PLACE_WAIT_S``; a builder Ray cannot place
+    by then (its node lacks a CPU, another job holds its GPU) gets shards only once it is placed, so it cannot
+    hold shards back.
+
+    Ray restarts a builder whose process or node died (``max_retries`` times) and reruns its calls, as it
+    reruns a task; a shard that raises is not retried."""
+
+    def __init__(self, count: int, cpus: float, gpus: float, max_retries: int):
+        import ray
+
+        cls = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=max_retries,
+                         max_task_retries=max_retries)(ShardBuilder)
+        self.actors = [cls.remote() for _ in range(count)]
+        self.load = [0] * count
+        self.owner = {}
+        self.placing = {actor.__ray_ready__.remote(): i for i, actor in enumerate(self.actors)}
+        self.placed: list[int] = []
+
+    PLACE_WAIT_S = 60.0
+
+    def _update_placed(self, block: bool) -> None:
+        import ray
+
+        give_up = time.monotonic() + (self.PLACE_WAIT_S if block else 0.0)
+        while self.placing:
+            wait = max(0.0, give_up - time.monotonic())
+            ready, _ = ray.wait(list(self.placing), num_returns=1, timeout=None if not self.placed else wait)
+            if not ready:
+                return
+            i = self.placing.pop(ready[0])
+            try:
+                ray.get(ready[0])
+            except ray.exceptions.RayError as e:  # it could not start at all
+                raise BuildError(f"a GPU shard builder could not start: {_ray_error_line(e)}") from None
+            self.placed.append(i)
+
+    def remote(self, *args):
+        self._update_placed(block=not self.owner and not self.placed)  # blocks only for the first shard
+        i = min(self.placed, key=self.load.__getitem__)
+        ref = self.actors[i].build.remote(*args)
+        self.load[i] += 1
+        self.owner[ref] = i
+        return ref
+
+    def done(self, ref) -> None:
+        i = self.owner.pop(ref, None)
+        if i is not None:
+            self.load[i] -= 1
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            try:
+                ray.kill(actor)  # frees its GPU at once (the build may run on a cluster that other jobs share)
+            except Exception:  # noqa: BLE001 - already dead, or Ray is going down
+                pass
+        self.actors = []
+
+
 def _ray_error_line(e) -> str:
     """One line for a Ray failure of a shard task: the task's own error, or the kind of system failure."""
     import ray
@@ -931,7 +1151,8 @@ def _ray_error_line(e) -> str:
             return str(cause)
         if cause is not None:
             return f"{type(cause).__name__}: {cause}".strip().splitlines()[0]
-    if isinstance(e, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)):
+    if isinstance(e, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                      ray.exceptions.RayActorError)):
         return "its worker or node died on every attempt (build.max_retries)"
     if isinstance(e, ray.exceptions.OwnerDiedError):
         return ("a worker could not reach this driver (if the cluster runs without token authentication, "
@@ -974,6 +1195,8 @@ def _drive(task, todo, out: Path, config_json, window, threads, progress, done, 
         mark("driver: shard received", shard=job.index)
         write_bytes_atomic(out / summary["file"], data)
         entry = {k: summary[k] for k in ("file", "sequence_ids", "bytes", "sha256", "sequences")}
+        if "device" in summary:  # build.device set: what built the shard, on which node's GPU
+            entry.update(device=summary["device"], gpu=summary["gpu"], node=summary["node"])
         done[entry["file"]] = entry
         save_manifest(False)
         mark("driver: shard written", shard=job.index)
@@ -1033,6 +1256,8 @@ def _drive(task, todo, out: Path, config_json, window, threads, progress, done, 
                 helper_active = helper_result(helper.results.get(), received)
             for ref in ready:
                 job = in_flight.pop(ref)
+                if isinstance(task, _GpuPool):
+                    task.done(ref)
                 if helper is not None:
                     with lock:
                         helper.stealable.pop(job.index, None)
@@ -1049,8 +1274,9 @@ def _drive(task, todo, out: Path, config_json, window, threads, progress, done, 
                 helper_active = helper_result(item, received)
     finally:
         bar.close()
-        for ref in in_flight:
-            ray.cancel(ref, force=True)
+        if not isinstance(task, _GpuPool):  # a GPU builder's calls end with the builder (_GpuPool.close)
+            for ref in in_flight:
+                ray.cancel(ref, force=True)
 
 
 # ----------------------------------------------------------------------------------------- CLI

@@ -21,6 +21,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 MAX_SEQUENCES = 10_000_000  # every spec is made up front: more is a typo, not a dataset
 MAX_WORKERS = 100_000
+DEVICES = ("none", "cpu", "cuda", "auto")
+MAX_TASKS_PER_GPU = 64
 
 
 @dataclass
@@ -32,6 +34,12 @@ class BuildConfig:
     seed: int = 0
     workers: int = 0  # 0 = one per CPU of the Ray cluster
     max_retries: int = 2
+    # Where each task runs the sensor model, sampling and normals (generate_sequence's ``device``): none =
+    # numpy (the reference path; byte-identical to builds before this key), cpu = the torch code on the CPU,
+    # cuda = on the task's GPU (one Ray actor per GPU: build.tasks_per_gpu), auto = cuda where Ray gives a
+    # task a GPU and torch sees it, else numpy. Recorded in the shards (it changes the random stream).
+    device: str = "none"
+    tasks_per_gpu: int = 1  # shard builders sharing one GPU (each reserves 1 / tasks_per_gpu of it)
 
     def __post_init__(self):
         from synthseq.errors import ConfigError
@@ -46,6 +54,12 @@ class BuildConfig:
                               key="build.workers")
         if self.max_retries < 0:
             raise ConfigError(f"build.max_retries: expected an int >= 0, got {self.max_retries}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"build.device: expected one of {', '.join(DEVICES)}, got {self.device!r}",
+                              key="build.device")
+        if not 1 <= self.tasks_per_gpu <= MAX_TASKS_PER_GPU:
+            raise ConfigError(f"build.tasks_per_gpu: expected an int from 1 to {MAX_TASKS_PER_GPU}, got "
+                              f"{self.tasks_per_gpu}", key="build.tasks_per_gpu")
 
 
 @dataclass
