@@ -189,3 +189,14 @@ def test_cuda_build_deterministic_on_a_real_gpu(tmp_path):
         assert r.returncode == 0, r.stderr
     assert _hashes(tmp_path / "w1") == _hashes(tmp_path / "w2")
     assert {e["device"] for e in read_manifest(tmp_path / "w1")["shards"]} == {"cuda"}
+
+
+def test_failing_sequence_is_one_line_naming_it():
+    """A sequence that raises inside a shard task: one BuildError line with its id and seed (the task's own
+    code, run in this process; no GPU involved)."""
+    from synthseq.pipelines.build import BuildError, ShardJob, build_shard
+
+    generate = load_config("tiny", ["generate.num_frames=1"]).generate
+    generate.cameras.width = -5  # past validation: the task's camera refuses it
+    with pytest.raises(BuildError, match=r"^sequence 2 \(seed \d+\) failed: ValueError: Camera: image size"):
+        build_shard(ShardJob(0, (2,), generate, 0), {}, 1)
