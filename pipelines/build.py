@@ -24,6 +24,9 @@ filesystem; docs/cluster.md):
    one CPU less); idle at the end, it builds the last sequences of a shard a Ray task is still building
    (:func:`steal_sequences`), and once Ray has nothing left it is shut down while the helper finishes.
    ``SYNTHSEQ_BUILD_HELPER=0`` leaves every shard to Ray (:class:`_Helper`).
+   With ``build.device`` cuda (or auto) on a cluster with GPUs, the shards go instead to one
+   :class:`ShardBuilder` actor per GPU (per share of one: ``build.tasks_per_gpu``), which keeps its GPU, CUDA
+   and GL contexts for the whole build (:class:`_GpuPool`; no helper); docs/cluster.md.
 4. ``--resume`` keeps every shard listed in the manifest whose size and sha256 match the file, and
    rebuilds the rest. Sequence i's seed depends only on (root seed, i), and shard j always holds
    sequences [j*S, (j+1)*S), so any mix of workers, nodes and resumes gives byte-identical shards.

@@ -136,7 +136,9 @@ def test_cuda_where_torch_has_no_cuda_fails_one_line(gpu_ray, tmp_path):
 
 def test_cpu_device_identical_across_workers_and_resume(gpu_ray, tmp_path):
     """The torch code on the CPU: byte-identical shards with 1 and 2 workers and after a resume. A cpu build
-    asks Ray for no GPU (its tasks record none)."""
+    asks Ray for no GPU (its tasks record none). (A local cpu build with its forked helper gave the same
+    shards too: checked by hand, docs/cluster.md; a second Ray start costs this file ~10 s.)"""
+    from synthseq.generator.sequence import generate_sequence, make_spec
     from synthseq.pipelines.build import build_dataset
 
     base = [*TINY, "build.num_sequences=3", "build.device=cpu"]
@@ -151,13 +153,11 @@ def test_cpu_device_identical_across_workers_and_resume(gpu_ray, tmp_path):
     (out / "shard-00002.h5").write_bytes(b"garbage")
     build_dataset(load_config("tiny", [*base, "build.workers=2"]), out, resume=True, progress=False)
     assert _hashes(out) == ref and verify_dataset(out) == []
-    # another random stream than the numpy path: the arrays differ from a default build's
+    # another random stream than the numpy path's (tested equal to the default build's in the test above)
+    cfg = load_config("tiny", base)
     with ShardReader(out / "shard-00000.h5") as r:
-        cpu_points = r.read("000000").points
-    build_dataset(load_config("tiny", [*TINY, "build.num_sequences=1"]), tmp_path / "np", progress=False)
-    with ShardReader(tmp_path / "np" / "shard-00000.h5") as r:
-        assert not np.array_equal(r.read("000000").points, cpu_points)
-        assert "device" not in read_manifest(tmp_path / "np")["shards"][0]
+        assert not np.array_equal(r.read("000000").points,
+                                  generate_sequence(make_spec(cfg.generate, cfg.build.seed, 0)).points)
 
 
 # ------------------------------------------------------------------------------------------- local clusters
