@@ -40,6 +40,51 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device torch can 
 needs_no_cuda = pytest.mark.skipif(CUDA, reason="checks the failure on a machine without a CUDA device")
 
 
+@pytest.fixture
+def gpu_nodes():
+    """A head without CPUs, two worker nodes with 1 CPU and 1 (declared) GPU each and one CPU-only node, each
+    with its own raylet, under a private RAY_TMPDIR; this process is not connected to it."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("this process is already connected to a Ray cluster (run this test first or alone)")
+    import tempfile
+
+    from ray.cluster_utils import Cluster
+
+    tmp = tempfile.mkdtemp(prefix="ssqg", dir="/tmp")  # short: Ray's socket paths live under it
+    saved = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = tmp
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        gpu = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
+        cpu_only = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        yield cluster, gpu, cpu_only
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_every_gpu_of_a_multinode_cluster_builds(gpu_nodes, tmp_path):
+    """--address on a cluster of two 1-GPU nodes and a CPU-only node: one builder on each GPU node, every shard
+    built on a GPU node (the CPU-only node takes none: one path per build), each recording its node's GPU 0."""
+    from synthseq.pipelines.build import build_dataset
+
+    cluster, gpu, cpu_only = gpu_nodes
+    cfg = load_config("tiny", [*TINY, "build.num_sequences=4", "build.device=auto"])
+    build_dataset(cfg, tmp_path / "ds", address=cluster.address, progress=False)
+    entries = read_manifest(tmp_path / "ds")["shards"]
+    assert verify_dataset(tmp_path / "ds") == [] and len(entries) == 4
+    assert {e["node"] for e in entries} == {n.node_id for n in gpu}
+    assert {e["gpu"] for e in entries} == {"0"} and {e["device"] for e in entries} == {"numpy"}
+
+
 @pytest.fixture(scope="module")
 def gpu_ray():
     ray = pytest.importorskip("ray")
