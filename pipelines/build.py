@@ -304,15 +304,16 @@ def task_device(requested: str, threads: int = 1) -> tuple:
                      f"install a CUDA build of torch on every GPU node, or use --set build.device=auto")
 
 
-def _egl_device_for_cuda(ordinal: int = 0) -> int | None:
-    """The index, in EGL's device list (what moderngl's ``device_index`` picks from), of the GPU that is CUDA
-    device ``ordinal`` of this process, through NVIDIA's EGL_NV_device_cuda; None where EGL cannot say (no
-    NVIDIA EGL, or no match). EGL lists every GPU of the machine whatever CUDA_VISIBLE_DEVICES says, so Ray's
-    GPU id is not an EGL index."""
+def _egl_cuda_ordinals() -> dict:
+    """{EGL device index: CUDA device ordinal} for the EGL devices that answer NVIDIA's EGL_NV_device_cuda query
+    ({} without libEGL, the extension or an NVIDIA device). The indices are those of EGL's device list, which
+    moderngl's ``device_index`` picks from; EGL lists every GPU of the machine whatever CUDA_VISIBLE_DEVICES
+    says, so Ray's GPU id alone is no EGL index."""
     import ctypes
     import ctypes.util
 
     EGL_CUDA_DEVICE_NV = 0x323A
+    found = {}
     try:
         egl = ctypes.CDLL(ctypes.util.find_library("EGL") or "libEGL.so.1")
         egl.eglGetProcAddress.restype = ctypes.c_void_p
@@ -320,29 +321,45 @@ def _egl_device_for_cuda(ordinal: int = 0) -> int | None:
         query_devices = egl.eglGetProcAddress(b"eglQueryDevicesEXT")
         query_attrib = egl.eglGetProcAddress(b"eglQueryDeviceAttribEXT")
         if not query_devices or not query_attrib:
-            return None
+            return {}
         query_devices = ctypes.CFUNCTYPE(ctypes.c_uint, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p),
                                          ctypes.POINTER(ctypes.c_int))(query_devices)
         query_attrib = ctypes.CFUNCTYPE(ctypes.c_uint, ctypes.c_void_p, ctypes.c_int,
                                         ctypes.POINTER(ctypes.c_ssize_t))(query_attrib)
-        devices = (ctypes.c_void_p * 32)()
+        devices = (ctypes.c_void_p * 64)()
         count = ctypes.c_int(0)
-        if not query_devices(32, devices, ctypes.byref(count)):
-            return None
+        if not query_devices(64, devices, ctypes.byref(count)):
+            return {}
         for i in range(count.value):
             value = ctypes.c_ssize_t(-1)
-            if query_attrib(devices[i], EGL_CUDA_DEVICE_NV, ctypes.byref(value)) and value.value == ordinal:
-                return i
+            if query_attrib(devices[i], EGL_CUDA_DEVICE_NV, ctypes.byref(value)) and value.value >= 0:
+                found[i] = int(value.value)
     except Exception:  # noqa: BLE001 - no libEGL, no extension: the default device
+        return {}
+    return found
+
+
+def egl_device_for_gpu(gpu_id) -> int | None:
+    """The EGL device index of the GPU Ray gave this task (``gpu_id``), or None (EGL's default device).
+
+    Not measured on a multi-GPU node (no GPU was lent to this work). Where only one EGL device answers the CUDA
+    query, the driver honours CUDA_VISIBLE_DEVICES (Ray set it to this task's GPU): that device. Where several
+    answer, their ordinals are the machine's: the one equal to Ray's GPU id."""
+    ordinals = _egl_cuda_ordinals()
+    if len(ordinals) == 1:
+        return next(iter(ordinals))
+    try:
+        wanted = int(gpu_id)
+    except (TypeError, ValueError):
         return None
-    return None
+    return next((index for index, ordinal in ordinals.items() if ordinal == wanted), None)
 
 
-def _renderer_options(name: str, device) -> dict:
+def _renderer_options(name: str, device, gpu_id) -> dict:
     """make_renderer options that put a GL renderer on this task's GPU (``device`` "cuda"); {} otherwise."""
     if device != "cuda":
         return {}
-    index = _egl_device_for_cuda(0)
+    index = egl_device_for_gpu(gpu_id)
     if index is None:
         return {}
     if name == "moderngl":
@@ -389,7 +406,7 @@ def build_shard(job: ShardJob, config_json: dict, threads: int = 1, *mesh_data: 
                 for seq_index in job.sequence_indices:
                     if renderer is None:
                         renderer = make_renderer(generate.renderer, threads=threads, shared=True,
-                                                 **_renderer_options(generate.renderer, device))
+                                                 **_renderer_options(generate.renderer, device, placement["gpu"]))
                         mark("task: renderer ready", shard=job.index)
                     seq = _claim_or_take(job.steal_dir, seq_index) if job.steal_dir else None
                     if seq is not None:

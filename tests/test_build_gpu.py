@@ -245,3 +245,14 @@ def test_failing_sequence_is_one_line_naming_it():
     generate.cameras.width = -5  # past validation: the task's camera refuses it
     with pytest.raises(BuildError, match=r"^sequence 2 \(seed \d+\) failed: ValueError: Camera: image size"):
         build_shard(ShardJob(0, (2,), generate, 0), {}, 1)
+
+
+def test_egl_device_choice_without_nvidia_egl_is_the_default():
+    """Where no EGL device answers NVIDIA's CUDA query (Mesa here), a GPU builder's renderer keeps EGL's
+    default device. Asked in a subprocess: loading libEGL here would keep later tests from forking a helper."""
+    if Path("/dev/nvidia0").exists():
+        pytest.skip("an NVIDIA machine: its EGL devices answer (the choice there is not measured)")
+    code = "from synthseq.pipelines.build import _egl_cuda_ordinals, egl_device_for_gpu as f; " \
+           "print(_egl_cuda_ordinals(), f('0'), f(None))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.split() == ["{}", "None", "None"], r.stderr
