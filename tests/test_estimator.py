@@ -138,25 +138,30 @@ def test_fine_stage_recovers_a_noise_free_motion_from_a_coarse_start():
         assert rot < 0.3 and trans < 0.005, (seed, rot, trans)
 
 
-def test_classical_fallback_below_a_confidence_returns_fpfh_ransac_icp():
-    """classical_below = 1 sends every pair to FPFH + RANSAC + ICP on the dense clouds (its pose, our fitness
-    of it as the confidence), which recovers the motion of a noise-free pair; 0 (the default) never falls
-    back. (Open3D's RANSAC is not bit-reproducible across runs,
-    so the pose is checked against the truth, not against a second FPFH run.)"""
+def test_classical_fallback_below_a_confidence_keeps_the_better_fitting_pose():
+    """classical_below = 1 sends every pair to FPFH + RANSAC + ICP on the dense clouds, and its pose replaces
+    ours only where it fits better (our fitness, the confidence): with descriptors that match nothing (an
+    net whose descriptors are all equal) on a 61 deg / 10 cm motion, the classical pose is kept and recovers
+    the motion. 0 (the default) never falls back.
+    (Open3D's RANSAC is not bit-reproducible across runs, so poses are checked against the truth.)"""
     from synthseq.training.estimator import Estimator, EstimatorOptions
     from synthseq.training.models import MatchPoseNet
 
     torch.manual_seed(0)
-    a, b, T = toy_room_pair(np.random.default_rng(7), 10.0, 0.1, 0.0, scale=0.5)
-    net = MatchPoseNet(hidden=16, out_dim=8).eval()
+    a, b, T = toy_room_pair(np.random.default_rng(7), 270.0, 0.1, 0.0, scale=0.5)  # 61 deg
+    net = MatchPoseNet(hidden=16, out_dim=8, fpfh=False).eval()
+    with torch.no_grad():  # every descriptor the same: no information in the matches
+        net.features.out[-1].weight.zero_()
+        net.features.out[-1].bias.fill_(1.0)
+    alone = Estimator(net, EstimatorOptions(num_points=512, refine_points=2048))
+    pose0, conf0 = alone(a, b)
+    assert not alone.last_classical
+    assert errors(pose0, T)[0] > 5.0, "descriptors without information were meant to fail here"
     est = Estimator(net, EstimatorOptions(num_points=512, refine_points=2048, classical_below=1.0))
     pose, conf = est(a, b)
-    assert est.last_classical and 0.0 <= conf <= 1.0
+    assert est.last_classical and conf0 < conf <= 1.0
     rot, trans = errors(pose, T)
     assert rot < 1.0 and trans < 0.01, (rot, trans)
-    est = Estimator(net, EstimatorOptions(num_points=512, refine_points=2048))
-    est(a, b)
-    assert not est.last_classical
 
 
 @pytest.fixture(scope="module")

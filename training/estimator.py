@@ -31,7 +31,8 @@ Pipeline (``model.pose: match``, the default):
 
 The confidence is the fitness of the returned pose; a caller can fall back to ICP or FPFH when it is low, or let
 the estimator do it: with ``classical_below`` > 0, a confidence below it sends the pair to FPFH + RANSAC + ICP on the
-dense clouds (``training/baselines.py``; off by default, so ``ours`` is the learned pipeline alone).
+dense clouds (``training/baselines.py``), whose pose is returned only where it fits better (the same fitness;
+``last_classical`` says which was). Off by default, so ``ours`` is the learned pipeline alone.
 
 ``model.pose: regress`` (ablation) returns the regressor's pose, with the same fitness as confidence.
 """
@@ -69,7 +70,8 @@ class EstimatorOptions:
     refine_points: int = bounded(4096, ge=0)  # fine stage on this many points drawn uniformly from each
     #                                 cloud (0: on the num_points sampled points)
     classical_below: float = bounded(0.0, ge=0, le=1)  # confidence below which FPFH + RANSAC + ICP on the
-    #                                 dense clouds (training/baselines.py) replaces the pose; 0: never
+    #                                 dense clouds (training/baselines.py) is tried; its pose kept where it
+    #                                 fits better; 0: never
     seed: int = 0                   # sampling and RANSAC (evaluation sets it from evaluate.seed)
 
 
@@ -186,7 +188,7 @@ class Estimator:
         self.device = device
         self.last_seconds = 0.0
         self.last_coarse = (np.eye(4), 0.0, 0.0)  # (pose, confidence, seconds) before the fine stage
-        self.last_classical = False  # whether the last pose came from the classical fallback
+        self.last_classical = False  # whether the last pose came from the classical fallback (it fit better)
 
     def descriptors(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3) -> ((N, C) float32 unit descriptors, (N,) saliency: 1 - planarity of the neighbourhood)."""
@@ -257,8 +259,10 @@ class Estimator:
             from synthseq.training.baselines import fpfh_ransac_icp
 
             Tc = fpfh_ransac_icp(cloud_a, cloud_b, seed=o.seed).a_from_b
-            if np.all(np.isfinite(Tc)):
-                T, conf = Tc, fitness(tree, pb, Tc, dist)
+            conf_c = fitness(tree, pb, Tc, dist) if np.all(np.isfinite(Tc)) else -1.0
+            self.last_classical = conf_c > conf  # the classical pose only where it fits better
+            if self.last_classical:
+                T, conf = Tc, conf_c
         self.last_seconds = time.perf_counter() - start
         return T, conf
 
