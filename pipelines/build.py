@@ -1206,6 +1206,7 @@ def _drive(task, todo, out: Path, config_json, window, threads, progress, done, 
     pending = todo
     in_flight = {}
     helper_active = helper is not None
+    fallback_told: list = []  # auto's numpy fallback on a GPU is told once
 
     def finish(job, summary) -> None:
         nonlocal view_frames
@@ -1217,6 +1218,10 @@ def _drive(task, todo, out: Path, config_json, window, threads, progress, done, 
         entry = {k: summary[k] for k in ("file", "sequence_ids", "bytes", "sha256", "sequences")}
         if "device" in summary:  # build.device set: what built the shard, on which node's GPU
             entry.update(device=summary["device"], gpu=summary["gpu"], node=summary["node"])
+            if summary["device"] == "numpy" and summary["gpu"] is not None and not fallback_told:
+                fallback_told.append(True)
+                log.warning("build.device=auto: %s was built with numpy on GPU %s of node %s: torch there sees no "
+                            "CUDA device", summary["file"], summary["gpu"], summary["node"])
         done[entry["file"]] = entry
         save_manifest(False)
         mark("driver: shard written", shard=job.index)
@@ -1317,9 +1322,13 @@ def recorded_build_settings(out, overrides: list[str]) -> list:
     except (OSError, ValueError):
         return []  # no (readable) manifest: check_resumable reports it
     given = {str(o).split("=", 1)[0].strip() for o in overrides}
-    return [Override(f"build.{k}", recorded[k], f"{path} (recorded build.{k}={recorded[k]})")
-            for k in ("num_sequences", "sequences_per_shard", "seed")
-            if f"build.{k}" not in given and isinstance(recorded.get(k), int)]
+    settings = [Override(f"build.{k}", recorded[k], f"{path} (recorded build.{k}={recorded[k]})")
+                for k in ("num_sequences", "sequences_per_shard", "seed")
+                if f"build.{k}" not in given and isinstance(recorded.get(k), int)]
+    device = (recorded.get("shard_config") or {}).get("device") if isinstance(recorded, dict) else None
+    if isinstance(device, str) and "build.device" not in given:  # a build with build.device set
+        settings.append(Override("build.device", device, f"{path} (recorded build.device={device})"))
+    return settings
 
 
 def configure_parser(p) -> None:

@@ -129,7 +129,7 @@ def test_default_build_records_no_device():
 
 # ------------------------------------------------------------------------------------------- scheduling
 
-def test_one_builder_per_gpu_each_keeps_its_gpu(gpu_ray, tmp_path):
+def test_one_builder_per_gpu_each_keeps_its_gpu(gpu_ray, tmp_path, caplog):
     """auto on a cluster with 2 GPUs: 2 GPU shard builders (actors), one per GPU id, each building its shards
     in one process; every shard records its GPU. Without CUDA in torch, auto builds the numpy path's arrays."""
     from synthseq.generator.sequence import generate_sequence, make_spec
@@ -142,6 +142,8 @@ def test_one_builder_per_gpu_each_keeps_its_gpu(gpu_ray, tmp_path):
     assert verify_dataset(tmp_path / "auto") == []
     assert sorted(e["gpu"] for e in entries) == ["0", "0", "1", "1"]
     assert {e["device"] for e in entries} == {"numpy"}  # torch here has no CUDA
+    told = [r.getMessage() for r in caplog.records if "was built with numpy on GPU" in r.getMessage()]
+    assert len(told) == 1 and "torch there sees no CUDA device" in told[0]  # once per build
     assert len({e["node"] for e in entries}) == 1
     pid_of = {}
     for s in summaries:  # a builder holds one GPU for the whole build
@@ -198,6 +200,11 @@ def test_cpu_device_identical_across_workers_and_resume(gpu_ray, tmp_path):
     (out / "shard-00002.h5").write_bytes(b"garbage")
     build_dataset(load_config("tiny", [*base, "build.workers=2"]), out, resume=True, progress=False)
     assert _hashes(out) == ref and verify_dataset(out) == []
+    # `--resume` continues with the recorded build.device, as with the recorded number of sequences
+    (out / "shard-00002.h5").unlink()
+    generate = [a for o in TINY if o.startswith("generate.") for a in ("--set", o)]
+    assert cli_main(["build", "tiny", "--out", str(out), "--resume", "--no-progress", *generate]) == 0
+    assert _hashes(out) == ref
     # another random stream than the numpy path's (tested equal to the default build's in the test above)
     cfg = load_config("tiny", base)
     with ShardReader(out / "shard-00000.h5") as r:
