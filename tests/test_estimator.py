@@ -387,3 +387,26 @@ def test_shipped_estimator_registers_an_outdoor_lidar_pair_it_never_saw(shipped,
         rot, trans = errors(pose, truth)
         assert rot < 1.0 and trans < 0.05, (rot, trans, conf)
         assert conf > 0.5, conf
+
+
+def test_free_space_violations_tell_a_pose_that_slides_along_planes_from_the_right_one():
+    """b's points mapped by the right pose lie on a's surfaces (no violations); a pose that pulls them 20 cm
+    towards a's camera puts most of them in space a saw through, though they still lie near a's planes'
+    extensions; directions a never saw count as none; a LiDAR-like 360 deg sweep works as a camera frustum does."""
+    from synthseq.training.estimator import free_space_violations
+
+    rng = np.random.default_rng(3)
+    a, b, T = toy_room_pair(rng, 8.0, 0.1, 0.0, n=6000, scale=0.5)
+    spacing = 0.01
+    right = b @ T[:3, :3].T + T[:3, 3]
+    assert free_space_violations(a, right, spacing) < 0.01
+    pulled = right * (1.0 - 0.2 / np.linalg.norm(right, axis=1, keepdims=True))  # 20 cm closer along each ray
+    assert free_space_violations(a, pulled, spacing) > 0.5
+    behind = right * 1.5  # farther than a's surfaces: occluded, not a violation
+    assert free_space_violations(a, behind, spacing) < 0.01
+    assert free_space_violations(a, -right, spacing) == 0.0  # behind a's camera: directions a never saw
+    # a ring of walls around the origin (a spinning sensor's sweep), and the same ring shrunk by 30%
+    ang = rng.uniform(-np.pi, np.pi, 5000)
+    ring = np.stack([5 * np.sin(ang), rng.uniform(-1, 1, 5000), 5 * np.cos(ang)], axis=1)
+    assert free_space_violations(ring, ring[::-1], 0.05) < 0.01
+    assert free_space_violations(ring, 0.7 * ring, 0.05) > 0.9

@@ -24,14 +24,15 @@ Pipeline (``model.pose: match``, the default):
 6. fine stage (``refine: plane``, the default): point-to-plane alignment of ``refine_points`` points drawn
    uniformly from each cloud (normals of a's from 16 neighbours, correspondence distance ``refine_factor`` x
    the coarse points' spacing, at most ``refine_iterations``), started from the coarse pose and (fallback
-   on) from the identity, the better fitting result kept: a small ICP on the estimator's own samples. It
-   turns the coarse pose (a few cm off: sampled points never coincide between frames) into a precise one.
+   on) from the identity, the better result kept (fitness less ``free_space_weight`` x the share of b's points
+   the pose puts in space a saw through: :func:`free_space_violations`): a small ICP on the estimator's own
+   samples. It turns the coarse pose (a few cm off: sampled points never coincide between frames) into a precise one.
    ``refine: none`` returns the coarse pose. Evaluation reports both (``ours_coarse``, ``ours``) and,
    separately, ICP on the dense clouds (``ours_icp``).
 
 The confidence is the fitness of the returned pose; a caller can fall back to ICP or FPFH when it is low, or let
 the estimator do it: with ``classical_below`` > 0, a confidence below it sends the pair to FPFH + RANSAC + ICP on the
-dense clouds (``training/baselines.py``), whose pose is returned only where it fits better (the same fitness;
+dense clouds (``training/baselines.py``), whose pose is returned only where it scores better (as in step 6;
 ``last_classical`` says which was). Off by default, so ``ours`` is the learned pipeline alone.
 
 ``model.pose: regress`` (ablation) returns the regressor's pose, with the same fitness as confidence.
@@ -69,6 +70,9 @@ class EstimatorOptions:
     refine_iterations: int = bounded(30, gt=0)
     refine_points: int = bounded(4096, ge=0)  # fine stage on this many points drawn uniformly from each
     #                                 cloud (0: on the num_points sampled points)
+    free_space_weight: float = bounded(5.0, ge=0)  # the fine stage (and the fallback) keep the pose with the
+    #                                 highest fitness - this x its free-space violations (free_space_violations);
+    #                                 0: fitness alone
     classical_below: float = bounded(0.0, ge=0, le=1)  # confidence below which FPFH + RANSAC + ICP on the
     #                                 dense clouds (training/baselines.py) is tried; its pose kept where it
     #                                 fits better; 0: never
@@ -147,6 +151,41 @@ def fitness(points_a_tree, points_b: np.ndarray, a_from_b: np.ndarray, dist: flo
     pb = points_b @ a_from_b[:3, :3].T + a_from_b[:3, 3]
     d, _ = points_a_tree.query(pb, k=1, distance_upper_bound=dist)
     return float(np.mean(np.isfinite(d)))
+
+
+def free_space_violations(points_a: np.ndarray, points_b_in_a: np.ndarray, spacing: float,
+                          bins: tuple[int, int] = (48, 36), relative: float = 0.02, spacings: float = 3.0) -> float:
+    """Fraction of b's points (already mapped into a's frame by a candidate pose) that lie clearly *in front of*
+    the nearest surface a saw in their direction: in space the sensor at a's origin saw through, where no
+    surface can be. A right pose puts almost none there (noise, moving things: ~1% on real pairs); a wrong pose
+    that still fits by sliding along planes usually puts many (the classic free-space check of range-scan
+    registration). Directions are binned by azimuth and elevation about a's origin (``bins``, over the 0.5-99.5%
+    range of a's directions, so a camera's frustum and a spinning LiDAR's sweep both work), each bin keeping the
+    nearest range of a's points in it; "clearly in front" = closer than that by ``spacings`` point spacings plus
+    ``relative`` x the range. Points in directions a did not observe count as no violation."""
+    def directions(p):
+        return np.arctan2(p[:, 0], p[:, 2]), np.arctan2(p[:, 1], np.hypot(p[:, 0], p[:, 2])), np.linalg.norm(p, axis=1)
+
+    if len(points_a) == 0 or len(points_b_in_a) == 0:
+        return 0.0
+    az, el, r = directions(np.asarray(points_a, np.float64))
+    (a0, a1), (e0, e1) = np.percentile(az, [0.5, 99.5]), np.percentile(el, [0.5, 99.5])
+    W, H = bins
+
+    def cell(az, el):
+        i = np.floor((az - a0) / max(a1 - a0, 1e-9) * W).astype(np.int64)
+        j = np.floor((el - e0) / max(e1 - e0, 1e-9) * H).astype(np.int64)
+        return j * W + i, (i >= 0) & (i < W) & (j >= 0) & (j < H)
+
+    c, inside = cell(az, el)
+    nearest = np.full(W * H, np.inf)
+    np.minimum.at(nearest, c[inside], r[inside])
+    qaz, qel, qr = directions(np.asarray(points_b_in_a, np.float64))
+    qc, qin = cell(qaz, qel)
+    near = nearest[qc[qin]]
+    seen = np.isfinite(near)
+    violations = qr[qin][seen] < near[seen] - (spacings * spacing + relative * near[seen])
+    return float(violations.sum() / len(points_b_in_a))
 
 
 def ransac_correspondences(points_a: np.ndarray, points_b: np.ndarray, corres: np.ndarray, dist: float,
@@ -244,23 +283,33 @@ class Estimator:
             if conf_id > conf:
                 T, conf = np.eye(4), conf_id
         self.last_coarse = (T, conf, time.perf_counter() - start)
+        fa, fb = pa, pb
+        if o.refine == "plane" and o.refine_points > 0:
+            fa, fb = sample_points(cloud_a, o.refine_points, rng), sample_points(cloud_b, o.refine_points, rng)
+
+        def judged(Tr):  # (score, fitness): fitness less the weighted share of b's points in a's free space
+            fit = fitness(tree, pb, Tr, dist)
+            if o.free_space_weight <= 0:
+                return fit, fit
+            return fit - o.free_space_weight * free_space_violations(fa, fb @ Tr[:3, :3].T + Tr[:3, 3], spacing), fit
+
+        best = None
         if o.refine == "plane":
-            # refine the coarse pose and, with the fallback on, the identity; keep the better fitting result
-            # (a wrong coarse pose can out-fit the identity by sliding along planes, its refinement cannot
-            # out-fit the refined identity)
+            # refine the coarse pose and, with the fallback on, the identity; keep the better result (a wrong
+            # coarse pose can out-fit the identity by sliding along planes, its refinement should not out-score
+            # the refined identity; at low overlap a wrong pose can fit as well as the right one, and the
+            # free-space check tells them apart)
             starts = [T] + ([np.eye(4)] if o.identity_fallback and not np.array_equal(T, np.eye(4)) else [])
-            fa, fb = pa, pb
-            if o.refine_points > 0:
-                fa, fb = sample_points(cloud_a, o.refine_points, rng), sample_points(cloud_b, o.refine_points, rng)
             refined = refine_point_to_plane(fa, fb, starts, o.refine_factor * spacing, o.refine_iterations)
-            T, conf = max(((Tr, fitness(tree, pb, Tr, dist)) for Tr in refined), key=lambda tc: tc[1])
+            T, (score, conf) = max(((Tr, judged(Tr)) for Tr in refined), key=lambda tj: tj[1][0])
+            best = score
         self.last_classical = conf < o.classical_below
         if self.last_classical:
             from synthseq.training.baselines import fpfh_ransac_icp
 
             Tc = fpfh_ransac_icp(cloud_a, cloud_b, seed=o.seed).a_from_b
-            conf_c = fitness(tree, pb, Tc, dist) if np.all(np.isfinite(Tc)) else -1.0
-            self.last_classical = conf_c > conf  # the classical pose only where it fits better
+            score_c, conf_c = judged(Tc) if np.all(np.isfinite(Tc)) else (-np.inf, -1.0)
+            self.last_classical = score_c > (judged(T)[0] if best is None else best)  # only where it is better
             if self.last_classical:
                 T, conf = Tc, conf_c
         self.last_seconds = time.perf_counter() - start
