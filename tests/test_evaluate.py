@@ -204,3 +204,31 @@ def test_evaluation_modules_import_nothing_heavy():
             "print(sorted(m for m in ('torch', 'open3d', 'matplotlib', 'scipy', 'evo') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_ours_fallback_is_ours_unless_fpfh_scores_better_where_ours_is_unsure(sevenscenes_dir):
+    """ours_fallback: above ``fallback_below`` it is ours, pose and time; below, FPFH + RANSAC + ICP runs too (its
+    time added) and its pose is kept only where the estimator scores it higher than ours's."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    from synthseq.training.estimator import load_estimator
+    from synthseq.training.evaluation.data import load_real_sequence
+    from synthseq.training.evaluation.pose import evaluate_pairs
+
+    from pathlib import Path
+
+    est = load_estimator(Path(__file__).resolve().parents[1] / "training" / "weights" / "pose_match_small.pt")
+    seq = load_real_sequence(f"{sevenscenes_dir}@0:12", 1024, 3.0)
+    starts = np.array([0, 5])
+    never = evaluate_pairs(seq, 5, starts, ["ours", "ours_fallback"], est, fallback_below=1e-9)
+    np.testing.assert_array_equal(never["ours_fallback"]["a_from_b"], never["ours"]["a_from_b"])
+    np.testing.assert_array_equal(never["ours_fallback"]["seconds"], never["ours"]["seconds"])
+    always = evaluate_pairs(seq, 5, starts, ["ours", "ours_fallback", "fpfh_ransac_icp"], est, fallback_below=1.0)
+    for k in range(len(starts)):
+        assert always["ours_fallback"]["seconds"][k] > always["ours"]["seconds"][k]  # FPFH ran
+        assert always["ours_fallback"]["rot_deg"][k] < 5 and always["ours_fallback"]["trans_cm"][k] < 5
+    # judge() weighs any pose for the last pair: the truth above a pose turned 29 deg about the optical axis
+    gt = always["gt"][-1]
+    turn = np.eye(4)
+    turn[:2, :2] = [[np.cos(0.5), -np.sin(0.5)], [np.sin(0.5), np.cos(0.5)]]
+    assert est.judge(gt)[0] > est.judge(turn @ gt)[0] + 0.2

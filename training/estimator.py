@@ -228,6 +228,14 @@ class Estimator:
         self.last_seconds = 0.0
         self.last_coarse = (np.eye(4), 0.0, 0.0)  # (pose, confidence, seconds) before the fine stage
         self.last_classical = False  # whether the last pose came from the classical fallback (it fit better)
+        self._judge = lambda a_from_b: (0.0, 0.0)  # judge(): the last pair's (score, fitness) of a pose
+
+    def judge(self, a_from_b) -> tuple[float, float]:
+        """(score, fitness) of any pose for the last pair the estimator was called on, as its fine stage and
+        fallback compare poses: the fitness (the confidence) less ``free_space_weight`` x the share of b's points
+        the pose puts in a's free space. Lets a caller weigh another method's pose (evaluation's
+        ``ours_fallback``). (0, 0) before the first pair and after a pair without valid points."""
+        return self._judge(a_from_b)
 
     def descriptors(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3) -> ((N, C) float32 unit descriptors, (N,) saliency: 1 - planarity of the neighbourhood)."""
@@ -258,6 +266,7 @@ class Estimator:
             self.last_seconds = time.perf_counter() - start
             self.last_coarse = (np.eye(4), 0.0, self.last_seconds)
             self.last_classical = False
+            self._judge = lambda a_from_b: (0.0, 0.0)
             return np.eye(4), 0.0
         tree = cKDTree(pa)
         spacing = float(np.median(tree.query(pa, k=2)[0][:, 1]))
@@ -288,10 +297,13 @@ class Estimator:
             fa, fb = sample_points(cloud_a, o.refine_points, rng), sample_points(cloud_b, o.refine_points, rng)
 
         def judged(Tr):  # (score, fitness): fitness less the weighted share of b's points in a's free space
+            Tr = np.asarray(Tr, np.float64)
             fit = fitness(tree, pb, Tr, dist)
             if o.free_space_weight <= 0:
                 return fit, fit
             return fit - o.free_space_weight * free_space_violations(fa, fb @ Tr[:3, :3].T + Tr[:3, 3], spacing), fit
+
+        self._judge = judged
 
         best = None
         if o.refine == "plane":

@@ -11,9 +11,9 @@ from synthseq.config import bounded, check_bounds
 from synthseq.errors import ConfigError, UsageError
 from synthseq.training.estimator import EstimatorOptions
 
-Method = Literal["identity", "ours_coarse", "ours", "ours_icp", "icp", "fpfh_ransac_icp"]
+Method = Literal["identity", "ours_coarse", "ours", "ours_icp", "ours_fallback", "icp", "fpfh_ransac_icp"]
 METHODS: tuple[str, ...] = get_args(Method)
-MODEL_METHODS = ("ours_coarse", "ours", "ours_icp")  # need a checkpoint
+MODEL_METHODS = ("ours_coarse", "ours", "ours_icp", "ours_fallback")  # need a checkpoint
 
 
 @dataclass
@@ -46,6 +46,8 @@ class EvaluateConfig:
     realism_clouds: int = bounded(100, ge=2)         # clouds per set for 1-NNA / MMD / COV
     realism_points: int = bounded(512, gt=0)         # points per cloud for the Chamfer distances
     seed: int = 0                                    # point sampling, RANSAC, refiner z
+    fallback_below: float = bounded(0.3, gt=0, le=1)  # ours_fallback: below this confidence of ours, FPFH +
+    #                                                  RANSAC + ICP is tried and kept where it scores better
     estimator: EstimatorOptions = field(default_factory=EstimatorOptions)  # ours: sampling, points, RANSAC,
     #                                                  fine stage (training/estimator.py; its seed is evaluate.seed)
 

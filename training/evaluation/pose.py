@@ -10,6 +10,7 @@ import numpy as np
 
 from synthseq.training import baselines as B
 from synthseq.training import metrics as M
+from synthseq.training.evaluation.config import MODEL_METHODS
 from synthseq.training.evaluation.data import EvalSequence
 
 SEEN = "seen in training"
@@ -17,13 +18,16 @@ SEEN = "seen in training"
 
 def evaluate_pairs(seq: EvalSequence, gap: int, starts: np.ndarray, methods: Sequence[str], estimator=None,
                    baseline_options: dict | None = None, seed: int = 0,
-                   on_pair: Callable[[], None] | None = None) -> dict:
+                   on_pair: Callable[[], None] | None = None, fallback_below: float = 0.3) -> dict:
     """Run every method on the pairs (t, t + gap), t in ``starts``, and score them against the ground truth.
 
     Args:
         estimator: the pose estimator (training/estimator.py ``Estimator``) for ``ours_coarse`` (its pose
-            before the fine stage) / ``ours`` / ``ours_icp``, fed
-            the dense camera-frame clouds the baselines get (it samples its own points).
+            before the fine stage) / ``ours`` / ``ours_icp`` / ``ours_fallback``, fed the dense camera-frame
+            clouds the baselines get (it samples its own points).
+        fallback_below: ``ours_fallback`` is ours, except that below this confidence FPFH + RANSAC + ICP (the
+            baseline's options) is run too and its pose kept where the estimator scores it higher
+            (``Estimator.judge``); its time is ours's plus FPFH's where FPFH ran.
 
     Returns:
         ``{"starts": (P,), "gt": (P, 4, 4), "<method>": {"a_from_b": (P, 4, 4), "seconds": (P,),
@@ -45,7 +49,7 @@ def evaluate_pairs(seq: EvalSequence, gap: int, starts: np.ndarray, methods: Seq
         dense_a = seq.dense(t) if need_dense else None
         dense_b = seq.dense(t + gap) if need_dense else None
         ours_pose, ours_s, ours_conf = None, 0.0, math.nan
-        if estimator is not None and any(m in ("ours_coarse", "ours", "ours_icp") for m in methods):
+        if estimator is not None and any(m in MODEL_METHODS for m in methods):
             ours_pose, ours_conf = estimator(dense_a, dense_b)
             ours_s = estimator.last_seconds
         for m in methods:
@@ -59,6 +63,15 @@ def evaluate_pairs(seq: EvalSequence, gap: int, starts: np.ndarray, methods: Seq
             elif m == "ours_icp":
                 r = B.refine_icp(dense_a, dense_b, ours_pose, **opts)
                 pose, sec, conf = r.a_from_b, ours_s + r.seconds, ours_conf
+            elif m == "ours_fallback":  # ours, or FPFH + RANSAC + ICP's pose where ours is unsure and it scores better
+                pose, sec, conf = ours_pose, ours_s, ours_conf
+                if ours_conf < fallback_below:
+                    r = B.fpfh_ransac_icp(dense_a, dense_b, seed=seed, **opts)
+                    sec += r.seconds
+                    if np.all(np.isfinite(r.a_from_b)):
+                        score, fit = estimator.judge(r.a_from_b)
+                        if score > estimator.judge(ours_pose)[0]:
+                            pose, conf = r.a_from_b, fit
             elif m == "icp":
                 r = B.icp_from_identity(dense_a, dense_b, **opts)
                 pose, sec = r.a_from_b, r.seconds

@@ -17,11 +17,12 @@ from synthseq.training import metrics as M
 log = logging.getLogger(__name__)
 
 # Methods whose chained gap-1 estimates are written as TUM trajectories.
-TRAJECTORY_METHODS = ("ours", "ours_icp", "icp", "fpfh_ransac_icp")
+TRAJECTORY_METHODS = ("ours", "ours_icp", "ours_fallback", "icp", "fpfh_ransac_icp")
 COLORS = {"identity": "tab:gray", "ours_coarse": "tab:orange", "ours": "tab:red", "ours_icp": "tab:purple",
-          "icp": "tab:blue", "fpfh_ransac_icp": "tab:green"}
+          "ours_fallback": "tab:brown", "icp": "tab:blue", "fpfh_ransac_icp": "tab:green"}
 LABELS = {"identity": "identity (no motion)", "ours_coarse": "ours, coarse (no fine stage)", "ours": "ours (P)",
-          "ours_icp": "ours + ICP", "icp": "ICP from identity", "fpfh_ransac_icp": "FPFH + RANSAC + ICP"}
+          "ours_icp": "ours + ICP", "ours_fallback": "ours, FPFH where unsure", "icp": "ICP from identity",
+          "fpfh_ransac_icp": "FPFH + RANSAC + ICP"}
 SEEN_MARK = " **[seen in training]**"
 
 
@@ -397,6 +398,9 @@ def inputs_text(cfg) -> dict:
                 if e.refine != "none" else "the same as ours, coarse (fine stage off)",
         "ours_icp": f"ours's estimate, refined by point-to-plane ICP ({cfg.max_correspondence_m} m) on the dense "
                     "clouds",
+        "ours_fallback": f"ours, except that where its confidence is below {cfg.fallback_below:g}, FPFH + RANSAC + "
+                         "ICP (as below) runs too and its pose is kept if the estimator scores it higher (fitness less "
+                         "free-space violations); time: ours's plus FPFH's where it ran",
         "icp": f"{dense}, voxelised at {cfg.voxel_m} m, normals; point-to-plane ICP from identity, max "
                f"correspondence {cfg.max_correspondence_m} m",
         "fpfh_ransac_icp": f"the same dense clouds; FPFH (radius {5 * cfg.voxel_m:g} m) + RANSAC (seed "

@@ -156,14 +156,14 @@ def evaluate(config: EvaluateConfig, out_dir, device: str = "cpu", progress: Cal
         try:
             for s, g, st in plan:
                 raw.setdefault(s.name, {})[g] = evaluate_pairs(s, g, st, methods, estimator, baseline_options,
-                                                               cfg.seed, on_pair)
+                                                               cfg.seed, on_pair, cfg.fallback_below)
             for s, block in trajectory_plan:
                 gap1 = raw.get(s.name, {}).get(1)
                 if gap1 is not None and np.array_equal(gap1["starts"], block):
                     traj_raw[s.name] = gap1  # the spread gap-1 pairs are already this contiguous block
                 else:
                     traj_raw[s.name] = evaluate_pairs(s, 1, block, methods, estimator, baseline_options, cfg.seed,
-                                                      on_pair)
+                                                      on_pair, cfg.fallback_below)
         finally:
             if bar is not None:
                 bar.close()
