@@ -75,7 +75,7 @@ class EstimatorOptions:
     #                                 0: fitness alone
     classical_below: float = bounded(0.0, ge=0, le=1)  # confidence below which FPFH + RANSAC + ICP on the
     #                                 dense clouds (training/baselines.py) is tried; its pose kept where it
-    #                                 fits better; 0: never
+    #                                 scores better (as the fine stage scores); 0: never
     seed: int = 0                   # sampling and RANSAC (evaluation sets it from evaluate.seed)
 
 
@@ -227,7 +227,7 @@ class Estimator:
         self.device = device
         self.last_seconds = 0.0
         self.last_coarse = (np.eye(4), 0.0, 0.0)  # (pose, confidence, seconds) before the fine stage
-        self.last_classical = False  # whether the last pose came from the classical fallback (it fit better)
+        self.last_classical = False  # whether the last pose came from the classical fallback (it scored better)
         self._judge = lambda a_from_b: (0.0, 0.0)  # judge(): the last pair's (score, fitness) of a pose
 
     def judge(self, a_from_b) -> tuple[float, float]:
