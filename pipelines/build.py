@@ -1183,6 +1183,11 @@ def _ray_error_line(e) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def _shard_failed(job: ShardJob, why) -> BuildError:
+    """The one line a build stops with when a shard failed, however it was built (Ray task, helper, driver)."""
+    return BuildError(f"shard {job.index}: {why} (rerun with --resume to keep the finished shards)")
+
+
 def _drive(task, todo, out: Path, config_json, window, threads, progress, done, save_manifest, on_shard,
            mesh_refs, queue_ahead: int = 0, helper=None, lock=None, total=None, release=None) -> None:
     """Submit at most ``window + queue_ahead`` shard tasks at a time, collect them with ``ray.wait``, write
@@ -1240,7 +1245,7 @@ def _drive(task, todo, out: Path, config_json, window, threads, progress, done, 
             ok, payload = result
             if not ok:
                 line = str(payload) if isinstance(payload, BuildError) else f"{type(payload).__name__}: {payload}"
-                raise BuildError(f"shard {job.index}: {line} (rerun with --resume to keep the finished shards)")
+                raise _shard_failed(job, line)
             received.append((job, payload))
         return kind != "idle"
 
@@ -1266,7 +1271,7 @@ def _drive(task, todo, out: Path, config_json, window, threads, progress, done, 
                     summary = build_shard(job, config_json, threads,
                                           *[helper.mesh_bytes[digest] for _, digest, _ in job.meshes])
                 except BuildError as e:
-                    raise BuildError(f"shard {job.index}: {e} (rerun with --resume to keep the finished shards)") from None
+                    raise _shard_failed(job, e) from None
                 received.append((job, summary))
             # a worker that finished has its next task before the driver receives and writes the shard
             for job, summary in received:
@@ -1289,8 +1294,7 @@ def _drive(task, todo, out: Path, config_json, window, threads, progress, done, 
                 try:
                     received.append((job, ray.get(ref)))
                 except ray.exceptions.RayError as e:
-                    raise BuildError(f"shard {job.index}: {_ray_error_line(e)} (rerun with --resume to keep "
-                                     f"the finished shards)") from None
+                    raise _shard_failed(job, _ray_error_line(e)) from None
             while helper_active:
                 try:
                     item = helper.results.get_nowait()
