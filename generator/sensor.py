@@ -293,11 +293,28 @@ def apply_sensor_batch(
     return z_out, inst_out
 
 
+def _disparity_scale(cfg: SensorConfig) -> float:
+    """b f s: baseline x focal length x disparity steps per pixel, as float32 products (numpy and torch alike);
+    a depth z has disparity b f s / z steps."""
+    return float(np.float32(cfg.baseline_m * cfg.focal_px) * np.float32(cfg.disparity_subpixel))
+
+
+def _lateral_sigma_px(camera: Camera, cfg: SensorConfig) -> float:
+    """The lateral noise's sigma in this camera's pixels (the config's is in the sensor's own focal length)."""
+    return cfg.lateral_sigma_px * camera.fx / cfg.focal_px
+
+
+def _axial_coefficients(cfg: SensorConfig) -> tuple[float, float]:
+    """(a2, a0) of the axial noise sigma a2 (z - 0.4)^2 + a0 (Nguyen et al. 2012), as float32 values, so numpy
+    and torch compute the same float32 products."""
+    return float(np.float32(0.0019 * cfg.axial_noise_scale)), float(np.float32(0.0012 * cfg.axial_noise_scale))
+
+
 def _noisy_quantised(z, noise_words, cfg: SensorConfig, bfs: float) -> None:
     """Steps 2-3 of :func:`_kinect_numpy` in place on float32 ``z`` (any shape; ``noise_words`` alike): axial
     noise z + (dz dz a2 + a0) n with dz = z - 0.4 (the generic code's operations in its order), then
     bfs / max(rint(bfs / z), 1/2) on every element."""
-    a2, a0 = float(np.float32(0.0019 * cfg.axial_noise_scale)), float(np.float32(0.0012 * cfg.axial_noise_scale))
+    a2, a0 = _axial_coefficients(cfg)
     noise = np.subtract(z, 0.4, dtype=np.float32)
     noise *= noise
     noise *= a2
@@ -313,8 +330,8 @@ def _noisy_quantised(z, noise_words, cfg: SensorConfig, bfs: float) -> None:
 
 
 def _fast_path_holds(camera: Camera, cfg: SensorConfig) -> bool:
-    bfs = float(np.float32(cfg.baseline_m * cfg.focal_px) * np.float32(cfg.disparity_subpixel))
-    sigma_px = cfg.lateral_sigma_px * camera.fx / cfg.focal_px
+    bfs = _disparity_scale(cfg)
+    sigma_px = _lateral_sigma_px(camera, cfg)
     return (cfg.model == "kinect" and cfg.axial_noise_scale > 0 and cfg.disparity_subpixel > 0 and sigma_px > 0
             and cfg.min_depth_m > 0 and cfg.max_depth_m < 2.0 * bfs)
 
@@ -334,8 +351,8 @@ def _kinect_numpy(depth_m, instance, words, camera: Camera, cfg: SensorConfig, z
     """
     if not _fast_path_holds(camera, cfg):
         return False
-    bfs = float(np.float32(cfg.baseline_m * cfg.focal_px) * np.float32(cfg.disparity_subpixel))
-    sigma_px = cfg.lateral_sigma_px * camera.fx / cfg.focal_px
+    bfs = _disparity_scale(cfg)
+    sigma_px = _lateral_sigma_px(camera, cfg)
     z = depth_m.astype(np.float32, copy=False)
     edges = edge_mask(z, instance, cfg.edge_jump_m, cfg.edge_width_px) if cfg.edge_dropout_prob > 0 else None
     shifted = _lateral_numpy([z, instance] + ([edges] if edges is not None else []), words[0], words[1],
@@ -420,9 +437,8 @@ def _sure_range(cfg: SensorConfig) -> tuple[float, float]:
     by the margin, which covers float32 rounding (~1e-6 of z) and the change between grid points (the grid
     step times the largest slope of those bounds). The longest run of kept points, less one step at each end.
     """
-    bfs = float(np.float32(cfg.baseline_m * cfg.focal_px) * np.float32(cfg.disparity_subpixel))
-    a2 = float(np.float32(0.0019 * cfg.axial_noise_scale)) * (1 + 1e-5)
-    a0 = float(np.float32(0.0012 * cfg.axial_noise_scale)) * (1 + 1e-5)
+    bfs = _disparity_scale(cfg)
+    a2, a0 = (c * (1 + 1e-5) for c in _axial_coefficients(cfg))
     table = _normal_table()
     n_max = max(-float(table.min()), float(table.max())) * (1 + 1e-6)
     lo_z, hi_z = float(cfg.min_depth_m), float(cfg.max_depth_m)
@@ -454,12 +470,12 @@ def _sure_range(cfg: SensorConfig) -> tuple[float, float]:
 def _kinect_lazy(depth_m, instance, words, camera: Camera, cfg: SensorConfig):
     """One block of :func:`sensor_blocks` on the fast path: (valid, values_at), or None when the lateral shift
     needs the generic code. The caller checked :func:`_fast_path_holds`."""
-    sigma_px = cfg.lateral_sigma_px * camera.fx / cfg.focal_px
+    sigma_px = _lateral_sigma_px(camera, cfg)
     lateral = _lateral_index(depth_m.shape, words[0], words[1], float(sigma_px))
     if lateral is None:
         return None
     index, pad = lateral
-    bfs = float(np.float32(cfg.baseline_m * cfg.focal_px) * np.float32(cfg.disparity_subpixel))
+    bfs = _disparity_scale(cfg)
     lo, hi = _sure_range(cfg)
     z = depth_m.astype(np.float32, copy=False)
     # one byte per clean pixel: 1 hit, 2 in range whatever the noise (implies hit: lo > 0), 4 edge
@@ -555,7 +571,7 @@ def kinect_model(depth_m, instance, words, camera: Camera, cfg: SensorConfig, op
     edges = edge_mask(z, inst, cfg.edge_jump_m, cfg.edge_width_px) if cfg.edge_dropout_prob > 0 else None
 
     # 1. Lateral noise: read each pixel from a randomly shifted neighbour (depth and instance together).
-    sigma_px = cfg.lateral_sigma_px * camera.fx / cfg.focal_px
+    sigma_px = _lateral_sigma_px(camera, cfg)
     shifted = None
     if sigma_px > 0 and ops.module == "numpy":
         shifted = _lateral_numpy([z, inst] + ([edges] if edges is not None else []), words[0], words[1],
@@ -578,13 +594,12 @@ def kinect_model(depth_m, instance, words, camera: Camera, cfg: SensorConfig, op
     if cfg.axial_noise_scale > 0:
         normal = ops.lookup(ops.table(_normal_table(), z), words[2])
         dz = z - 0.4
-        # constants as float32 values, so numpy and torch compute the same float32 products
-        a2, a0 = float(np.float32(0.0019 * cfg.axial_noise_scale)), float(np.float32(0.0012 * cfg.axial_noise_scale))
+        a2, a0 = _axial_coefficients(cfg)
         z = z + (dz * dz * a2 + a0) * normal
         valid = valid & (z > 0)
     # 3. Disparity quantisation: d = b f / z in steps of 1 / subpixel px; a 0-step disparity is invalid.
     if cfg.disparity_subpixel > 0:
-        bfs = float(np.float32(cfg.baseline_m * cfg.focal_px) * np.float32(cfg.disparity_subpixel))
+        bfs = _disparity_scale(cfg)
         steps = ops.rint(bfs / (z * valid + ~valid))  # invalid pixels divide by 1, not 0
         valid = valid & (steps > 0)
         z = bfs / (steps + ~valid) * valid
