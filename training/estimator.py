@@ -162,13 +162,24 @@ def free_space_violations(points_a: np.ndarray, points_b_in_a: np.ndarray, spaci
     registration). Directions are binned by azimuth and elevation about a's origin (``bins``, over the 0.5-99.5%
     range of a's directions, so a camera's frustum and a spinning LiDAR's sweep both work), each bin keeping the
     nearest range of a's points in it; "clearly in front" = closer than that by ``spacings`` point spacings plus
-    ``relative`` x the range. Points in directions a did not observe count as no violation."""
-    def directions(p):
-        return np.arctan2(p[:, 0], p[:, 2]), np.arctan2(p[:, 1], np.hypot(p[:, 0], p[:, 2])), np.linalg.norm(p, axis=1)
+    ``relative`` x the range. Points in directions a did not observe count as no violation. To test several
+    poses against one a, build the test once: :func:`free_space_test`."""
+    return free_space_test(points_a, spacing, bins, relative, spacings)(points_b_in_a)
 
-    if len(points_a) == 0 or len(points_b_in_a) == 0:
-        return 0.0
-    az, el, r = directions(np.asarray(points_a, np.float64))
+
+def _directions(p: np.ndarray):
+    """Azimuth, elevation (about the z axis's forward direction) and range of points (M, 3)."""
+    p = np.asarray(p, np.float64)
+    return np.arctan2(p[:, 0], p[:, 2]), np.arctan2(p[:, 1], np.hypot(p[:, 0], p[:, 2])), np.linalg.norm(p, axis=1)
+
+
+def free_space_test(points_a: np.ndarray, spacing: float, bins: tuple[int, int] = (48, 36), relative: float = 0.02,
+                    spacings: float = 3.0):
+    """:func:`free_space_violations` against ``points_a`` as a function of b's mapped points: a's direction bins
+    and nearest ranges are computed once, for every pose tested."""
+    if len(points_a) == 0:
+        return lambda points_b_in_a: 0.0
+    az, el, r = _directions(points_a)
     (a0, a1), (e0, e1) = np.percentile(az, [0.5, 99.5]), np.percentile(el, [0.5, 99.5])
     W, H = bins
 
@@ -180,12 +191,18 @@ def free_space_violations(points_a: np.ndarray, points_b_in_a: np.ndarray, spaci
     c, inside = cell(az, el)
     nearest = np.full(W * H, np.inf)
     np.minimum.at(nearest, c[inside], r[inside])
-    qaz, qel, qr = directions(np.asarray(points_b_in_a, np.float64))
-    qc, qin = cell(qaz, qel)
-    near = nearest[qc[qin]]
-    seen = np.isfinite(near)
-    violations = qr[qin][seen] < near[seen] - (spacings * spacing + relative * near[seen])
-    return float(violations.sum() / len(points_b_in_a))
+
+    def violations(points_b_in_a) -> float:
+        if len(points_b_in_a) == 0:
+            return 0.0
+        qaz, qel, qr = _directions(points_b_in_a)
+        qc, qin = cell(qaz, qel)
+        near = nearest[qc[qin]]
+        seen = np.isfinite(near)
+        clearly_in_front = qr[qin][seen] < near[seen] - (spacings * spacing + relative * near[seen])
+        return float(clearly_in_front.sum() / len(points_b_in_a))
+
+    return violations
 
 
 def ransac_correspondences(points_a: np.ndarray, points_b: np.ndarray, corres: np.ndarray, dist: float,
@@ -296,12 +313,14 @@ class Estimator:
         if o.refine == "plane" and o.refine_points > 0:
             fa, fb = sample_points(cloud_a, o.refine_points, rng), sample_points(cloud_b, o.refine_points, rng)
 
+        in_free_space = free_space_test(fa, spacing) if o.free_space_weight > 0 else None
+
         def judged(Tr):  # (score, fitness): fitness less the weighted share of b's points in a's free space
             Tr = np.asarray(Tr, np.float64)
             fit = fitness(tree, pb, Tr, dist)
-            if o.free_space_weight <= 0:
+            if in_free_space is None:
                 return fit, fit
-            return fit - o.free_space_weight * free_space_violations(fa, fb @ Tr[:3, :3].T + Tr[:3, 3], spacing), fit
+            return fit - o.free_space_weight * in_free_space(fb @ Tr[:3, :3].T + Tr[:3, 3]), fit
 
         self._judge = judged
 
