@@ -13,6 +13,9 @@
 # descriptors' mutual matches against FPFH's on the same pairs (bench/bench_descriptors.py, paired intervals).
 # Stages P0-E train STEPS steps from the same initialisation (equal optimisation budget).
 # Usage: scripts/experiment.sh [OUT_DIR]
+#   STAGES="A B" trains and evaluates only those stages (F and F_ctl need D); BASELINES=0 skips the identity / ICP /
+#   FPFH rows; DESCRIPTORS=0 skips bench_descriptors; METHODS sets the evaluated rows of each stage. Two shells with
+#   disjoint STAGES share one OUT_DIR (run the first until its builds are done before starting the second).
 #   STEPS=400 STEPS_SELF=300 PAIRS=8 SEQS=24 INDOOR_SEQS=16 PSEUDO_PAIRS=100 by default: ~4 h on a 2-core CPU (the shipped weights are D at
 #   1200 steps); train.device auto puts the runs on a GPU when there is one.
 set -euo pipefail
@@ -24,6 +27,13 @@ PAIRS=${PAIRS:-8}
 SEQS=${SEQS:-24}
 INDOOR_SEQS=${INDOOR_SEQS:-16}
 PSEUDO_PAIRS=${PSEUDO_PAIRS:-100}  # pseudo-labelled TRAIN pairs per capture and gap (D, E, F)
+read -r -a stages <<< "${STAGES:-P0 A B C D E F F_ctl}"
+read -r -a methods <<< "${METHODS:-identity ours_coarse ours ours_icp ours_fallback}"
+BASELINES=${BASELINES:-1}
+DESCRIPTORS=${DESCRIPTORS:-1}
+for s in "${stages[@]}"; do
+  case " P0 A B C D E F F_ctl " in *" $s "*) ;; *) echo "experiment: STAGES: unknown stage '$s' (P0 A B C D E F F_ctl)" >&2; exit 1;; esac
+done
 SHARED=${SYNTHSEQ_SHARED_DATA:-../shared/data}
 R=$SHARED/real
 BIN=.venv/bin
@@ -41,6 +51,7 @@ $BIN/synthseq build indoor --out "$OUT/indoor" --num-sequences "$INDOOR_SEQS" --
 
 train() {  # config, name, extra --set flags...
   local config=$1 name=$2; shift 2
+  case " ${stages[*]} " in *" $name "*) ;; *) return 0;; esac
   [ -f "$OUT/runs/$name/checkpoints/last.pt" ] && return 0
   $BIN/synthseq train "$config" --out "$OUT/runs" --threads 1 --no-progress --set name="$name" \
     --set train.max_steps="$STEPS" --set train.checkpoint_interval=100 "$@"
@@ -61,17 +72,17 @@ train indoor F "${self[@]}" --set train.pseudo_labels.method=model \
   --set train.pseudo_labels.cache="$OUT/pseudo_labels_model_D.json"
 train indoor F_ctl "${self[@]}" "${labels[@]}"
 
-ev=("${VAL[@]}" --gaps 1 5 10 20 30 --max-pairs "$PAIRS" --no-progress --overwrite)
-[ -f "$OUT/reports/baselines/metrics.json" ] || \
+# the TUM trajectory export (evo) is not part of the ablation: trajectory_pairs 0
+ev=("${VAL[@]}" --gaps 1 5 10 20 30 --max-pairs "$PAIRS" --no-progress --overwrite --set evaluate.trajectory_pairs=0)
+[ "$BASELINES" = 0 ] || [ -f "$OUT/reports/baselines/metrics.json" ] || \
   $BIN/synthseq evaluate --checkpoint none "${ev[@]}" --methods identity icp fpfh_ransac_icp --out "$OUT/reports/baselines"
-stages=(P0 A B C D E F F_ctl)
 ck=()
 for name in "${stages[@]}"; do
   ck+=(--checkpoint "$name=$OUT/runs/$name")
   [ -f "$OUT/reports/$name/metrics.json" ] || \
-    $BIN/synthseq evaluate --checkpoint "$OUT/runs/$name" "${ev[@]}" --methods identity ours_coarse ours ours_icp \
+    $BIN/synthseq evaluate --checkpoint "$OUT/runs/$name" "${ev[@]}" --methods "${methods[@]}" \
       --out "$OUT/reports/$name"
 done
-$BIN/python bench/bench_descriptors.py "${ck[@]}" --no-untrained "${VAL[@]}" --pairs 6 \
+[ "$DESCRIPTORS" = 0 ] || [ ${#stages[@]} = 0 ] || $BIN/python bench/bench_descriptors.py "${ck[@]}" --no-untrained "${VAL[@]}" --pairs 6 \
   --json "$OUT/reports/descriptors.json" > "$OUT/reports/descriptors.md"
 echo "experiment: reports in $OUT/reports/{baselines,$(IFS=,; echo "${stages[*]}")}/report.md and $OUT/reports/descriptors.md"
