@@ -11,6 +11,8 @@
 # each evaluated on the VALIDATION split (never trained on) at gaps 1/5/10/20/30 beside identity, ICP and
 # FPFH + RANSAC + ICP, with 95% bootstrap intervals (synthseq evaluate), and by the inlier ratio of their
 # descriptors' mutual matches against FPFH's on the same pairs (bench/bench_descriptors.py, paired intervals).
+# reports/ablation.md puts every stage side by side, paired against FPFH + RANSAC + ICP and against D
+# (scripts/ablation_table.py).
 # Stages P0-E train STEPS steps from the same initialisation (equal optimisation budget).
 # Usage: scripts/experiment.sh [OUT_DIR]
 #   STAGES="A B" trains and evaluates only those stages (F and F_ctl need D); BASELINES=0 skips the identity / ICP /
@@ -85,4 +87,13 @@ for name in "${stages[@]}"; do
 done
 [ "$DESCRIPTORS" = 0 ] || [ ${#stages[@]} = 0 ] || $BIN/python bench/bench_descriptors.py "${ck[@]}" --no-untrained "${VAL[@]}" --pairs 6 \
   --json "$OUT/reports/descriptors.json" > "$OUT/reports/descriptors.md"
-echo "experiment: reports in $OUT/reports/{baselines,$(IFS=,; echo "${stages[*]}")}/report.md and $OUT/reports/descriptors.md"
+# one table over every stage evaluated so far (this shell's and any other's), paired against D, the shipped recipe
+done_stages=()
+for name in P0 A B C D E F F_ctl; do
+  [ -f "$OUT/reports/$name/pairs.csv" ] && done_stages+=("$name=$OUT/reports/$name")
+done
+ref=(); [ -f "$OUT/reports/D/pairs.csv" ] && ref=(--reference D)
+base=(); [ -f "$OUT/reports/baselines/pairs.csv" ] && base=(--baseline "$OUT/reports/baselines")
+[ ${#done_stages[@]} = 0 ] || $BIN/python scripts/ablation_table.py "${done_stages[@]}" "${base[@]}" "${ref[@]}" \
+  --out "$OUT/reports/ablation.md"
+echo "experiment: reports in $OUT/reports/{baselines,$(IFS=,; echo "${stages[*]}")}/report.md and $OUT/reports/descriptors.md; the table: $OUT/reports/ablation.md"
