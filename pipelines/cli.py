@@ -21,6 +21,8 @@ COMMANDS = {
     "verify": ("synthseq.pipelines.inspect", "check a dataset's schema and checksums"),
     "train": ("synthseq.pipelines.train", "train the pose estimator (correspondence-based; optional point-cloud GAN)"),
     "evaluate": ("synthseq.pipelines.evaluate", "evaluate a checkpoint on held-out real captures vs identity, ICP and FPFH baselines"),
+    "register": ("synthseq.pipelines.register", "register two point clouds, or chain a capture into a trajectory, "
+                                                "with the trained pose estimator"),
     "view": ("synthseq.pipelines.view", "play a sequence in an Open3D window, or render screenshots/GIFs"),
     "export": ("synthseq.pipelines.export", "export a sequence as PLY/PCD/NPZ clouds + TUM trajectories"),
     "compare": ("synthseq.pipelines.compare", "compare a dataset's depth, normals, density and patches with real captures"),

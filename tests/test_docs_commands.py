@@ -219,18 +219,19 @@ def test_docs_commands_are_found_and_skips_are_current():
     assert any("[--sequence ID]" in s.text for s in synopses)
 
 
-FAST = {None, "build", "info", "verify", "view", "export"}  # None: `synthseq --help`
+FAST = {None, "build", "info", "verify", "view", "export", "register"}  # None: `synthseq --help`
 
 
 def test_docs_commands_run_fast_subset(tmp_path, monkeypatch, capsys):
     """README.md's commands except train/evaluate, at small sizes: one Ray build, its resume, info, verify,
-    a screenshot, the kitchen GIF and an export (~30 s on 2 cores)."""
+    a screenshot, the kitchen GIF, an export and the estimator on a cloud pair and a capture (~40 s on 2 cores)."""
     if not (REPO.parent / "shared" / "data").exists():
         pytest.skip("../shared/data is absent: README's build uses default.yaml, whose meshes live there")
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     _, ran, _ = run_docs(tmp_path, monkeypatch, capsys, include=FAST, files={"README.md"})
     assert any("--resume" in t for t in ran if t.startswith("synthseq build"))
     assert any("--screenshot" in t for t in ran) and any(t.startswith("synthseq export") for t in ran)
+    assert sum(t.startswith("synthseq register") for t in ran) == 2
 
 
 @pytest.mark.slow
