@@ -96,4 +96,5 @@ ref=(); [ -f "$OUT/reports/D/pairs.csv" ] && ref=(--reference D)
 base=(); [ -f "$OUT/reports/baselines/pairs.csv" ] && base=(--baseline "$OUT/reports/baselines")
 [ ${#done_stages[@]} = 0 ] || $BIN/python scripts/ablation_table.py "${done_stages[@]}" "${base[@]}" "${ref[@]}" \
   --out "$OUT/reports/ablation.md"
-echo "experiment: reports in $OUT/reports/{baselines,$(IFS=,; echo "${stages[*]}")}/report.md and $OUT/reports/descriptors.md; the table: $OUT/reports/ablation.md"
+desc=""; [ "$DESCRIPTORS" = 0 ] || [ ${#stages[@]} = 0 ] || desc=", $OUT/reports/descriptors.md"
+echo "experiment: reports in $OUT/reports/{baselines,$(IFS=,; echo "${stages[*]}")}/report.md$desc; the table: $OUT/reports/ablation.md"
