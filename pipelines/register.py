@@ -9,8 +9,9 @@ frames. Captures: TUM RGB-D, 7-Scenes or point-cloud folders (as ``synthseq eval
 t + gap are registered for t = 0, gap, 2 gap, ... and the estimates chained (from the ground-truth first pose where
 the capture has one, else from the identity) into a TUM trajectory (evo reads it), with one CSV row per pair
 (confidence, time and, with ground truth, the pair's rotation / translation error) beside it. The weights are the
-shipped ``training/weights/pose_match_small.pt`` unless ``--checkpoint`` names a run or checkpoint. Outputs are
-written to temporary files and renamed at the end: a failing run leaves nothing half-written.
+shipped ``training/weights/pose_match_small.pt`` unless ``--checkpoint`` names a run or checkpoint. Existing
+outputs are refused unless ``--overwrite``; outputs are written to temporary files and renamed at the end (folders
+created), so a failing run leaves nothing half-written and no folder it made.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from synthseq.errors import UsageError
+from synthseq.pipelines.view import write_file_atomic
 
 LOW_CONFIDENCE = 0.3  # below this the summary counts a pair as unsure (evaluate's ours_fallback threshold)
 
@@ -34,7 +36,8 @@ def configure_parser(p) -> None:
                    help="two point-cloud files A B (PLY/PCD/NPY/XYZ); prints a_from_b (B's points into A's frame)")
     p.add_argument("--capture", metavar="PATH[@START:STOP]",
                    help="a capture folder (TUM RGB-D, 7-Scenes, point clouds) to chain into a trajectory (needs --out)")
-    p.add_argument("--gap", type=int, default=1, metavar="D", help="frame gap between registered frames (capture)")
+    p.add_argument("--gap", type=int, default=1, metavar="D",
+                   help="frame gap between registered frames (capture; default 1)")
     p.add_argument("--checkpoint", metavar="RUN_DIR|FILE",
                    help="a `synthseq train` run or checkpoint (default: the shipped weights)")
     p.add_argument("--fallback-below", type=float, default=0.0, metavar="C",
@@ -45,9 +48,11 @@ def configure_parser(p) -> None:
                         "5 cm correspondences)")
     p.add_argument("--max-depth", type=float, metavar="M",
                    help="ignore points farther than this (m); default: 3 for depth captures, none otherwise")
-    p.add_argument("--seed", type=int, default=0, help="point-sampling and RANSAC seed")
+    p.add_argument("--seed", type=int, default=0, help="point-sampling and RANSAC seed (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device for the network")
-    p.add_argument("--out", metavar="FILE", help="pose (text, 4 rows) or, with --capture, the TUM trajectory")
+    p.add_argument("--out", metavar="FILE", help="pose (text, 4 rows) or, with --capture, the TUM trajectory (and "
+                   "FILE's stem + .pairs.csv beside it); folders are created")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -65,11 +70,24 @@ def check_args(args) -> None:
         raise UsageError(f"--fallback-below: expected a confidence in [0, 1], got {args.fallback_below}")
     if args.max_depth is not None and not args.max_depth > 0:
         raise UsageError(f"--max-depth: expected a positive distance in metres, got {args.max_depth}")
-    if args.out and not Path(args.out).parent.is_dir():
-        raise UsageError(f"--out {args.out}: folder {Path(args.out).parent} does not exist")
+    if args.out:
+        from synthseq.pipelines.view import check_output_file
+
+        if args.out.endswith(("/", "\\")):
+            raise UsageError(f"--out {args.out}: expected a file name, not a folder")
+        for out in output_paths(args):
+            check_output_file(out, args.overwrite)
     for f in args.clouds:
+        if Path(f).is_dir():
+            raise UsageError(f"{f}: is a folder; expected a point-cloud file (a folder of frames: --capture)")
         if not Path(f).is_file():
             raise FileNotFoundError(f"{f}: no such file")
+
+
+def output_paths(args) -> list[Path]:
+    """The files ``--out`` makes: the pose, or the trajectory and its ``.pairs.csv``."""
+    out = Path(args.out)
+    return [out] if args.capture is None else [out, out.with_name(out.stem + ".pairs.csv")]
 
 
 def load(args):
@@ -106,15 +124,6 @@ def register_pair(estimator, cloud_a, cloud_b, icp: bool):
     return a_from_b, float(confidence), time.perf_counter() - t0
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def run_pair(args, estimator) -> int:
     import numpy as np
 
@@ -130,13 +139,14 @@ def run_pair(args, estimator) -> int:
         clouds.append(c)
     a_from_b, confidence, seconds = register_pair(estimator, clouds[0], clouds[1], args.icp)
     text = "\n".join(" ".join(f"{v: .9f}" for v in row) for row in a_from_b) + "\n"
+    if args.out:
+        write_file_atomic(Path(args.out), lambda p: Path(p).write_text(text))
     print(f"# a_from_b: maps {args.clouds[1]} ({len(clouds[1])} points) into the frame of {args.clouds[0]} "
           f"({len(clouds[0])} points)")
     print(text, end="")
     unsure = " (unsure: below 0.3, check it or try --fallback-below 0.3)" if confidence < LOW_CONFIDENCE else ""
     print(f"confidence {confidence:.3f}{unsure}; {seconds:.2f} s")
     if args.out:
-        _write_atomic(Path(args.out), lambda p: p.write_text(text))
         print(f"pose: {args.out}")
     return 0
 
@@ -182,8 +192,7 @@ def run_capture(args, estimator, train_real: list[str]) -> int:
         bar.close()
     start = gt[frames[0]] if gt is not None and np.all(np.isfinite(gt[frames[0]])) else None
     traj = M.chain_relative_poses(np.stack(rel), start)
-    out = Path(args.out)
-    pairs_csv = out.with_name(out.stem + ".pairs.csv")
+    out, pairs_csv = output_paths(args)
     origin = "the ground-truth pose of the first frame" if start is not None else "the first frame (identity)"
     header = (f"synthseq register on {seq.name}, gap {args.gap}: frame-to-frame estimates chained from {origin}, "
               "world_from_camera")
@@ -194,8 +203,18 @@ def run_capture(args, estimator, train_real: list[str]) -> int:
             w.writeheader()
             w.writerows(rows)
 
-    _write_atomic(pairs_csv, write_csv)
-    _write_atomic(out, lambda p: write_tum_trajectory(p, seq.timestamps[frames], traj, header=header))
+    created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
+    write_file_atomic(pairs_csv, write_csv)
+    try:
+        write_file_atomic(out, lambda p: write_tum_trajectory(p, seq.timestamps[frames], traj, header=header))
+    except BaseException:  # neither file, nor a folder this run made
+        pairs_csv.unlink(missing_ok=True)
+        for p in created:
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
 
     conf = np.array([float(r["confidence"]) for r in rows])
     secs = np.array([float(r["seconds"]) for r in rows])
@@ -210,8 +229,9 @@ def run_capture(args, estimator, train_real: list[str]) -> int:
             print(f"against the capture's ground truth ({int(ok.sum())} pairs with poses): median "
                   f"{np.median(rot[ok]):.2f} deg / {np.median(trans[ok]):.2f} cm, {100 * good.mean():.1f}% within "
                   f"5 deg and 5 cm")
-    for o in seen:
-        print(f"note: SEEN IN TRAINING: {o.message}; these errors are not held-out numbers")
+    for o in seen:  # real_overlaps words it for evaluate's --real
+        message = o.message.replace("--real ", "--capture ", 1)
+        print(f"note: SEEN IN TRAINING: {message}; these errors are not held-out numbers")
     for n in notes + seq.notes:
         print(f"note: {n}")
     print(f"trajectory: {out}\npairs: {pairs_csv}")

@@ -18,11 +18,12 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stages", nargs="+", metavar="NAME=REPORT_DIR", help="one evaluation report per stage")
     ap.add_argument("--baseline", type=Path, help="report with identity / icp / fpfh_ransac_icp rows")
-    ap.add_argument("--reference", help="the stage the others are paired against (the default recipe)")
+    ap.add_argument("--reference", help="the stage the others are paired against (the default recipe); "
+                    "omitted: no paired column against a stage")
     ap.add_argument("--method", default="ours", help="the stage method of the per-gap table (default: ours)")
     ap.add_argument("--out", type=Path, help="markdown file to write (default: stdout)")
     args = ap.parse_args(argv)

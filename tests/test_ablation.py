@@ -60,7 +60,8 @@ def test_rates_and_paired_differences_match_pairs_csv(reports):
         assert r["ci"][0] <= r["success"] <= r["ci"][1]
         if method != "icp":
             d = r["vs_icp"]
-            assert d[0] == pytest.approx((v - icp).mean()) and d[1] <= d[0] <= d[2]
+            assert d[0] == pytest.approx((v - icp).mean())
+            assert np.isnan(d[1]) and np.isnan(d[2])  # 6 pairs: too few blocks for a paired interval
             assert (d[3], d[4]) == (int((v > icp).sum()), int((v < icp).sum()))
     # the same method of the reference stage is the pairing for stage rows; the reference has none against itself
     d = rows["coarse: ours"]["vs_reference"]
@@ -73,6 +74,25 @@ def test_rates_and_paired_differences_match_pairs_csv(reports):
     text = render_ablation(s)
     assert "# Ablation: 2 stages on the same 6 pairs" in text and "| fine: ours |" in text
     assert "**tum_fr1_rpy@50:100**: success % by gap" in text and "| tum_fr1_rpy@50:100 (10) |" in text
+    assert "(too few pairs for an interval)" in text
+
+
+def test_paired_interval_needs_enough_independent_blocks():
+    """The paired difference's interval: a moving-block bootstrap of the per-pair differences where there are at
+    least MIN_BLOCKS effective blocks; none below (one lost pair of 6 would give an interval excluding zero)."""
+    from synthseq.training.evaluation.ablation import MIN_BLOCKS, _paired
+
+    a, b = np.ones(60), np.ones(60)
+    a[[5, 25]] = 0.0  # a loses two pairs b gets right, wins one b gets wrong
+    b[40] = 0.0
+    groups = np.repeat(np.arange(6), 10)
+    mean, lo, hi, won, lost = _paired(a, b, groups, {g: 1 for g in range(6)})
+    assert mean == pytest.approx((a - b).mean()) and lo <= mean <= hi and lo < 0 < hi
+    assert (won, lost) == (1, 2) and mean == pytest.approx(-1 / 60)
+    few = _paired(a[:6], b[:6], groups[:6], {0: 1})  # 6 pairs, one block each: 6 < MIN_BLOCKS
+    assert np.isnan(few[1]) and np.isnan(few[2]) and MIN_BLOCKS > 6
+    long_blocks = _paired(a, b, groups, {g: 10 for g in range(6)})  # 60 pairs in blocks of 10: 6 blocks
+    assert np.isnan(long_blocks[1])
 
 
 def test_mismatched_and_seen_in_training_reports_are_refused(reports, tmp_path):

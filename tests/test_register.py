@@ -37,7 +37,7 @@ def test_register_a_capture_chains_a_trajectory_with_per_pair_errors(tum_rpy_dir
     from synthseq.pipelines.cli import main
     from synthseq.training import metrics as M
 
-    out = tmp_path / "rpy.tum"
+    out = tmp_path / "new" / "rpy.tum"  # the folder is created
     spec = f"{tum_rpy_dir}@50:71"
     assert main(["register", "--capture", spec, "--gap", "5", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
@@ -47,7 +47,7 @@ def test_register_a_capture_chains_a_trajectory_with_per_pair_errors(tum_rpy_dir
     assert len(stamps) == 5 and np.allclose(stamps, gt_seq.timestamps[frames], atol=1e-6)
     gt = gt_seq.camera_poses[frames, 0]
     assert np.allclose(traj[0], gt[0], atol=1e-4)  # chained from the ground-truth first pose
-    rows = list(csv.DictReader(open(tmp_path / "rpy.pairs.csv")))
+    rows = list(csv.DictReader(open(tmp_path / "new" / "rpy.pairs.csv")))
     assert [(int(r["frame_a"]), int(r["frame_b"])) for r in rows] == [(50, 55), (55, 60), (60, 65), (65, 70)]
     # each CSV error is the chained trajectory's step against the ground truth (evo's RPE at delta 1)
     rot, trans = M.relative_pose_errors(relative_pose(traj[:-1], traj[1:]), relative_pose(gt[:-1], gt[1:]))
@@ -58,7 +58,7 @@ def test_register_a_capture_chains_a_trajectory_with_per_pair_errors(tum_rpy_dir
     # frames the shipped weights trained on are registered, with a note that the errors are not held out
     assert main(["register", "--capture", f"{tum_rpy_dir}@0:6", "--gap", "5", "--out", str(tmp_path / "t.tum"),
                  "--no-progress"]) == 0
-    assert "note: SEEN IN TRAINING: --real" in capsys.readouterr().out
+    assert "note: SEEN IN TRAINING: --capture" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -67,11 +67,14 @@ def test_register_a_capture_chains_a_trajectory_with_per_pair_errors(tum_rpy_dir
     (["a.ply", "b.ply", "--capture", "x", "--out", "t.tum"], "either two point-cloud files or --capture, not both"),
     (["--capture", "x", "--out", "t.tum", "--gap", "0"], "--gap: expected an integer >= 1, got 0"),
     (["a.ply", "b.ply", "--fallback-below", "2"], "--fallback-below: expected a confidence in [0, 1], got 2.0"),
-    (["a.ply", "b.ply", "--out", "nowhere/pose.txt"], "folder nowhere does not exist"),
+    (["a.ply", "b.ply", "--out", "newdir/"], "--out newdir/: expected a file name, not a folder"),
     (["a.ply", "b.ply"], "a.ply: no such file"),
+    (["a.ply", "b.ply", "--out", "nowhere/pose.txt"], "a.ply: no such file"),  # no folder made for a failed run
+    (["--capture", "missing_capture", "--out", "sub/t.tum"], "missing_capture"),
     (["--capture", "missing_capture", "--out", "t.tum"], "missing_capture"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, monkeypatch, capsys):
+    """Each case: one line on stderr naming the problem, exit 1, no file or folder left behind."""
     from synthseq.pipelines.cli import main
 
     monkeypatch.chdir(tmp_path)
@@ -79,3 +82,22 @@ def test_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, monke
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("synthseq register: error: ") and message in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_outputs_and_folders_given_as_clouds_are_refused(tmp_path, monkeypatch, capsys):
+    from synthseq.pipelines.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pose.txt").write_text("keep")
+    (tmp_path / "t.pairs.csv").write_text("keep")
+    (tmp_path / "clouds").mkdir()
+    for argv, message in (
+            (["a.ply", "b.ply", "--out", "pose.txt"], "pose.txt: exists already; pass --overwrite"),
+            (["--capture", "x", "--out", "t.tum"], "t.pairs.csv: exists already; pass --overwrite"),
+            (["--capture", "x", "--out", "clouds"], "clouds: is a directory; give a file name"),
+            (["clouds", "b.ply"], "clouds: is a folder; expected a point-cloud file (a folder of frames: --capture)")):
+        assert main(["register", *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert (tmp_path / "pose.txt").read_text() == "keep" and (tmp_path / "t.pairs.csv").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clouds", "pose.txt", "t.pairs.csv"]

@@ -6,7 +6,7 @@ Each report is a ``synthseq evaluate`` output folder; only its ``pairs.csv`` is 
 ``--max-pairs``). Intervals are the evaluation's own: a moving-block bootstrap within each (sequence, gap) with the
 block length ``metrics.block_length`` gives it (neighbouring pairs share frames), never narrower than a Wilson
 interval for rates. A paired difference (stage - other, in points) uses the same blocks on the per-pair difference
-of success, with the pairs won and lost beside it.
+of success, with the pairs won and lost beside it (no interval below ``MIN_BLOCKS`` effective blocks).
 """
 
 from __future__ import annotations
@@ -107,9 +107,23 @@ def _rate(v: np.ndarray, groups, lengths) -> tuple[float, float, float]:
     return float(v.mean()), lo, hi
 
 
+MIN_BLOCKS = 10  # fewer independent blocks than this: a paired difference gets no interval
+
+
+def _effective_blocks(groups, lengths) -> float:
+    labels, counts = np.unique(groups, return_counts=True)
+    return float(sum(c / lengths[g] for g, c in zip(labels, counts)))
+
+
 def _paired(a: np.ndarray, b: np.ndarray, groups, lengths) -> tuple[float, float, float, int, int]:
+    """(mean difference, low, high, won, lost); the interval is NaN below ``MIN_BLOCKS`` effective blocks, where
+    the bootstrap of a few -1 / 0 / +1 values collapses (one lost pair of 6 can give an interval that excludes
+    zero)."""
     d = a - b
-    lo, hi = M.block_bootstrap_ci(d, groups, lengths, binary=False)
+    if _effective_blocks(groups, lengths) < MIN_BLOCKS:
+        lo = hi = math.nan
+    else:
+        lo, hi = M.block_bootstrap_ci(d, groups, lengths, binary=False)
     return float(d.mean()), lo, hi, int((d > 0).sum()), int((d < 0).sum())
 
 
@@ -202,6 +216,8 @@ def _diff(d) -> str:
     if d is None:
         return ""
     mean, lo, hi, won, lost = d
+    if math.isnan(lo):
+        return f"{100 * mean:+.1f} (too few pairs for an interval) ({won} / {lost})"
     return f"{100 * mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] ({won} / {lost})"
 
 
@@ -232,7 +248,8 @@ def render_ablation(summary: dict) -> str:
             lines.append(f"| {name} | " + " | ".join(f"{100 * by_gap[g][name]:.0f}" for g in gaps) + " |")
     first = next(iter(summary["median_rot"].values()))
     names = [k for k in first if k != "gap"]
-    lines += ["", f"Median rotation error (deg) at gap 10 (stages: {method})", "",
+    lines += ["", f"Median rotation error (deg) at gap 10, or the largest gap below it, in brackets (stages: {method})",
+              "",
               "| sequence (gap) | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for s, mr in summary["median_rot"].items():
         lines.append(f"| {s} ({mr['gap']}) | " + " | ".join(
