@@ -64,7 +64,8 @@ def resolve_config(args):
 def run(args) -> int:
     from synthseq.progress import progress as tqdm  # a bar on a terminal, plain lines in a log
 
-    progress = None if args.no_progress else (lambda total: tqdm(total=total, unit="pair", desc="evaluate"))
+    progress = None if args.no_progress else (  # one tick per method on a pair (trajectory pairs included)
+        lambda total: tqdm(total=total, unit="estimate", desc="evaluate (pairs x methods)"))
     metrics = evaluate(resolve_config(args), args.out, device=args.device, progress=progress,
                        allow_train_data=args.allow_train_data, overwrite=args.overwrite)
     print(format_headline(metrics))
