@@ -46,10 +46,18 @@ EXTRAS = {"open3d": "render", "pyrender": "render", "OpenGL": "render", "ray": "
           "tensorboard": "torch", "matplotlib": "torch"}
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line (``synthseq train: error: argument --threads: invalid int value:
+    'x' (synthseq train --help)``) instead of the usage block plus a line; exit status 2 as argparse's."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from synthseq import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="synthseq",
         description="Synthetic multi-view point-cloud sequences with exact poses, and a pose estimator "
                     "trained on them with unlabeled real captures.",

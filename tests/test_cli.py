@@ -228,3 +228,19 @@ def test_interrupted_first_run_saves_a_checkpoint_and_resumes(dataset, tmp_path,
     assert load_checkpoint(runs / "t1")["step"] == 1
     rc, _, err = run_cli(base + ["--name", "a/b"], capsys)
     assert rc == 1 and "--name 'a/b'" in err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["register", "--gap", "2.5", "a", "b"], "synthseq register: error: argument --gap: invalid int value: '2.5' "
+                                             "(synthseq register --help)"),
+    (["evaluate", "--checkpoint", "none"], "synthseq evaluate: error: the following arguments are required: --out"),
+    (["frobnicate"], "synthseq: error: argument COMMAND: invalid choice: 'frobnicate'"),
+])
+def test_usage_errors_are_one_line(argv, expected, capsys):
+    from synthseq.pipelines.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(expected), err
