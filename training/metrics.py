@@ -136,6 +136,30 @@ def block_length(num_pairs: int, gap: int = 1, spacing_frames: float = 1.0) -> i
     return int(min(num_pairs, max(1, overlap, math.ceil(num_pairs ** (1.0 / 3.0)))))
 
 
+def pairs_block_length(starts, gap: int = 1) -> int:
+    """:func:`block_length` of the pairs (t, t + gap) starting at ``starts`` (frame numbers in order), spaced by
+    their mean spacing."""
+    P = len(starts)
+    spacing = (float(starts[-1] - starts[0]) / (P - 1)) if P > 1 else 1.0
+    return block_length(P, gap, spacing)
+
+
+def effective_sample_size(groups: np.ndarray, block_lengths: dict | int = 1) -> float:
+    """Independent blocks among the values: sum over groups of P_g / L_g (L_g clamped to 1..P_g).
+
+    Args:
+        groups: (P,) group label of each value.
+        block_lengths: one L for all groups, or {group: L} (missing groups: 1).
+    """
+    g = np.asarray(groups)
+    n_eff = 0.0
+    for label in set(g.tolist()):
+        n = int(np.sum(g == label))
+        L = block_lengths if isinstance(block_lengths, int) else block_lengths.get(label, 1)
+        n_eff += n / max(1, min(int(L), n))
+    return n_eff
+
+
 def block_bootstrap_ci(values: np.ndarray, groups: np.ndarray | None = None, block_lengths: dict | int = 1,
                        num_resamples: int = 2000, level: float = 0.95,
                        rng: np.random.Generator | None = None, binary: bool = True) -> tuple[float, float]:
@@ -184,12 +208,7 @@ def block_bootstrap_ci(values: np.ndarray, groups: np.ndarray | None = None, blo
         # With only a few blocks per sequence the bootstrap distribution collapses (one block = the whole
         # sequence gives a zero-width interval); never report less uncertainty than a Wilson score interval
         # at the effective sample size sum(P_g / L_g) (independent blocks).
-        n_eff = 0.0
-        for label in set(g.tolist()):
-            n = int(np.sum(g == label))
-            L = block_lengths if isinstance(block_lengths, int) else block_lengths.get(label, 1)
-            n_eff += n / max(1, min(int(L), n))
-        w_lo, w_hi = wilson_interval(float(v.mean()), n_eff, level)
+        w_lo, w_hi = wilson_interval(float(v.mean()), effective_sample_size(g, block_lengths), level)
         lo, hi = min(lo, w_lo), max(hi, w_hi)
     return float(lo), float(hi)
 

@@ -96,9 +96,7 @@ def _blocks(keys: tuple) -> tuple[np.ndarray, dict]:
     lengths = {}
     for label in dict.fromkeys(labels):
         starts = [a for (s, g, a), lab in zip(keys, labels) if lab == label]
-        gap = int(label.rsplit("|", 1)[1])
-        spacing = (starts[-1] - starts[0]) / (len(starts) - 1) if len(starts) > 1 else 1.0
-        lengths[label] = M.block_length(len(starts), gap, spacing)
+        lengths[label] = M.pairs_block_length(starts, int(label.rsplit("|", 1)[1]))
     return groups, lengths
 
 
@@ -110,17 +108,12 @@ def _rate(v: np.ndarray, groups, lengths) -> tuple[float, float, float]:
 MIN_BLOCKS = 10  # fewer independent blocks than this: a paired difference gets no interval
 
 
-def _effective_blocks(groups, lengths) -> float:
-    labels, counts = np.unique(groups, return_counts=True)
-    return float(sum(c / lengths[g] for g, c in zip(labels, counts)))
-
-
 def _paired(a: np.ndarray, b: np.ndarray, groups, lengths) -> tuple[float, float, float, int, int]:
     """(mean difference, low, high, won, lost); the interval is NaN below ``MIN_BLOCKS`` effective blocks, where
     the bootstrap of a few -1 / 0 / +1 values collapses (one lost pair of 6 can give an interval that excludes
     zero)."""
     d = a - b
-    if _effective_blocks(groups, lengths) < MIN_BLOCKS:
+    if M.effective_sample_size(groups, lengths) < MIN_BLOCKS:
         lo = hi = math.nan
     else:
         lo, hi = M.block_bootstrap_ci(d, groups, lengths, binary=False)
@@ -179,7 +172,6 @@ def compare_reports(stages: dict, baseline=None, method: str = "ours", versus: s
         if stage is not None and reference is not None and stage != reference and m in read[reference].success:
             out["vs_reference"] = _paired(v, read[reference].success[m], groups, lengths)
         rows.append(out)
-        return out
 
     if base:
         for m in BASELINE_METHODS:

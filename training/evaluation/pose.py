@@ -146,10 +146,8 @@ def _summarize_gap(parts: list[tuple[int, dict, int]], methods: list[str], resam
     r = _concat([p[1] for p in parts], methods)
     groups, lengths = [], {}
     for gi, (gap, part, _) in enumerate(parts):
-        P = len(part["starts"])
-        spacing = (float(part["starts"][-1] - part["starts"][0]) / (P - 1)) if P > 1 else 1.0
-        lengths[gi] = M.block_length(P, gap, spacing)
-        groups.append(np.full(P, gi))
+        lengths[gi] = M.pairs_block_length(part["starts"], gap)
+        groups.append(np.full(len(part["starts"]), gi))
     groups = np.concatenate(groups) if groups else np.zeros(0, np.int64)
     rot, trans = M.relative_pose_errors(np.broadcast_to(np.eye(4), r["gt"].shape), r["gt"])
     entry = {"num_pairs": int(len(r["starts"])),
