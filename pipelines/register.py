@@ -91,24 +91,15 @@ def output_paths(args) -> list[Path]:
 
 
 def load(args):
-    """The estimator (and its training captures, for the seen-in-training note)."""
-    from synthseq.errors import DataError
-    from synthseq.training.checkpoint import checkpoint_path, load_pose_model
+    """The estimator and its training captures (for the seen-in-training note)."""
+    from synthseq.training.checkpoint import load_pose_model
     from synthseq.training.config import resolve_device
     from synthseq.training.estimator import Estimator, EstimatorOptions
 
-    source = args.checkpoint or shipped_weights()
-    ckpt = checkpoint_path(source)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{ckpt}: no training checkpoint")
     device = resolve_device(args.device, key="--device")
-    try:
-        model, tcfg = load_pose_model(source, device=device)
-    except (RuntimeError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise DataError(f"{ckpt}: cannot load the pose network with this synthseq's models ({first})") from None
+    model, tcfg = load_pose_model(args.checkpoint or shipped_weights(), device=device)
     options = EstimatorOptions(classical_below=args.fallback_below, seed=args.seed)
-    return Estimator(model, options, device), list(tcfg.real), ckpt
+    return Estimator(model, options, device), list(tcfg.real)
 
 
 def register_pair(estimator, cloud_a, cloud_b, icp: bool):
@@ -240,7 +231,7 @@ def run_capture(args, estimator, train_real: list[str]) -> int:
 
 def run(args) -> int:
     check_args(args)
-    estimator, train_real, _ = load(args)
+    estimator, train_real = load(args)
     if args.capture is None:
         return run_pair(args, estimator)
     return run_capture(args, estimator, train_real)

@@ -101,3 +101,25 @@ def test_existing_outputs_and_folders_given_as_clouds_are_refused(tmp_path, monk
         assert err.count("\n") == 1 and message in err, err
     assert (tmp_path / "pose.txt").read_text() == "keep" and (tmp_path / "t.pairs.csv").read_text() == "keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clouds", "pose.txt", "t.pairs.csv"]
+
+
+def test_a_checkpoint_of_another_architecture_is_one_line(tmp_path, monkeypatch, capsys):
+    """The checkpoint loader (training/checkpoint.py) names the file when the weights do not fit this synthseq's
+    models; register and evaluate both go through it."""
+    import torch
+
+    from synthseq.pipelines.cli import main
+    from synthseq.pipelines.register import shipped_weights
+
+    state = torch.load(shipped_weights(), weights_only=True)
+    first = next(iter(state["models"]["P"]))
+    state["models"]["P"][first] = torch.zeros(3, 3)
+    bad = tmp_path / "other.pt"
+    torch.save(state, bad)
+    cloud = tmp_path / "c.npy"
+    np.save(cloud, np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32))
+    monkeypatch.chdir(tmp_path)
+    assert main(["register", str(cloud), str(cloud), "--checkpoint", str(bad), "--out", "pose.txt"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{bad}: cannot load the networks with this synthseq's models" in err, err
+    assert not (tmp_path / "pose.txt").exists()

@@ -114,12 +114,23 @@ def train_config_of(state: dict):
 
 
 def _load_model(path_or_run_dir, name: str, device):
+    """Network ``name`` of a checkpoint, in eval mode on ``device``, and the run's TrainConfig.
+
+    Raises:
+        FileNotFoundError / DataError: no checkpoint, not one (``load_checkpoint``), or weights this synthseq's
+            models cannot take (another architecture, a network the run did not train).
+    """
     from synthseq.training.models import build_models
 
     state = load_checkpoint(path_or_run_dir, map_location="cpu")
-    cfg = train_config_of(state)
-    model = build_models(cfg.model)[name.split("_")[0]]
-    model.load_state_dict(state["models"][name])
+    try:
+        cfg = train_config_of(state)
+        model = build_models(cfg.model)[name.split("_")[0]]
+        model.load_state_dict(state["models"][name])
+    except (RuntimeError, KeyError) as e:  # a state_dict of another architecture, or a missing network
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise DataError(f"{checkpoint_path(path_or_run_dir)}: cannot load the networks with this synthseq's "
+                        f"models ({first})") from None
     return model.to(device).eval(), cfg
 
 

@@ -72,13 +72,9 @@ def evaluate(config: EvaluateConfig, out_dir, device: str = "cpu", progress: Cal
         ckpt = checkpoint_path(cfg.checkpoint)
         if not ckpt.is_file():
             raise FileNotFoundError(f"{ckpt}: no training checkpoint")
-        try:
-            model, tcfg = load_pose_model(cfg.checkpoint, device=device, ema=cfg.use_ema)
-            if tcfg.use_gan:
-                refiner, _ = load_refiner(cfg.checkpoint, device=device)
-        except (RuntimeError, KeyError) as e:  # state_dict of another architecture, or a missing network
-            first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-            raise DataError(f"{ckpt}: cannot load the networks with this synthseq's models ({first})") from None
+        model, tcfg = load_pose_model(cfg.checkpoint, device=device, ema=cfg.use_ema)
+        if tcfg.use_gan:
+            refiner, _ = load_refiner(cfg.checkpoint, device=device)
         estimator = Estimator(model, dataclasses.replace(cfg.estimator, seed=int(cfg.seed)), device)
         num_points = tcfg.num_points
         train_info = {"checkpoint": str(ckpt), "num_points": tcfg.num_points, "use_gan": tcfg.use_gan,
