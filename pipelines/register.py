@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from synthseq.errors import UsageError
-from synthseq.pipelines.view import write_file_atomic
+from synthseq.pipelines.view import write_file_atomic, write_files_atomic
 
 LOW_CONFIDENCE = 0.3  # below this the summary counts a pair as unsure (evaluate's ours_fallback threshold)
 
@@ -135,7 +135,8 @@ def run_pair(args, estimator) -> int:
     print(f"# a_from_b: maps {args.clouds[1]} ({len(clouds[1])} points) into the frame of {args.clouds[0]} "
           f"({len(clouds[0])} points)")
     print(text, end="")
-    unsure = " (unsure: below 0.3, check it or try --fallback-below 0.3)" if confidence < LOW_CONFIDENCE else ""
+    unsure = (f" (unsure: below {LOW_CONFIDENCE}, check it or try --fallback-below {LOW_CONFIDENCE})"
+              if confidence < LOW_CONFIDENCE else "")
     print(f"confidence {confidence:.3f}{unsure}; {seconds:.2f} s")
     if args.out:
         print(f"pose: {args.out}")
@@ -163,20 +164,19 @@ def run_capture(args, estimator, train_real: list[str]) -> int:
     notes = []
     seen = real_overlaps([args.capture], train_real, notes)
     gt = seq.world_from_camera
-    rel, rows = [], []
+    rel, confidence, seconds, rot, trans = [], [], [], [], []
     bar = None if args.no_progress else tqdm(total=len(frames) - 1, unit="pair", desc="register")
     dense_b = seq.dense(int(frames[0]))
     for ta, tb in zip(frames[:-1], frames[1:]):
         dense_a, dense_b = dense_b, seq.dense(int(tb))
-        a_from_b, confidence, seconds = register_pair(estimator, dense_a, dense_b, args.icp)
+        a_from_b, conf, secs = register_pair(estimator, dense_a, dense_b, args.icp)
         rel.append(a_from_b)
-        row = {"frame_a": seq.first_frame + int(ta), "frame_b": seq.first_frame + int(tb),
-               "confidence": f"{confidence:.4f}", "seconds": f"{seconds:.4f}"}
+        confidence.append(conf)
+        seconds.append(secs)
         if gt is not None:
-            truth = M.relative_pose(gt[ta], gt[tb])
-            rot, trans = M.relative_pose_errors(a_from_b[None], truth[None])
-            row["rot_err_deg"], row["trans_err_cm"] = f"{rot[0]:.4f}", f"{trans[0]:.4f}"
-        rows.append(row)
+            r, t = M.relative_pose_errors(a_from_b[None], M.relative_pose(gt[ta], gt[tb])[None])
+            rot.append(r[0])
+            trans.append(t[0])
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -190,30 +190,21 @@ def run_capture(args, estimator, train_real: list[str]) -> int:
 
     def write_csv(p):
         with open(p, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+            w = csv.writer(f)
+            w.writerow(["frame_a", "frame_b", "confidence", "seconds"]
+                       + (["rot_err_deg", "trans_err_cm"] if gt is not None else []))
+            for k, (ta, tb) in enumerate(zip(frames[:-1], frames[1:])):
+                w.writerow([seq.first_frame + int(ta), seq.first_frame + int(tb), f"{confidence[k]:.4f}",
+                            f"{seconds[k]:.4f}"] + ([f"{rot[k]:.4f}", f"{trans[k]:.4f}"] if gt is not None else []))
 
-    created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
-    write_file_atomic(pairs_csv, write_csv)
-    try:
-        write_file_atomic(out, lambda p: write_tum_trajectory(p, seq.timestamps[frames], traj, header=header))
-    except BaseException:  # neither file, nor a folder this run made
-        pairs_csv.unlink(missing_ok=True)
-        for p in created:
-            try:
-                p.rmdir()
-            except OSError:
-                break
-        raise
+    write_files_atomic({pairs_csv: write_csv,
+                        out: lambda p: write_tum_trajectory(p, seq.timestamps[frames], traj, header=header)})
 
-    conf = np.array([float(r["confidence"]) for r in rows])
-    secs = np.array([float(r["seconds"]) for r in rows])
-    print(f"{seq.name}: {len(rows)} pairs at gap {args.gap}; median {np.median(secs):.2f} s per pair; confidence "
+    conf = np.array(confidence)
+    print(f"{seq.name}: {len(conf)} pairs at gap {args.gap}; median {np.median(seconds):.2f} s per pair; confidence "
           f"median {np.median(conf):.2f}, {int((conf < LOW_CONFIDENCE).sum())} pair(s) below {LOW_CONFIDENCE}")
     if gt is not None:
-        rot = np.array([float(r["rot_err_deg"]) for r in rows])
-        trans = np.array([float(r["trans_err_cm"]) for r in rows])
+        rot, trans = np.array(rot), np.array(trans)
         ok = np.isfinite(rot)
         if ok.any():
             good = M.success_mask(rot[ok], trans[ok])

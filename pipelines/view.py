@@ -292,20 +292,34 @@ def check_output_file(path, overwrite: bool) -> None:
 def write_file_atomic(path, write) -> None:
     """Call ``write(tmp_path)`` and rename the result to ``path``: a failed write leaves neither a partial
     file nor a folder this call created."""
+    write_files_atomic({path: write})
+
+
+def write_files_atomic(writes: dict) -> None:
+    """Write several files all or none: ``{path: write}``, each ``write(tmp_path)`` into a temporary file beside its
+    path, renamed into place only once every write succeeded. A failure leaves no temporary file, none of the
+    paths this call renamed into place, and no folder it created."""
     import tempfile
 
-    path = Path(path)
-    created = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
-    os.close(fd)
+    paths = [Path(p) for p in writes]
+    created = sorted({q for p in paths for q in [p.parent, *p.parent.parents] if not q.exists()},
+                     key=lambda q: len(q.parts), reverse=True)  # innermost first
+    tmps, done = [], []
     try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
+        for path, write in zip(paths, writes.values()):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+            os.close(fd)
+            tmps.append(tmp)
+            write(tmp)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+        for tmp, path in zip(tmps, paths):
+            os.replace(tmp, path)
+            done.append(path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        for p in created:  # innermost first
+        for p in [*tmps, *done]:
+            Path(p).unlink(missing_ok=True)
+        for p in created:
             try:
                 p.rmdir()
             except OSError:

@@ -123,3 +123,20 @@ def test_a_checkpoint_of_another_architecture_is_one_line(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{bad}: cannot load the networks with this synthseq's models" in err, err
     assert not (tmp_path / "pose.txt").exists()
+
+
+def test_write_files_atomic_writes_all_or_none(tmp_path):
+    """register's trajectory and its CSV go through pipelines/view.write_files_atomic: when one write fails,
+    neither file, no temporary file and no folder the call made is left."""
+    from synthseq.pipelines.view import write_files_atomic
+
+    def fail(p):
+        raise OSError("disk full")
+
+    a, b = tmp_path / "new" / "deeper" / "a.txt", tmp_path / "new" / "b.txt"
+    with pytest.raises(OSError, match="disk full"):
+        write_files_atomic({a: lambda p: open(p, "w").write("a"), b: fail})
+    assert list(tmp_path.iterdir()) == []
+    write_files_atomic({a: lambda p: open(p, "w").write("a"), b: lambda p: open(p, "w").write("b")})
+    assert a.read_text() == "a" and b.read_text() == "b"
+    assert sorted(p.name for p in (tmp_path / "new").rglob("*")) == ["a.txt", "b.txt", "deeper"]
