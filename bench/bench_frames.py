@@ -83,15 +83,14 @@ def second_view(points, a_from_b, rng):
     import numpy as np
 
     from synthseq.generator.sensor import SensorConfig, apply_sensor
-    from synthseq.geometry import backproject_depth, invert_pose
+    from synthseq.geometry import backproject_depth, invert_pose, project_points
     from synthseq.types import Camera
 
     cam = Camera.from_focal(262.5, 262.5, 159.5, 119.5, 320, 240)
     b_from_a = invert_pose(a_from_b)
     p = points.astype(np.float64) @ b_from_a[:3, :3].T + b_from_a[:3, 3]
     p = p[p[:, 2] > 0.1]
-    u = np.round(cam.fx * p[:, 0] / p[:, 2] + cam.cx).astype(np.int64)
-    v = np.round(cam.fy * p[:, 1] / p[:, 2] + cam.cy).astype(np.int64)
+    u, v = np.round(project_points(cam.intrinsics, p)).astype(np.int64).T
     ok = (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height)
     pix, z = v[ok] * cam.width + u[ok], p[ok, 2]
     depth = np.full(cam.width * cam.height, np.inf)

@@ -43,9 +43,9 @@ def main(argv=None) -> int:
     if args.out is None:
         sys.stdout.write(text)
     else:
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
+        from synthseq.pipelines.view import write_file_atomic
+
+        write_file_atomic(args.out, lambda tmp: Path(tmp).write_text(text))
         print(f"ablation_table: {args.out}")
     return 0
 
