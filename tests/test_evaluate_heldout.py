@@ -68,7 +68,7 @@ def test_allow_train_data_marks_every_row(tmp_path):
     cap = _tum(tmp_path)
     run = _checkpoint(tmp_path / "run", real=[str(cap)])
     out = tmp_path / "rep"
-    m = _eval(run, [f"{cap}@0:6", f"{_tum(tmp_path, name='held')}"], out=out, allow_train_data=True)
+    m = _eval(run, [f"{cap}@0:6", f"{_tum(tmp_path, T=10, name='held')}"], out=out, allow_train_data=True)  # held: another capture (T=10); an identical copy would be the same data
     assert m["sequences"]["tum@0:6"]["seen_in_training"] and not m["sequences"]["held"]["seen_in_training"]
     rows = [r for r in m["headline"] if r["sequence"] == "tum@0:6"]
     assert rows and all(r["seen_in_training"] for r in rows)
@@ -219,3 +219,24 @@ def test_shared_tum_xyz_a_with_mocap_gaps_evaluates(real_dir, tmp_path):
     m = _eval(None, [real_dir / "tum_fr1_xyz_a@95:110"], out=tmp_path / "r", gaps=(1, 5))
     assert any("2 frame(s) without a ground-truth pose" in n and "[101, 102]" in n for n in m["notes"])
     assert m["sequences"]["tum_fr1_xyz_a@95:110"]["gaps"]["5"]["num_pairs"] == 4
+
+
+def test_real_overlap_is_found_in_another_copy_of_the_training_capture(tmp_path):
+    """The checkpoint records where its captures were; a checkout whose data lives elsewhere (CI's copy of
+    ../shared, while the recorded path may still exist on that machine) evaluates another copy of them."""
+    import shutil
+
+    from synthseq.errors import DataError
+
+    cap = _tum(tmp_path)
+    run = _checkpoint(tmp_path / "run", real=[f"{cap}@0:6"])
+    moved = shutil.copytree(cap, tmp_path / "elsewhere" / "tum")  # same folder name, the recorded path exists
+    with pytest.raises(DataError, match=rf"--real {moved}@2:8: frames 2:6 were training data"):
+        _eval(run, [f"{moved}@2:8"], out=tmp_path / "r1")
+    renamed = shutil.copytree(cap, tmp_path / "renamed")  # another name, the same files
+    with pytest.raises(DataError, match=rf"--real {renamed}: frames 0:6 were training data"):
+        _eval(run, [renamed], out=tmp_path / "r1")
+    assert not (tmp_path / "r1").exists()
+    # another capture (other name, other files) is held out
+    other = _tum(tmp_path, T=10, name="other")
+    assert not _eval(run, [other], out=tmp_path / "r2")["sequences"]["other"]["seen_in_training"]

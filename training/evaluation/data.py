@@ -258,12 +258,27 @@ def _resolve_recorded(path: str) -> tuple[Path, bool]:
     return p.resolve(), p.exists()
 
 
+def _file_listing(folder: Path) -> list[tuple[str, int]]:
+    """(relative path, size) of every file under ``folder``, sorted; empty for a missing folder or a file."""
+    if not folder.is_dir():
+        return []
+    return sorted((str(f.relative_to(folder)), f.stat().st_size) for f in folder.rglob("*") if f.is_file())
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    """Whether two capture folders hold the same files (names and sizes), e.g. one is a renamed copy."""
+    listing = _file_listing(a)
+    return bool(listing) and listing == _file_listing(b)
+
+
 def real_overlaps(eval_specs: list[str], train_real: list[str], notes: list[str]) -> list[Overlap]:
     """Evaluated real captures whose frames overlap a ``train.real`` entry of the same capture.
 
-    Captures are the same when their folders resolve to the same path (from the current directory). A
-    recorded training path that does not exist from here is matched by folder name instead (and a note
-    says so), so a moved checkout still refuses what it cannot prove is held out.
+    Captures are the same when their folders resolve to the same path (from the current directory), have
+    the same folder name, or hold the same files (names and sizes: a renamed copy). So a checkout whose
+    data lives elsewhere, where another copy of the training captures may also exist, still refuses what it
+    cannot prove is held out. A recorded training path that does not exist from here gets a note (matched
+    by folder name only).
     """
     from synthseq.datasets.real import parse_capture_spec
 
@@ -285,7 +300,8 @@ def real_overlaps(eval_specs: list[str], train_real: list[str], notes: list[str]
         ev = parse_capture_spec(text)
         ev_resolved = ev.path.resolve()
         for t_text, t_spec, t_resolved, t_exists in train:
-            same = (t_resolved == ev_resolved) if t_exists else (t_spec.path.name == ev.path.name)
+            same = (t_resolved == ev_resolved or t_spec.path.name == ev.path.name
+                    or (t_exists and _same_files(t_resolved, ev_resolved)))
             if not same:
                 continue
             lo, hi = max(ev.start, t_spec.start), min(ev.stop if ev.stop is not None else np.inf,
