@@ -68,7 +68,8 @@ def test_allow_train_data_marks_every_row(tmp_path):
     cap = _tum(tmp_path)
     run = _checkpoint(tmp_path / "run", real=[str(cap)])
     out = tmp_path / "rep"
-    m = _eval(run, [f"{cap}@0:6", f"{_tum(tmp_path, T=10, name='held')}"], out=out, allow_train_data=True)  # held: another capture (T=10); an identical copy would be the same data
+    # held: another capture (T=10); a byte-identical copy would be the same data, and refused as such
+    m = _eval(run, [f"{cap}@0:6", f"{_tum(tmp_path, T=10, name='held')}"], out=out, allow_train_data=True)
     assert m["sequences"]["tum@0:6"]["seen_in_training"] and not m["sequences"]["held"]["seen_in_training"]
     rows = [r for r in m["headline"] if r["sequence"] == "tum@0:6"]
     assert rows and all(r["seen_in_training"] for r in rows)
