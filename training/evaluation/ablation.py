@@ -92,12 +92,10 @@ def read_pairs(report_dir) -> ReportPairs:
 def _blocks(keys: tuple) -> tuple[np.ndarray, dict]:
     """Bootstrap groups (one per sequence and gap, pairs in start order) and their block lengths."""
     labels = [f"{s}|{g}" for s, g, _ in keys]
-    groups = np.array(labels)
-    lengths = {}
-    for label in dict.fromkeys(labels):
-        starts = [a for (s, g, a), lab in zip(keys, labels) if lab == label]
-        lengths[label] = M.pairs_block_length(starts, int(label.rsplit("|", 1)[1]))
-    return groups, lengths
+    starts: dict = {}  # label -> (gap, first frames in order)
+    for (_, g, a), label in zip(keys, labels):
+        starts.setdefault(label, (g, []))[1].append(a)
+    return np.array(labels), {label: M.pairs_block_length(st, g) for label, (g, st) in starts.items()}
 
 
 def _rate(v: np.ndarray, groups, lengths) -> tuple[float, float, float]:
@@ -219,8 +217,9 @@ def render_ablation(summary: dict) -> str:
     versus, ref = summary["versus"], summary["reference"]
     n = summary["num_pairs"]
     lines = [f"# Ablation: {len(summary['stages'])} stages on the same {n} pairs", "",
-             "Success = rotation < 5 deg and translation < 5 cm. Intervals: 95% moving-block bootstrap within each "
-             "sequence and gap; paired differences in points (pairs won / lost) on the same pairs.", "",
+             f"Success = rotation < {M.SUCCESS_ROT_DEG:g} deg and translation < {M.SUCCESS_TRANS_CM:g} cm. "
+             "Intervals: 95% moving-block bootstrap within each sequence and gap; paired differences in points "
+             "(pairs won / lost) on the same pairs.", "",
              f"| row | success [95% CI] | vs {NAMES.get(versus, versus)} (paired) | "
              + (f"vs stage {ref}, same method (paired) | " if ref else "") + "median / mean time per pair |",
              "|---|---|---|" + ("---|" if ref else "") + "---|"]
