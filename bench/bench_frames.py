@@ -129,8 +129,8 @@ def main(argv=None) -> int:
     from scipy.spatial.transform import Rotation
 
     from synthseq.training import baselines as B
+    from synthseq.training import metrics as M
     from synthseq.training.estimator import load_estimator
-    from synthseq.training.pseudo_labels import pose_difference
 
     torch.set_num_threads(1)
     frames = load_frames(root, args.max_depth, args.frames)
@@ -161,15 +161,16 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 pose = fn(cloud_a, cloud_b)
                 sec = time.perf_counter() - t0
-                rot, trans = pose_difference(pose, a_from_b)
-                ok = bool(rot < 5.0 and trans < 0.05)
+                rot, trans_cm = M.relative_pose_errors(pose, a_from_b)
+                ok = bool(M.success_mask(rot, trans_cm))
                 rows.append({"frame": name, "motion_rot_deg": rot_deg, "motion_trans_cm": 100 * trans_m, "method": m,
-                             "rot_err_deg": round(float(rot), 3), "trans_err_cm": round(100 * float(trans), 2),
+                             "rot_err_deg": round(float(rot), 3), "trans_err_cm": round(float(trans_cm), 2),
                              "success": ok, "seconds": round(sec, 3), "points_b": int(len(cloud_b))})
                 line += f" | {m} {'ok' if ok else '--'} {rot:5.1f} deg {sec:5.2f} s"
             print(line, flush=True)
     names = list(frames)
-    print(f"\n{len(names)} frames x {args.motions} second views; success (< 5 deg and < 5 cm) per frame, then pooled "
+    print(f"\n{len(names)} frames x {args.motions} second views; success (< {M.SUCCESS_ROT_DEG:g} deg and "
+          f"< {M.SUCCESS_TRANS_CM:g} cm) per frame, then pooled "
           "with the median time per pair\n")
     print("| method | " + " | ".join(names) + " | pooled | median time |")
     print("|---|" + "---|" * (len(names) + 2))

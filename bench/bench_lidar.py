@@ -39,8 +39,8 @@ def main(argv=None) -> int:
 
     from synthseq.datasets.real.pointcloud_folder import read_cloud_file
     from synthseq.training import baselines as B
+    from synthseq.training import metrics as M
     from synthseq.training.estimator import load_estimator
-    from synthseq.training.pseudo_labels import pose_difference
 
     folder = Path(args.data)
     files = [folder / "251370668.pcd", folder / "251371071.pcd", folder / "relative.txt"]
@@ -73,11 +73,11 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 pose = fn(a, b)
                 sec = time.perf_counter() - t0
-                rot, trans = pose_difference(pose, gt)
-                ok = bool(rot < 1.0 and trans < 0.05)
+                rot, trans_cm = (float(e) for e in M.relative_pose_errors(pose, gt))
+                ok = bool(M.success_mask(rot, trans_cm, max_rot_deg=1.0))
                 rows.append({"yaw_deg": yaw, "direction": direction, "method": name, "rot_err_deg": round(rot, 3),
-                             "trans_err_cm": round(100 * trans, 2), "within_1deg_5cm": ok, "seconds": round(sec, 3)})
-                print(f"yaw {yaw:5.0f}  {direction:15s} {name:26s} {rot:8.2f} deg {100 * trans:8.1f} cm "
+                             "trans_err_cm": round(trans_cm, 2), "within_1deg_5cm": ok, "seconds": round(sec, 3)})
+                print(f"yaw {yaw:5.0f}  {direction:15s} {name:26s} {rot:8.2f} deg {trans_cm:8.1f} cm "
                       f"{'ok ' if ok else 'BAD'} {sec:6.2f} s", flush=True)
     print("\n| method | pairs within 1 deg / 5 cm | median rotation error | median time per pair |")
     print("|---|---|---|---|")
